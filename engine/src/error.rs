@@ -1,0 +1,80 @@
+//! The engine's error type.
+
+use crate::source::PartitionId;
+
+/// A boxed error from a plug-in (source, sink) that the engine passes through unchanged.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Result with the engine's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a job failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A source failed to open or to read.
+    #[error("input `{input}` failed")]
+    Source {
+        /// The input's name in the pipeline.
+        input: String,
+        /// What went wrong.
+        #[source]
+        source: BoxError,
+    },
+    /// A malformed record under the `fail` policy.
+    #[error("{0}")]
+    BadRecord(BadRecord),
+    /// A sink failed to write.
+    #[error("sink failed at time {time}")]
+    Sink {
+        /// The timestamp being written.
+        time: u64,
+        /// What went wrong.
+        #[source]
+        source: BoxError,
+    },
+    /// The pipeline asked for an input that was not supplied.
+    #[error("the pipeline reads input `{name}` but no source was given for it (known: {known})")]
+    UnknownInput {
+        /// The missing input name.
+        name: String,
+        /// The inputs that were supplied.
+        known: String,
+    },
+    /// The cluster configuration is unusable.
+    #[error("cluster configuration: {reason}")]
+    Cluster {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A worker thread panicked or could not start.
+    #[error("worker failed: {reason}")]
+    Worker {
+        /// What happened.
+        reason: String,
+    },
+}
+
+/// A record that could not be decoded. Bad records are data: they flow beside the good ones and
+/// the job's [`BadRecordPolicy`](crate::BadRecordPolicy) decides what happens to them.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub struct BadRecord {
+    /// Where the record came from.
+    pub partition: PartitionId,
+    /// Its offset in that partition.
+    pub offset: i64,
+    /// Why it was rejected.
+    pub reason: String,
+}
+
+impl std::fmt::Display for BadRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "malformed record in topic `{}` partition {} at offset {}: {}",
+            self.partition.topic, self.partition.partition, self.offset, self.reason
+        )
+    }
+}
