@@ -1,0 +1,294 @@
+//! The Kafka source: explicit assignment, explicit start offsets, explicit end.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kappa_engine::{BoxError, Offset, PartitionId, PartitionedSource, Poll, Record, SourceFactory};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::TopicPartitionList;
+
+use crate::error::{Error, Result};
+use crate::kafka::admin;
+
+/// Where a Kafka input ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadUntil {
+    /// Each partition's high watermark as read when the source was created.
+    HighWatermarkAtStart,
+    /// These offsets (exclusive), per partition; partitions not listed end at once.
+    Offsets(BTreeMap<i32, Offset>),
+    /// Never: follow the topic forever.
+    Forever,
+    /// Follow the topic; a reader stops once every partition it owns has reached the broker's end
+    /// and no record has arrived for this long.
+    Idle(Duration),
+}
+
+/// Settings of a [`KafkaSource`].
+#[derive(Clone, Debug)]
+pub struct KafkaSourceConfig {
+    /// Bootstrap servers, `host:port[,host:port...]`.
+    pub brokers: String,
+    /// The topic to read.
+    pub topic: String,
+    /// Where to stop.
+    pub until: ReadUntil,
+}
+
+impl KafkaSourceConfig {
+    /// Reads `topic` from `brokers` until `until`.
+    pub fn new(brokers: &str, topic: &str, until: ReadUntil) -> Self {
+        KafkaSourceConfig {
+            brokers: brokers.to_string(),
+            topic: topic.to_string(),
+            until,
+        }
+    }
+}
+
+/// A topic on a Kafka-API broker as a Kappa input. Partitions (and, for
+/// [`ReadUntil::HighWatermarkAtStart`], end offsets) are read once, at creation, so every worker
+/// of the process agrees on them.
+pub struct KafkaSource {
+    config: KafkaSourceConfig,
+    partitions: Result<Vec<i32>, String>,
+    ends: Option<BTreeMap<i32, Offset>>,
+}
+
+impl KafkaSource {
+    /// Connects to the brokers and reads the topic's partitions.
+    pub fn new(config: KafkaSourceConfig) -> Self {
+        match Self::try_new(config.clone()) {
+            Ok(source) => source,
+            Err(e) => KafkaSource {
+                config,
+                partitions: Err(error_chain(&e)),
+                ends: None,
+            },
+        }
+    }
+
+    /// As [`KafkaSource::new`], returning the error instead of deferring it to the job's start.
+    pub fn try_new(config: KafkaSourceConfig) -> Result<Self> {
+        let (partitions, ends) = match &config.until {
+            ReadUntil::HighWatermarkAtStart => {
+                let marks = admin::watermarks(&config.brokers, &config.topic)?;
+                (
+                    marks.keys().copied().collect(),
+                    Some(marks.into_iter().map(|(p, (_, hi))| (p, hi)).collect()),
+                )
+            }
+            ReadUntil::Offsets(ends) => (
+                admin::partitions(&config.brokers, &config.topic)?,
+                Some(ends.clone()),
+            ),
+            ReadUntil::Forever | ReadUntil::Idle(_) => {
+                (admin::partitions(&config.brokers, &config.topic)?, None)
+            }
+        };
+        Ok(KafkaSource {
+            config,
+            partitions: Ok(partitions),
+            ends,
+        })
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+impl SourceFactory for KafkaSource {
+    fn partitions(&self) -> Result<Vec<PartitionId>, BoxError> {
+        let parts = self
+            .partitions
+            .as_ref()
+            .map_err(|e| BoxError::from(e.clone()))?;
+        Ok(parts
+            .iter()
+            .map(|&p| PartitionId::new(&self.config.topic, p))
+            .collect())
+    }
+
+    fn open(
+        &self,
+        owned: &[(PartitionId, Option<Offset>)],
+    ) -> Result<Box<dyn PartitionedSource>, BoxError> {
+        let topic = &self.config.topic;
+        let consumer = admin::consumer(&self.config.brokers)?;
+        let mut assignment = TopicPartitionList::new();
+        let mut index_of = HashMap::new();
+        let mut ends = Vec::new();
+        let mut starts = Vec::new();
+        for (index, (pid, start)) in owned.iter().enumerate() {
+            let offset = start.map_or(rdkafka::Offset::Beginning, rdkafka::Offset::Offset);
+            assignment.add_partition_offset(topic, pid.partition, offset)?;
+            index_of.insert(pid.partition, index);
+            ends.push(
+                self.ends
+                    .as_ref()
+                    .map(|e| e.get(&pid.partition).copied().unwrap_or(0)),
+            );
+            starts.push(start.unwrap_or(0));
+        }
+        if !owned.is_empty() {
+            consumer
+                .assign(&assignment)
+                .map_err(|source| Error::Consume {
+                    topic: topic.clone(),
+                    source,
+                })?;
+        }
+        let idle = match self.config.until {
+            ReadUntil::Idle(d) => Some(d),
+            _ => None,
+        };
+        Ok(Box::new(KafkaReader {
+            consumer,
+            topic: topic.clone(),
+            index_of,
+            open: vec![true; owned.len()],
+            at_end: vec![false; owned.len()],
+            next: starts,
+            ends,
+            idle,
+            last_record: Instant::now(),
+            started: false,
+        }))
+    }
+}
+
+/// Records handed to the engine per poll, at most.
+const POLL_BUDGET: usize = 8192;
+
+struct KafkaReader {
+    consumer: BaseConsumer,
+    topic: String,
+    index_of: HashMap<i32, usize>,
+    open: Vec<bool>,
+    /// Whether the partition has reached the broker's end since its last record.
+    at_end: Vec<bool>,
+    next: Vec<Offset>,
+    ends: Vec<Option<Offset>>,
+    idle: Option<Duration>,
+    last_record: Instant,
+    started: bool,
+}
+
+impl KafkaReader {
+    fn close(&mut self, index: usize, finished: &mut Vec<usize>) {
+        if self.open[index] {
+            self.open[index] = false;
+            finished.push(index);
+        }
+    }
+}
+
+impl PartitionedSource for KafkaReader {
+    fn poll(
+        &mut self,
+        out: &mut Vec<(usize, Record)>,
+        finished: &mut Vec<usize>,
+    ) -> Result<Poll, BoxError> {
+        if !self.started {
+            self.started = true;
+            for index in 0..self.open.len() {
+                if self.ends[index].is_some_and(|end| self.next[index] >= end) {
+                    self.close(index, finished);
+                }
+            }
+        }
+        if !self.open.iter().any(|&o| o) {
+            return Ok(Poll::Pending);
+        }
+        let mut delivered = 0;
+        while delivered < POLL_BUDGET {
+            let message = match self.consumer.poll(Duration::ZERO) {
+                None => break,
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    if let Some(&index) = self.index_of.get(&p) {
+                        self.at_end[index] = true;
+                    }
+                    continue;
+                }
+                Some(Err(source)) => {
+                    return Err(Error::Consume {
+                        topic: self.topic.clone(),
+                        source,
+                    }
+                    .into())
+                }
+                Some(Ok(message)) => message,
+            };
+            let Some(&index) = self.index_of.get(&message.partition()) else {
+                continue;
+            };
+            if !self.open[index] {
+                continue;
+            }
+            let offset = message.offset();
+            if self.ends[index].is_some_and(|end| offset >= end) {
+                self.close(index, finished);
+                continue;
+            }
+            out.push((
+                index,
+                Record {
+                    offset,
+                    timestamp: message.timestamp().to_millis(),
+                    key: message.key().map(Bytes::copy_from_slice),
+                    value: message.payload().map(Bytes::copy_from_slice),
+                },
+            ));
+            delivered += 1;
+            self.next[index] = offset + 1;
+            self.at_end[index] = false;
+            self.last_record = Instant::now();
+            if self.ends[index].is_some_and(|end| offset + 1 >= end) {
+                self.close(index, finished);
+            }
+        }
+        // A fixed end can be hidden behind records the consumer never shows (transaction
+        // markers): reaching the broker's end at or past it also ends the partition.
+        for index in 0..self.open.len() {
+            if self.open[index] && self.at_end[index] {
+                if let Some(end) = self.ends[index] {
+                    let position = self.consumer.position().ok().and_then(|tpl| {
+                        let p = self
+                            .index_of
+                            .iter()
+                            .find(|(_, &i)| i == index)
+                            .map(|(&p, _)| p)?;
+                        tpl.find_partition(&self.topic, p)?.offset().to_raw()
+                    });
+                    if position.is_some_and(|pos| pos >= end) {
+                        self.close(index, finished);
+                    }
+                }
+            }
+        }
+        if let Some(idle) = self.idle {
+            let caught_up = (0..self.open.len()).all(|i| !self.open[i] || self.at_end[i]);
+            if caught_up && self.last_record.elapsed() >= idle {
+                for index in 0..self.open.len() {
+                    self.close(index, finished);
+                }
+            }
+        }
+        Ok(if delivered == POLL_BUDGET {
+            Poll::Ready
+        } else {
+            Poll::Pending
+        })
+    }
+}

@@ -1,0 +1,108 @@
+//! The replay crate's error type.
+
+/// Result with replay's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why reading or writing an archive failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Bytes in a segment are damaged.
+    #[error("corrupt record batch in object `{object}` at byte offset {byte_offset}: {reason}")]
+    CorruptBatch {
+        /// The object's key.
+        object: String,
+        /// Absolute offset of the damaged field in the object.
+        byte_offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Well-formed bytes this build cannot read.
+    #[error("unsupported data in object `{object}` at byte offset {byte_offset}: {what}")]
+    UnsupportedFormat {
+        /// The object's key.
+        object: String,
+        /// Absolute offset of the field.
+        byte_offset: u64,
+        /// What is not supported.
+        what: String,
+    },
+    /// A segment's contents disagree with its key or its neighbours.
+    #[error("archive inconsistency at object `{object}`: {reason}")]
+    Inconsistent {
+        /// The object's key.
+        object: String,
+        /// What disagrees.
+        reason: String,
+    },
+    /// The object store failed (after its own retries).
+    #[error("object store request for `{object}` failed; check the archive URL and credentials")]
+    ObjectStore {
+        /// The object or prefix.
+        object: String,
+        /// The store's error.
+        #[source]
+        source: object_store::Error,
+    },
+    /// The archive URL cannot be used.
+    #[error("archive URL `{url}`: {reason}")]
+    InvalidUrl {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The archive holds nothing for the topic.
+    #[error(
+        "the archive at `{url}` holds no segments of topic `{topic}`; check --topic and --archive"
+    )]
+    EmptyArchive {
+        /// The archive URL.
+        url: String,
+        /// The topic.
+        topic: String,
+    },
+    /// Continuing live would skip records: the broker no longer has them.
+    #[error(
+        "archive of topic `{topic}` partition {partition} ends at offset {archive_end}, but the broker's log starts at \
+         {log_start}: offsets {archive_end}..{log_start} are in neither; archive the topic more often (kappa archive \
+         write) or replay without --then-live"
+    )]
+    HandoffGap {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// The archive's next offset.
+        archive_end: i64,
+        /// The broker's first available offset.
+        log_start: i64,
+    },
+    /// The archive holds offsets the broker never had: a different or recreated topic.
+    #[error(
+        "archive of topic `{topic}` partition {partition} ends at offset {archive_end}, past the broker's end \
+         {high_watermark}: the archive is not of this topic (was it recreated?)"
+    )]
+    ArchiveAhead {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// The archive's next offset.
+        archive_end: i64,
+        /// The broker's high watermark.
+        high_watermark: i64,
+    },
+    /// Talking to Kafka failed.
+    #[error(transparent)]
+    Kafka(#[from] kappa_connectors::Error),
+    /// Reading from Kafka while archiving failed.
+    #[error("archiving topic `{topic}` failed while consuming")]
+    Consume {
+        /// The topic.
+        topic: String,
+        /// The client's error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+}

@@ -1,0 +1,149 @@
+//! Kappa's own layout, written by `kappa archive write`:
+//!
+//! ```text
+//! {prefix}/kappa/{topic}/{partition:010}/{base_offset:020}-{next_offset:020}.segment
+//! ```
+//!
+//! Each segment is a run of uncompressed RecordBatch v2 batches covering offsets
+//! `base_offset..next_offset`. Zero-padded numbers make lexicographic order offset order, and the
+//! next offset in the key gives a partition's end without reading any segment.
+
+use futures::future::BoxFuture;
+use futures::{FutureExt, TryStreamExt};
+use kappa_engine::Offset;
+use object_store::path::Path;
+
+use super::{ArchiveLayout, SegmentRef};
+use crate::archive::Archive;
+use crate::error::{Error, Result};
+
+/// See the module documentation.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KappaLayout;
+
+impl KappaLayout {
+    /// The key of the segment of `topic`/`partition` covering `base..next`.
+    pub fn segment_key(
+        archive: &Archive,
+        topic: &str,
+        partition: i32,
+        base: Offset,
+        next: Offset,
+    ) -> Path {
+        archive.key(&format!(
+            "kappa/{topic}/{partition:010}/{base:020}-{next:020}.segment"
+        ))
+    }
+
+    fn parse_segment(name: &str) -> Option<(Offset, Offset)> {
+        let stem = name.strip_suffix(".segment")?;
+        let (base, next) = stem.split_once('-')?;
+        let (base, next) = (base.parse().ok()?, next.parse().ok()?);
+        (base < next).then_some((base, next))
+    }
+}
+
+impl ArchiveLayout for KappaLayout {
+    fn name(&self) -> &'static str {
+        "kappa"
+    }
+
+    fn partitions<'a>(
+        &'a self,
+        archive: &'a Archive,
+        topic: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<i32>>> {
+        async move {
+            let dir = archive.key(&format!("kappa/{topic}"));
+            let listing = archive
+                .store
+                .list_with_delimiter(Some(&dir))
+                .await
+                .map_err(|source| Error::ObjectStore {
+                    object: dir.to_string(),
+                    source,
+                })?;
+            let mut out: Vec<i32> = listing
+                .common_prefixes
+                .iter()
+                .filter_map(|p| p.filename().and_then(|f| f.parse().ok()))
+                .collect();
+            out.sort();
+            Ok(out)
+        }
+        .boxed()
+    }
+
+    fn segments<'a>(
+        &'a self,
+        archive: &'a Archive,
+        topic: &'a str,
+        partition: i32,
+    ) -> BoxFuture<'a, Result<Vec<SegmentRef>>> {
+        async move {
+            let dir = archive.key(&format!("kappa/{topic}/{partition:010}"));
+            let objects: Vec<_> =
+                archive
+                    .store
+                    .list(Some(&dir))
+                    .try_collect()
+                    .await
+                    .map_err(|source| Error::ObjectStore {
+                        object: dir.to_string(),
+                        source,
+                    })?;
+            let mut out = Vec::new();
+            for meta in objects {
+                let name = meta.location.filename().unwrap_or_default();
+                let Some((base_offset, next_offset)) = Self::parse_segment(name) else {
+                    return Err(Error::Inconsistent {
+                        object: meta.location.to_string(),
+                        reason: "not a segment key ({base:020}-{next:020}.segment)".into(),
+                    });
+                };
+                out.push(SegmentRef {
+                    key: meta.location,
+                    base_offset,
+                    next_offset,
+                    size: meta.size,
+                });
+            }
+            out.sort_by_key(|s| s.base_offset);
+            for pair in out.windows(2) {
+                if pair[1].base_offset < pair[0].next_offset {
+                    return Err(Error::Inconsistent {
+                        object: pair[1].key.to_string(),
+                        reason: format!("overlaps the previous segment `{}`", pair[0].key),
+                    });
+                }
+            }
+            Ok(out)
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sort_in_offset_order_and_parse_back() {
+        let archive = Archive::open("memory://layout-keys").expect("opens");
+        let a = KappaLayout::segment_key(&archive, "likes", 3, 9, 10);
+        let b = KappaLayout::segment_key(&archive, "likes", 3, 10, 200);
+        assert!(a.as_ref() < b.as_ref());
+        assert_eq!(
+            b.as_ref(),
+            "kappa/likes/0000000003/00000000000000000010-00000000000000000200.segment"
+        );
+        assert_eq!(
+            KappaLayout::parse_segment(b.filename().expect("has a name")),
+            Some((10, 200))
+        );
+        assert_eq!(
+            KappaLayout::parse_segment("00000000000000000010-00000000000000000010.segment"),
+            None
+        );
+    }
+}

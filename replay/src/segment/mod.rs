@@ -1,0 +1,11 @@
+//! Segments: objects holding a run of Kafka RecordBatch v2 batches of one partition.
+//!
+//! [`record_batch`] encodes and decodes the batch format itself. Decoding is written here rather
+//! than taken from `kafka-protocol` because replay must name the object and the exact byte offset
+//! of any damage, bound every allocation by the bytes actually present, and never panic on hostile
+//! input; the decoder below is short enough to check by reading, and its fuzz/property tests feed
+//! it mutated segments.
+
+pub mod record_batch;
+
+pub use record_batch::{decode_segment, encode_batch, SegmentSummary};
