@@ -24,7 +24,7 @@ use crate::{Collection, Diff};
 ///
 /// Handles are cloned onto every worker, but only worker 0's is ever written to, so resources
 /// (files, connections) should be opened lazily, on the first call.
-pub trait Sink<D>: Clone + 'static {
+pub trait Sink<D>: Clone + Send + Sync + 'static {
     /// All updates at `time`, consolidated and sorted by data. Called once per time, in time order.
     fn write(&mut self, time: Time, updates: &[(D, Diff)]) -> Result<(), BoxError>;
     /// Called once the frontier is empty: every update has been written.
@@ -91,7 +91,7 @@ pub(crate) fn consistent_sink<D, S>(
 /// Writes updates as JSON lines, `{"time":T,"diff":D,"data":{...}}`, to a file or to stdout.
 pub struct JsonLinesSink {
     path: Option<PathBuf>,
-    writer: Option<std::io::BufWriter<Box<dyn Write>>>,
+    writer: Option<std::io::BufWriter<Box<dyn Write + Send + Sync>>>,
 }
 
 impl JsonLinesSink {
@@ -100,9 +100,11 @@ impl JsonLinesSink {
         JsonLinesSink { path, writer: None }
     }
 
-    fn writer(&mut self) -> Result<&mut std::io::BufWriter<Box<dyn Write>>, BoxError> {
+    fn writer(
+        &mut self,
+    ) -> Result<&mut std::io::BufWriter<Box<dyn Write + Send + Sync>>, BoxError> {
         if self.writer.is_none() {
-            let inner: Box<dyn Write> =
+            let inner: Box<dyn Write + Send + Sync> =
                 match &self.path {
                     Some(path) => Box::new(std::fs::File::create(path).map_err(|e| {
                         format!("cannot create output file {}: {e}", path.display())
@@ -200,7 +202,7 @@ impl<D: Clone + Ord> MemorySink<D> {
     }
 }
 
-impl<D: Clone + 'static> Sink<D> for MemorySink<D> {
+impl<D: Clone + Send + 'static> Sink<D> for MemorySink<D> {
     fn write(&mut self, time: Time, updates: &[(D, Diff)]) -> Result<(), BoxError> {
         let mut all = self.updates.lock().map_err(|_| "memory sink poisoned")?;
         all.extend(updates.iter().map(|(d, r)| (d.clone(), time, *r)));

@@ -9,7 +9,8 @@
 //! before the job starts ([`check_handoff`]).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use kappa_engine::{BoxError, Offset, PartitionId, PartitionedSource, Poll, Record, SourceFactory};
 
@@ -61,6 +62,7 @@ pub struct Handoff {
     replay: ReplaySource,
     live: Arc<dyn SourceFactory>,
     ends: BTreeMap<i32, Offset>,
+    switched_at: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Handoff {
@@ -73,12 +75,22 @@ impl Handoff {
     ) -> Result<Self> {
         let ends = replay.end_offsets();
         check_handoff(replay.topic(), &ends, watermarks)?;
-        Ok(Handoff { replay, live, ends })
+        Ok(Handoff {
+            replay,
+            live,
+            ends,
+            switched_at: Arc::default(),
+        })
     }
 
     /// Where each partition switches to live.
     pub fn handoff_offsets(&self) -> &BTreeMap<i32, Offset> {
         &self.ends
+    }
+
+    /// When the last reader of this process switched to live, if any has.
+    pub fn switched_at(&self) -> Arc<Mutex<Option<Instant>>> {
+        self.switched_at.clone()
     }
 }
 
@@ -110,6 +122,7 @@ impl SourceFactory for Handoff {
             live: None,
             live_factory: self.live.clone(),
             live_starts,
+            switched_at: self.switched_at.clone(),
         }))
     }
 }
@@ -120,6 +133,7 @@ struct HandoffReader {
     live: Option<Box<dyn PartitionedSource>>,
     live_factory: Arc<dyn SourceFactory>,
     live_starts: Vec<(PartitionId, Option<Offset>)>,
+    switched_at: Arc<Mutex<Option<Instant>>>,
 }
 
 impl PartitionedSource for HandoffReader {
@@ -142,6 +156,7 @@ impl PartitionedSource for HandoffReader {
             // Switch all of this worker's partitions together: the archive is far faster than
             // live, so waiting for the slowest costs little, and one consumer serves them all.
             self.live = Some(self.live_factory.open(&self.live_starts)?);
+            *self.switched_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         }
         match self.live.as_mut() {
             Some(live) => live.poll(out, finished),

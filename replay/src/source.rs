@@ -33,6 +33,8 @@ pub struct ReplayMetrics {
     pub bytes: AtomicU64,
     /// Segments decoded.
     pub segments: AtomicU64,
+    /// Records decoded.
+    pub records: AtomicU64,
 }
 
 /// A topic's archive as a [`SourceFactory`]: every partition, from its first archived offset to
@@ -164,9 +166,12 @@ async fn replay_partition(
             metrics
                 .bytes
                 .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-            let records = decode_checked(&segment, &bytes, from);
+            let records = decode_checked(&segment, &bytes, from)?;
             metrics.segments.fetch_add(1, Ordering::Relaxed);
-            records
+            metrics
+                .records
+                .fetch_add(records.len() as u64, Ordering::Relaxed);
+            Ok(records)
         });
         let failed = decoded.is_err();
         if tx.send(decoded).await.is_err() || failed {

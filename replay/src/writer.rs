@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kappa_engine::{Offset, Record};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::TopicPartitionList;
@@ -75,12 +75,7 @@ pub fn write_archive(
     if pending.is_empty() {
         return Ok(report);
     }
-    let consumer: BaseConsumer = kappa_connectors::kafka::client_config(brokers)
-        .create()
-        .map_err(|source| Error::Consume {
-            topic: topic.to_string(),
-            source,
-        })?;
+    let consumer = kappa_connectors::kafka::consumer(brokers)?;
     consumer
         .assign(&assignment)
         .map_err(|source| Error::Consume {

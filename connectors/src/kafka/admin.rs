@@ -5,21 +5,12 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 
 use crate::error::{Error, Result};
-use crate::kafka::client_config;
+use crate::kafka::{client_config, consumer, KappaConsumer};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
-
-pub(crate) fn consumer(brokers: &str) -> Result<BaseConsumer> {
-    client_config(brokers)
-        .create()
-        .map_err(|source| Error::Client {
-            brokers: brokers.to_string(),
-            source,
-        })
-}
 
 /// The partition numbers of `topic`, sorted.
 pub fn partitions(brokers: &str, topic: &str) -> Result<Vec<i32>> {
@@ -28,7 +19,7 @@ pub fn partitions(brokers: &str, topic: &str) -> Result<Vec<i32>> {
 }
 
 pub(crate) fn partitions_with(
-    consumer: &BaseConsumer,
+    consumer: &KappaConsumer,
     brokers: &str,
     topic: &str,
 ) -> Result<Vec<i32>> {

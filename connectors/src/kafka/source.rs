@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kappa_engine::{BoxError, Offset, PartitionId, PartitionedSource, Poll, Record, SourceFactory};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::TopicPartitionList;
@@ -125,7 +125,7 @@ impl SourceFactory for KafkaSource {
         owned: &[(PartitionId, Option<Offset>)],
     ) -> Result<Box<dyn PartitionedSource>, BoxError> {
         let topic = &self.config.topic;
-        let consumer = admin::consumer(&self.config.brokers)?;
+        let consumer = crate::kafka::consumer(&self.config.brokers)?;
         let mut assignment = TopicPartitionList::new();
         let mut index_of = HashMap::new();
         let mut ends = Vec::new();
@@ -172,7 +172,7 @@ impl SourceFactory for KafkaSource {
 const POLL_BUDGET: usize = 8192;
 
 struct KafkaReader {
-    consumer: BaseConsumer,
+    consumer: crate::kafka::KappaConsumer,
     topic: String,
     index_of: HashMap<i32, usize>,
     open: Vec<bool>,

@@ -1,1 +1,233 @@
-fn main() {}
+//! The `kappa` command: the demo, the archive tools, and replaying pipelines.
+//!
+//! Run with: `cargo run --release -- demo` (or `-- --help`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use kappa_engine::{BadRecordPolicy, JobOptions, JsonLinesSink};
+use kappa_examples::job::{open_input, ClusterArgs, InputSpec};
+use kappa_examples::like_counts;
+
+use kappa_examples::demo;
+use kappa_examples::progress::{progress, ProgressWatcher};
+
+#[derive(Parser)]
+#[command(
+    name = "kappa",
+    version,
+    about = "Exact incremental dataflows over a topic's whole history: replay from tiered storage, continue live"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole idea end to end on an in-process mock Kafka cluster, and verify the result.
+    Demo(demo::DemoArgs),
+    /// Archive tools.
+    #[command(subcommand)]
+    Archive(ArchiveCommand),
+    /// Run a pipeline over a topic archive, optionally continuing live on the broker.
+    Replay(ReplayArgs),
+}
+
+#[derive(Subcommand)]
+enum ArchiveCommand {
+    /// Copy every partition of a topic, up to its current end, into an archive; appends only what is new.
+    Write {
+        /// Kafka bootstrap servers, host:port.
+        #[arg(long)]
+        brokers: String,
+        /// The topic to archive.
+        #[arg(long)]
+        topic: String,
+        /// Archive URL: file:///dir, s3://bucket/prefix (AWS_* environment), or a directory.
+        #[arg(long)]
+        to: String,
+    },
+    /// Per partition: segments, offset ranges, timestamps, record counts (every batch is read and checked).
+    Inspect {
+        /// Archive URL.
+        url: String,
+        /// The topic.
+        #[arg(long)]
+        topic: String,
+    },
+}
+
+/// Pipelines the command line can run.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Pipeline {
+    /// Per post, how many users like it now.
+    LikeCounts,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum OnBadRecord {
+    /// Stop with an error naming topic, partition and offset.
+    Fail,
+    /// Go on; count them and print the count at the end.
+    Skip,
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// The pipeline to run.
+    #[arg(long, value_enum)]
+    pipeline: Pipeline,
+    /// The topic the pipeline's input reads.
+    #[arg(long)]
+    topic: String,
+    /// Archive URL to replay first.
+    #[arg(long)]
+    archive: Option<String>,
+    /// After the archive, continue on the broker at each partition's next offset.
+    #[arg(long, requires = "brokers")]
+    then_live: bool,
+    /// Kafka bootstrap servers, host:port.
+    #[arg(long)]
+    brokers: Option<String>,
+    /// Once live and caught up, exit after this many seconds without new records.
+    #[arg(long, value_name = "SECS")]
+    exit_when_idle: Option<f64>,
+    /// Write updates as JSON lines to this file (default: stdout).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// What to do with malformed records.
+    #[arg(long, value_enum, default_value = "fail")]
+    on_bad_record: OnBadRecord,
+    /// Allowed lateness, ms: how far behind its partition's largest timestamp a record keeps its own time.
+    #[arg(long, default_value_t = 5_000)]
+    lateness_ms: u64,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(args) => demo::run(args),
+        Command::Archive(ArchiveCommand::Write { brokers, topic, to }) => {
+            archive_write(&brokers, &topic, &to)
+        }
+        Command::Archive(ArchiveCommand::Inspect { url, topic }) => archive_inspect(&url, &topic),
+        Command::Replay(args) => replay(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", error_chain(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One readable line: the error and its causes.
+fn error_chain(error: &anyhow::Error) -> String {
+    error
+        .chain()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+fn archive_write(brokers: &str, topic: &str, to: &str) -> anyhow::Result<()> {
+    let archive = kappa_replay::Archive::open(to)?;
+    let bar = progress(&format!("archiving {topic}"));
+    let started = Instant::now();
+    let report =
+        kappa_replay::writer::write_archive(&archive, brokers, topic, &|n| bar.set_position(n))
+            .with_context(|| format!("archiving topic `{topic}` from {brokers} to {to}"))?;
+    bar.finish_and_clear();
+    for (p, (from, to, segments)) in &report.partitions {
+        println!("partition {p}: offsets {from}..{to} in {segments} new segment(s)");
+    }
+    println!(
+        "archived {} records of `{topic}` in {:.1}s",
+        report.records,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn archive_inspect(url: &str, topic: &str) -> anyhow::Result<()> {
+    let archive = kappa_replay::Archive::open(url)?;
+    let summary = kappa_replay::inspect::inspect(&archive, topic)?;
+    println!(
+        "archive {url} (layout {}), topic `{topic}`",
+        archive.layout.name()
+    );
+    println!(
+        "{:>9} {:>8} {:>12} {:>24} {:>10} {:>30}",
+        "partition", "segments", "bytes", "offsets", "records", "timestamps (ms)"
+    );
+    for (p, s) in summary {
+        let offsets = s.offsets.map_or("-".into(), |(a, b)| format!("{a}..{b}"));
+        let times = s
+            .timestamps
+            .map_or("-".into(), |(a, b)| format!("{a}..={b}"));
+        println!(
+            "{p:>9} {:>8} {:>12} {offsets:>24} {:>10} {times:>30}",
+            s.segments, s.bytes, s.records
+        );
+    }
+    Ok(())
+}
+
+fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    if args.archive.is_none() && args.brokers.is_none() {
+        anyhow::bail!("give --archive URL (and --then-live --brokers HOST:PORT to continue live), or --brokers alone");
+    }
+    let spec = InputSpec {
+        topic: args.topic.clone(),
+        archive: args.archive.clone(),
+        brokers: args.brokers.clone(),
+        then_live: args.then_live,
+        exit_when_idle: args.exit_when_idle.map(Duration::from_secs_f64),
+    };
+    let input = open_input(&spec)?;
+    let options = JobOptions {
+        lateness_ms: args.lateness_ms,
+        on_bad_record: match args.on_bad_record {
+            OnBadRecord::Fail => BadRecordPolicy::Fail,
+            OnBadRecord::Skip => BadRecordPolicy::Skip,
+        },
+        ..JobOptions::default()
+    };
+    let watcher = ProgressWatcher::new(
+        progress(&format!("{:?}", args.pipeline)),
+        options.metrics.clone(),
+    );
+    let started = Instant::now();
+    let sink = JsonLinesSink::new(args.output.clone());
+    let report = match args.pipeline {
+        Pipeline::LikeCounts => {
+            like_counts::run(&args.cluster.config(), options, input.source, sink)
+        }
+    };
+    drop(watcher);
+    let report = report
+        .with_context(|| format!("running {:?} over topic `{}`", args.pipeline, args.topic))?;
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "processed {} records in {seconds:.1}s ({:.0} records/s)",
+        report.records,
+        report.records as f64 / seconds.max(1e-9)
+    );
+    if matches!(args.on_bad_record, OnBadRecord::Skip) {
+        eprintln!("skipped {} malformed record(s)", report.bad_records);
+    }
+    Ok(())
+}

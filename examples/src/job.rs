@@ -1,0 +1,111 @@
+//! Wiring shared by the command line, the demo and the tests.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use kappa_connectors::{KafkaSource, KafkaSourceConfig, ReadUntil};
+use kappa_engine::SourceFactory;
+use kappa_replay::{Archive, Handoff, ReplaySource};
+
+/// Where a job's input comes from.
+#[derive(Clone, Debug)]
+pub struct InputSpec {
+    /// The topic.
+    pub topic: String,
+    /// Replay this archive first (URL), if any.
+    pub archive: Option<String>,
+    /// Continue on (or read only from) these brokers, if any.
+    pub brokers: Option<String>,
+    /// After the archive, continue live on `brokers`.
+    pub then_live: bool,
+    /// When reading live, stop once caught up and idle this long.
+    pub exit_when_idle: Option<Duration>,
+}
+
+/// An opened input, with the replay (if any) for its counters.
+pub struct OpenedInput {
+    /// The source to run the pipeline on.
+    pub source: Arc<dyn SourceFactory>,
+    /// The archive replay, if the input has one.
+    pub replay: Option<ReplaySource>,
+    /// When this process switched from archive to live, for handoff inputs.
+    pub switched_at: Option<Arc<Mutex<Option<Instant>>>>,
+}
+
+/// Opens the input `spec` describes: archive only, broker only, or archive then broker.
+pub fn open_input(spec: &InputSpec) -> anyhow::Result<OpenedInput> {
+    let until = match spec.exit_when_idle {
+        Some(idle) => ReadUntil::Idle(idle),
+        None => ReadUntil::Forever,
+    };
+    match (&spec.archive, &spec.brokers) {
+        (Some(url), brokers) => {
+            let archive = Archive::open(url)?;
+            let replay = ReplaySource::open(archive, &spec.topic)?;
+            if !spec.then_live {
+                return Ok(OpenedInput {
+                    source: Arc::new(replay.clone()),
+                    replay: Some(replay),
+                    switched_at: None,
+                });
+            }
+            let brokers = brokers
+                .as_deref()
+                .context("--then-live needs --brokers HOST:PORT")?;
+            let live = KafkaSource::try_new(KafkaSourceConfig::new(brokers, &spec.topic, until))?;
+            let marks = kappa_connectors::kafka::admin::watermarks(brokers, &spec.topic)?;
+            let handoff = Handoff::new(replay.clone(), Arc::new(live), &marks)?;
+            let switched_at = Some(handoff.switched_at());
+            Ok(OpenedInput {
+                source: Arc::new(handoff),
+                replay: Some(replay),
+                switched_at,
+            })
+        }
+        (None, Some(brokers)) => {
+            let until = if spec.then_live || spec.exit_when_idle.is_some() {
+                until
+            } else {
+                ReadUntil::HighWatermarkAtStart
+            };
+            let live = KafkaSource::try_new(KafkaSourceConfig::new(brokers, &spec.topic, until))?;
+            Ok(OpenedInput {
+                source: Arc::new(live),
+                replay: None,
+                switched_at: None,
+            })
+        }
+        (None, None) => anyhow::bail!("give --archive URL, --brokers HOST:PORT, or both"),
+    }
+}
+
+/// Where the workers run, as command-line flags (timely's names).
+#[derive(clap::Args, Clone, Debug)]
+pub struct ClusterArgs {
+    /// Worker threads per process.
+    #[arg(long, short = 'w', default_value_t = 1)]
+    pub workers: usize,
+    /// Processes in the cluster.
+    #[arg(long, short = 'n', default_value_t = 1)]
+    pub processes: usize,
+    /// This process's index, 0..processes.
+    #[arg(long, short = 'p', default_value_t = 0)]
+    pub process: usize,
+    /// File with one host:port line per process.
+    #[arg(long, short = 'f')]
+    pub hostfile: Option<std::path::PathBuf>,
+}
+
+impl ClusterArgs {
+    /// The engine's cluster configuration.
+    pub fn config(&self) -> kappa_engine::ClusterConfig {
+        kappa_engine::ClusterConfig {
+            workers: self.workers,
+            processes: self.processes,
+            process: self.process,
+            hostfile: self.hostfile.clone(),
+        }
+    }
+}
