@@ -1,11 +1,13 @@
 //! Metadata requests: partitions, watermarks, topic creation.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::Consumer;
+use rdkafka::error::KafkaError;
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::error::{Error, Result};
 use crate::kafka::{client_config, consumer, KappaConsumer};
@@ -49,6 +51,12 @@ pub(crate) fn partitions_with(
 }
 
 /// `(log start, high watermark)` of every partition of `topic`.
+///
+/// The high watermark is read twice: from `ListOffsets`, then confirmed by fetching from just
+/// below it to the partition's end, where the fetch response's own high watermark is the truth.
+/// The second step is there because some Kafka-API brokers answer `ListOffsets(latest)` with the
+/// base offset of the last batch plus one rather than the offset after its last record (Tansu
+/// 0.6.0 does), which would make an archive stop short and a handoff look like a gap.
 pub fn watermarks(brokers: &str, topic: &str) -> Result<BTreeMap<i32, (i64, i64)>> {
     let consumer = consumer(brokers)?;
     let mut out = BTreeMap::new();
@@ -63,7 +71,61 @@ pub fn watermarks(brokers: &str, topic: &str) -> Result<BTreeMap<i32, (i64, i64)
             })?;
         out.insert(p, marks);
     }
+    confirm_high_watermarks(&consumer, brokers, topic, &mut out)?;
     Ok(out)
+}
+
+fn confirm_high_watermarks(
+    consumer: &KappaConsumer,
+    brokers: &str,
+    topic: &str,
+    marks: &mut BTreeMap<i32, (i64, i64)>,
+) -> Result<()> {
+    let request = |source| Error::Request {
+        what: "fetch to the end of each partition".into(),
+        topic: topic.to_string(),
+        brokers: brokers.to_string(),
+        source,
+    };
+    let mut assignment = TopicPartitionList::new();
+    let mut waiting = BTreeSet::new();
+    for (&p, &(low, high)) in marks.iter() {
+        if high > low {
+            assignment
+                .add_partition_offset(topic, p, Offset::Offset(high - 1))
+                .map_err(request)?;
+            waiting.insert(p);
+        }
+    }
+    if waiting.is_empty() {
+        return Ok(());
+    }
+    consumer.assign(&assignment).map_err(request)?;
+    let deadline = Instant::now() + TIMEOUT;
+    while !waiting.is_empty() {
+        if Instant::now() > deadline {
+            return Err(request(KafkaError::PartitionEOF(
+                *waiting.first().expect("non-empty"),
+            )));
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                let position = consumer.position().map_err(request)?;
+                if let Some(Offset::Offset(end)) =
+                    position.find_partition(topic, p).map(|e| e.offset())
+                {
+                    if let Some(entry) = marks.get_mut(&p) {
+                        entry.1 = entry.1.max(end);
+                    }
+                }
+                waiting.remove(&p);
+            }
+            Some(Err(e)) => return Err(request(e)),
+            Some(Ok(_)) | None => {}
+        }
+    }
+    consumer.unassign().map_err(request)?;
+    Ok(())
 }
 
 /// Creates `topic` with `partitions` partitions (replication 1). An existing topic is not an error.
