@@ -452,3 +452,44 @@ mod tests {
         assert!(err.contains("--hostfile"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod file_sink_tests {
+    use super::*;
+    use crate::{JsonLinesSink, MemorySource};
+
+    #[test]
+    fn only_worker_zero_writes_the_output_file() {
+        let dir = std::env::temp_dir().join(format!("kappa-sink-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("out.jsonl");
+        let values: Vec<(i64, String)> =
+            (0..2_000).map(|i| (i * 10, (i % 97).to_string())).collect();
+        let src = MemorySource::single("n", values.iter().map(|(t, v)| (*t, v.as_str())).collect())
+            .with_batch(7);
+        let sink = JsonLinesSink::new(Some(path.clone()));
+        execute(
+            &ClusterConfig::threads(4),
+            JobOptions::default(),
+            Sources::new().with("n", src),
+            move |ctx| {
+                let words = ctx.input("n", |r| {
+                    let v = std::str::from_utf8(r.value.as_deref().unwrap_or_default())
+                        .map_err(|e| e.to_string())?;
+                    Ok((v.to_string(), r.timestamp.unwrap_or(0) as u64))
+                })?;
+                ctx.output(words, sink.clone());
+                Ok(())
+            },
+        )
+        .expect("job runs");
+        let text = std::fs::read_to_string(&path).expect("output written");
+        assert_eq!(
+            text.lines().count(),
+            2_000,
+            "one line per record, none lost to another worker's truncation"
+        );
+        assert!(text.lines().all(|l| l.starts_with("{\"time\":")));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

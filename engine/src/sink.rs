@@ -45,6 +45,9 @@ pub(crate) fn consistent_sink<D, S>(
     S: Sink<D>,
 {
     open_sinks.set(open_sinks.get() + 1);
+    // Only worker 0 ever receives updates (the exchange below); only it may touch the sink, or
+    // other workers would open (and truncate) the same file when they finish.
+    let writes = collection.inner.scope().index() == 0;
     let mut pending: BTreeMap<Time, Vec<(D, Diff)>> = BTreeMap::new();
     let mut done = false;
     let route_all_to_worker_zero = Exchange::new(|_update: &(D, Time, Diff)| 0u64);
@@ -75,7 +78,8 @@ pub(crate) fn consistent_sink<D, S>(
                 }
             }
             if frontier.is_empty() {
-                if let Err(source) = sink.finish() {
+                let finished = if writes { sink.finish() } else { Ok(()) };
+                if let Err(source) = finished {
                     metrics.fail(Error::Sink {
                         time: u64::MAX,
                         source,

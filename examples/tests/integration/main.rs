@@ -1,5 +1,6 @@
 //! Integration tests on real components: a Tansu broker, moto's S3 server, the `kappa` binary.
 
+mod cluster;
 mod handoff;
 mod harness;
 mod replay;
