@@ -33,3 +33,8 @@ pub mod generator;
 pub mod job;
 pub mod like_counts;
 pub mod progress;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
