@@ -161,8 +161,12 @@ impl SourceFactory for MemorySource {
     }
 }
 
+/// Every partition's records, shared by all readers of a [`MemorySource`].
+type MemoryLog = Arc<Vec<(PartitionId, Vec<Record>)>>;
+
 struct MemoryReader {
-    readers: Vec<(Arc<Vec<(PartitionId, Vec<Record>)>>, PartitionId, usize)>,
+    /// Per owned partition: the log, the partition, and the next index to deliver.
+    readers: Vec<(MemoryLog, PartitionId, usize)>,
     batch: usize,
     done: Vec<bool>,
 }

@@ -95,7 +95,7 @@ pub enum Error {
     },
     /// Talking to Kafka failed.
     #[error(transparent)]
-    Kafka(#[from] kappa_connectors::Error),
+    Kafka(Box<kappa_connectors::Error>),
     /// Reading from Kafka while archiving failed.
     #[error("archiving topic `{topic}` failed while consuming")]
     Consume {
@@ -103,6 +103,12 @@ pub enum Error {
         topic: String,
         /// The client's error.
         #[source]
-        source: rdkafka::error::KafkaError,
+        source: Box<rdkafka::error::KafkaError>,
     },
+}
+
+impl From<kappa_connectors::Error> for Error {
+    fn from(error: kappa_connectors::Error) -> Self {
+        Error::Kafka(Box::new(error))
+    }
 }

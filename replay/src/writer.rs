@@ -67,7 +67,7 @@ pub fn write_archive(
                 .add_partition_offset(topic, partition, rdkafka::Offset::Offset(start))
                 .map_err(|source| Error::Consume {
                     topic: topic.to_string(),
-                    source,
+                    source: Box::new(source),
                 })?;
             pending.insert(partition, (start, high));
         }
@@ -80,7 +80,7 @@ pub fn write_archive(
         .assign(&assignment)
         .map_err(|source| Error::Consume {
             topic: topic.to_string(),
-            source,
+            source: Box::new(source),
         })?;
 
     let mut buffers: HashMap<i32, (Vec<Record>, usize)> = HashMap::new();
@@ -134,7 +134,7 @@ pub fn write_archive(
             Some(Err(source)) => {
                 return Err(Error::Consume {
                     topic: topic.to_string(),
-                    source,
+                    source: Box::new(source),
                 })
             }
             Some(Ok(m)) => m,

@@ -87,7 +87,7 @@ pub fn produce(
             }
         }
         sent += 1;
-        if sent % 10_000 == 0 {
+        if sent.is_multiple_of(10_000) {
             producer.poll(Duration::ZERO);
             progress(sent);
         }
