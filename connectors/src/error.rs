@@ -17,9 +17,7 @@ pub enum Error {
         source: rdkafka::error::KafkaError,
     },
     /// The topic does not exist on the brokers, or has no partitions.
-    #[error(
-        "topic `{topic}` not found on brokers `{brokers}`; create it first, or check --brokers"
-    )]
+    #[error("topic `{topic}` not found on brokers `{brokers}`; create it first, or check --brokers")]
     UnknownTopic {
         /// The topic.
         topic: String,

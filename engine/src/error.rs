@@ -57,9 +57,7 @@ pub enum Error {
 
 /// A record that could not be decoded. Bad records are data: they flow beside the good ones and
 /// the job's [`BadRecordPolicy`](crate::BadRecordPolicy) decides what happens to them.
-#[derive(
-    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct BadRecord {
     /// Where the record came from.
     pub partition: PartitionId,

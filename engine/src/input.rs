@@ -63,10 +63,7 @@ where
             let poll = match reader.poll(&mut records, &mut finished) {
                 Ok(poll) => poll,
                 Err(source) => {
-                    metrics.fail(Error::Source {
-                        input: input_name.clone(),
-                        source,
-                    });
+                    metrics.fail(Error::Source { input: input_name.clone(), source });
                     return;
                 }
             };
@@ -77,15 +74,9 @@ where
                 let mut session = output.session(&*cap);
                 for (index, record) in records.drain(..) {
                     let update = match decode(&record) {
-                        Ok((value, timestamp)) => {
-                            (Ok(value), assigners[index].assign(timestamp), 1)
-                        }
+                        Ok((value, timestamp)) => (Ok(value), assigners[index].assign(timestamp), 1),
                         Err(reason) => {
-                            let bad = BadRecord {
-                                partition: owned[index].clone(),
-                                offset: record.offset,
-                                reason,
-                            };
+                            let bad = BadRecord { partition: owned[index].clone(), offset: record.offset, reason };
                             (Err(bad), assigners[index].watermark(), 1)
                         }
                     };
@@ -95,10 +86,7 @@ where
             for &index in &finished {
                 open[index] = false;
             }
-            let least = (0..owned.len())
-                .filter(|&i| open[i])
-                .map(|i| assigners[i].watermark())
-                .min();
+            let least = (0..owned.len()).filter(|&i| open[i]).map(|i| assigners[i].watermark()).min();
             match least {
                 Some(time) => {
                     cap.downgrade(&time);

@@ -52,13 +52,9 @@ pub mod source;
 pub mod time;
 
 pub use error::{BadRecord, BoxError, Error, Result};
-pub use runtime::{
-    execute, BadRecordPolicy, ClusterConfig, Context, JobOptions, JobReport, Metrics, Sources,
-};
+pub use runtime::{execute, BadRecordPolicy, ClusterConfig, Context, JobOptions, JobReport, Metrics, Sources};
 pub use sink::{JsonLinesSink, MemorySink, Sink};
-pub use source::{
-    MemorySource, Offset, PartitionId, PartitionedSource, Poll, Record, SourceFactory,
-};
+pub use source::{MemorySource, Offset, PartitionId, PartitionedSource, Poll, Record, SourceFactory};
 pub use time::{Time, TimeAssigner};
 
 /// Difference type of every Kappa collection: a signed 64-bit count, exact under retraction.

@@ -41,12 +41,7 @@ pub struct ClusterConfig {
 impl ClusterConfig {
     /// `n` worker threads in this process.
     pub fn threads(n: usize) -> Self {
-        ClusterConfig {
-            workers: n.max(1),
-            processes: 1,
-            process: 0,
-            hostfile: None,
-        }
+        ClusterConfig { workers: n.max(1), processes: 1, process: 0, hostfile: None }
     }
 
     fn timely(&self) -> Result<timely::Config> {
@@ -59,20 +54,12 @@ impl ClusterConfig {
             }
         } else {
             let path = self.hostfile.as_ref().ok_or_else(|| Error::Cluster {
-                reason: format!(
-                    "--processes {} needs --hostfile with one host:port line per process",
-                    self.processes
-                ),
+                reason: format!("--processes {} needs --hostfile with one host:port line per process", self.processes),
             })?;
-            let text = std::fs::read_to_string(path).map_err(|e| Error::Cluster {
-                reason: format!("cannot read hostfile {}: {e}", path.display()),
-            })?;
-            let addresses: Vec<String> = text
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(String::from)
-                .collect();
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::Cluster { reason: format!("cannot read hostfile {}: {e}", path.display()) })?;
+            let addresses: Vec<String> =
+                text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
             if addresses.len() < self.processes || self.process >= self.processes {
                 return Err(Error::Cluster {
                     reason: format!(
@@ -92,10 +79,7 @@ impl ClusterConfig {
                 zerocopy: false,
             }
         };
-        Ok(timely::Config {
-            communication,
-            worker: WorkerConfig::default(),
-        })
+        Ok(timely::Config { communication, worker: WorkerConfig::default() })
     }
 }
 
@@ -160,11 +144,7 @@ pub struct JobOptions {
 
 impl Default for JobOptions {
     fn default() -> Self {
-        JobOptions {
-            lateness_ms: 5_000,
-            on_bad_record: BadRecordPolicy::Fail,
-            metrics: Arc::default(),
-        }
+        JobOptions { lateness_ms: 5_000, on_bad_record: BadRecordPolicy::Fail, metrics: Arc::default() }
     }
 }
 
@@ -222,45 +202,20 @@ impl<'scope> Context<'scope> {
         T: differential_dataflow::Data,
         F: FnMut(&Record) -> Result<(T, u64), String> + 'static,
     {
-        let factory = self
-            .sources
-            .inputs
-            .get(name)
-            .ok_or_else(|| Error::UnknownInput {
-                name: name.to_string(),
-                known: self
-                    .sources
-                    .inputs
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })?;
-        let wrap = |source| Error::Source {
-            input: name.to_string(),
-            source,
-        };
+        let factory = self.sources.inputs.get(name).ok_or_else(|| Error::UnknownInput {
+            name: name.to_string(),
+            known: self.sources.inputs.keys().cloned().collect::<Vec<_>>().join(", "),
+        })?;
+        let wrap = |source| Error::Source { input: name.to_string(), source };
         let mut partitions = factory.partitions().map_err(wrap)?;
         partitions.sort();
         let (index, peers) = (self.scope.index(), self.scope.peers());
-        let owned: Vec<_> = partitions
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| owner(*i, peers) == index)
-            .map(|(_, p)| p)
-            .collect();
+        let owned: Vec<_> =
+            partitions.into_iter().enumerate().filter(|(i, _)| owner(*i, peers) == index).map(|(_, p)| p).collect();
         let starts: Vec<_> = owned.iter().map(|p| (p.clone(), None)).collect();
         let reader = factory.open(&starts).map_err(wrap)?;
         let metrics = self.options.metrics.clone();
-        let stream = partitioned_input(
-            self.scope,
-            name,
-            reader,
-            owned,
-            self.options.lateness_ms,
-            decode,
-            metrics,
-        );
+        let stream = partitioned_input(self.scope, name, reader, owned, self.options.lateness_ms, decode, metrics);
         let (good, bad) = stream.ok_err(|(result, time, diff)| match result {
             Ok(value) => Ok((value, time, diff)),
             Err(bad) => Err((bad, time, diff)),
@@ -271,10 +226,7 @@ impl<'scope> Context<'scope> {
 
     /// Bad records are data; the policy is applied here, in the dataflow, on the worker that read
     /// them.
-    fn handle_bad_records(
-        &mut self,
-        bad: timely::dataflow::StreamVec<'scope, Time, (BadRecord, Time, crate::Diff)>,
-    ) {
+    fn handle_bad_records(&mut self, bad: timely::dataflow::StreamVec<'scope, Time, (BadRecord, Time, crate::Diff)>) {
         let metrics = self.options.metrics.clone();
         let policy = self.options.on_bad_record;
         bad.inspect(move |(record, _, _)| match policy {
@@ -294,23 +246,13 @@ impl<'scope> Context<'scope> {
         D: differential_dataflow::ExchangeData + Ord,
         S: Sink<D>,
     {
-        consistent_sink(
-            collection,
-            sink,
-            self.options.metrics.clone(),
-            self.open_sinks.clone(),
-        );
+        consistent_sink(collection, sink, self.options.metrics.clone(), self.open_sinks.clone());
     }
 }
 
 /// Runs a job: builds `pipeline` on every worker and steps the workers until every output is
 /// complete, or the first failure.
-pub fn execute<F>(
-    cluster: &ClusterConfig,
-    options: JobOptions,
-    sources: Sources,
-    pipeline: F,
-) -> Result<JobReport>
+pub fn execute<F>(cluster: &ClusterConfig, options: JobOptions, sources: Sources, pipeline: F) -> Result<JobReport>
 where
     F: for<'s> Fn(&mut Context<'s>) -> Result<()> + Send + Sync + 'static,
 {
@@ -321,12 +263,8 @@ where
     let guards = timely::execute(config, move |worker| {
         let open_sinks = Rc::new(Cell::new(0));
         let built = worker.dataflow::<Time, _, _>(|scope| {
-            let mut ctx = Context {
-                scope,
-                sources: sources.clone(),
-                options: options.clone(),
-                open_sinks: open_sinks.clone(),
-            };
+            let mut ctx =
+                Context { scope, sources: sources.clone(), options: options.clone(), open_sinks: open_sinks.clone() };
             pipeline(&mut ctx)
         });
         if let Err(error) = built {
@@ -351,10 +289,7 @@ where
     if let Some(error) = metrics.take_error() {
         return Err(error);
     }
-    Ok(JobReport {
-        records: metrics.records(),
-        bad_records: metrics.bad_records(),
-    })
+    Ok(JobReport { records: metrics.records(), bad_records: metrics.bad_records() })
 }
 
 #[cfg(test)]
@@ -363,52 +298,29 @@ mod tests {
     use crate::{MemorySink, MemorySource};
 
     fn decode_number(rec: &Record) -> std::result::Result<(u64, u64), String> {
-        let text = std::str::from_utf8(rec.value.as_deref().unwrap_or_default())
-            .map_err(|e| e.to_string())?;
-        let n = text
-            .parse::<u64>()
-            .map_err(|e| format!("not a number: {e}"))?;
+        let text = std::str::from_utf8(rec.value.as_deref().unwrap_or_default()).map_err(|e| e.to_string())?;
+        let n = text.parse::<u64>().map_err(|e| format!("not a number: {e}"))?;
         Ok((n, rec.timestamp.unwrap_or(0) as u64))
     }
 
-    fn run(
-        policy: BadRecordPolicy,
-        workers: usize,
-    ) -> (Result<JobReport>, MemorySink<(u64, isize)>) {
-        let src = MemorySource::single(
-            "n",
-            vec![(1_000, "1"), (9_000, "2"), (2_000, "x"), (20_000, "1")],
-        )
-        .with_batch(1);
+    fn run(policy: BadRecordPolicy, workers: usize) -> (Result<JobReport>, MemorySink<(u64, isize)>) {
+        let src =
+            MemorySource::single("n", vec![(1_000, "1"), (9_000, "2"), (2_000, "x"), (20_000, "1")]).with_batch(1);
         let sink = MemorySink::new();
         let handle = sink.clone();
-        let options = JobOptions {
-            on_bad_record: policy,
-            ..JobOptions::default()
-        };
-        let report = execute(
-            &ClusterConfig::threads(workers),
-            options,
-            Sources::new().with("n", src),
-            move |ctx| {
-                let numbers = ctx.input("n", decode_number)?;
-                ctx.output(numbers.count(), handle.clone());
-                Ok(())
-            },
-        );
+        let options = JobOptions { on_bad_record: policy, ..JobOptions::default() };
+        let report = execute(&ClusterConfig::threads(workers), options, Sources::new().with("n", src), move |ctx| {
+            let numbers = ctx.input("n", decode_number)?;
+            ctx.output(numbers.count(), handle.clone());
+            Ok(())
+        });
         (report, sink)
     }
 
     #[test]
     fn skip_policy_counts_bad_records_and_goes_on() {
         let (report, sink) = run(BadRecordPolicy::Skip, 2);
-        assert_eq!(
-            report.expect("job runs"),
-            JobReport {
-                records: 4,
-                bad_records: 1
-            }
-        );
+        assert_eq!(report.expect("job runs"), JobReport { records: 4, bad_records: 1 });
         assert_eq!(sink.accumulated(), vec![((1, 2), 1), ((2, 1), 1)]);
         assert!(sink.is_finished());
     }
@@ -417,10 +329,7 @@ mod tests {
     fn fail_policy_names_topic_partition_and_offset() {
         let (report, _) = run(BadRecordPolicy::Fail, 1);
         let message = report.expect_err("bad record fails the job").to_string();
-        assert!(
-            message.contains("topic `n` partition 0 at offset 2"),
-            "{message}"
-        );
+        assert!(message.contains("topic `n` partition 0 at offset 2"), "{message}");
     }
 
     #[test]
@@ -431,23 +340,13 @@ mod tests {
         // "1" at 1000, "2" at 9000, then "1" at 20000 retracts (1,1) and asserts (1,2).
         assert_eq!(
             sink.updates(),
-            vec![
-                ((1, 1), 1_000, 1),
-                ((2, 1), 9_000, 1),
-                ((1, 1), 20_000, -1),
-                ((1, 2), 20_000, 1)
-            ]
+            vec![((1, 1), 1_000, 1), ((2, 1), 9_000, 1), ((1, 1), 20_000, -1), ((1, 2), 20_000, 1)]
         );
     }
 
     #[test]
     fn missing_hostfile_is_a_clear_error() {
-        let cluster = ClusterConfig {
-            workers: 1,
-            processes: 2,
-            process: 0,
-            hostfile: None,
-        };
+        let cluster = ClusterConfig { workers: 1, processes: 2, process: 0, hostfile: None };
         let err = cluster.timely().expect_err("needs a hostfile").to_string();
         assert!(err.contains("--hostfile"), "{err}");
     }
@@ -463,32 +362,20 @@ mod file_sink_tests {
         let dir = std::env::temp_dir().join(format!("kappa-sink-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join("out.jsonl");
-        let values: Vec<(i64, String)> =
-            (0..2_000).map(|i| (i * 10, (i % 97).to_string())).collect();
-        let src = MemorySource::single("n", values.iter().map(|(t, v)| (*t, v.as_str())).collect())
-            .with_batch(7);
+        let values: Vec<(i64, String)> = (0..2_000).map(|i| (i * 10, (i % 97).to_string())).collect();
+        let src = MemorySource::single("n", values.iter().map(|(t, v)| (*t, v.as_str())).collect()).with_batch(7);
         let sink = JsonLinesSink::new(Some(path.clone()));
-        execute(
-            &ClusterConfig::threads(4),
-            JobOptions::default(),
-            Sources::new().with("n", src),
-            move |ctx| {
-                let words = ctx.input("n", |r| {
-                    let v = std::str::from_utf8(r.value.as_deref().unwrap_or_default())
-                        .map_err(|e| e.to_string())?;
-                    Ok((v.to_string(), r.timestamp.unwrap_or(0) as u64))
-                })?;
-                ctx.output(words, sink.clone());
-                Ok(())
-            },
-        )
+        execute(&ClusterConfig::threads(4), JobOptions::default(), Sources::new().with("n", src), move |ctx| {
+            let words = ctx.input("n", |r| {
+                let v = std::str::from_utf8(r.value.as_deref().unwrap_or_default()).map_err(|e| e.to_string())?;
+                Ok((v.to_string(), r.timestamp.unwrap_or(0) as u64))
+            })?;
+            ctx.output(words, sink.clone());
+            Ok(())
+        })
         .expect("job runs");
         let text = std::fs::read_to_string(&path).expect("output written");
-        assert_eq!(
-            text.lines().count(),
-            2_000,
-            "one line per record, none lost to another worker's truncation"
-        );
+        assert_eq!(text.lines().count(), 2_000, "one line per record, none lost to another worker's truncation");
         assert!(text.lines().all(|l| l.starts_with("{\"time\":")));
         let _ = std::fs::remove_dir_all(dir);
     }

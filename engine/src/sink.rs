@@ -51,45 +51,38 @@ pub(crate) fn consistent_sink<D, S>(
     let mut pending: BTreeMap<Time, Vec<(D, Diff)>> = BTreeMap::new();
     let mut done = false;
     let route_all_to_worker_zero = Exchange::new(|_update: &(D, Time, Diff)| 0u64);
-    collection.inner.sink(
-        route_all_to_worker_zero,
-        "ConsistentSink",
-        move |(input, frontier)| {
-            input.for_each(|_time, data| {
-                for (d, t, r) in data.drain(..) {
-                    pending.entry(t).or_default().push((d, r));
-                }
-            });
-            if done || metrics.failed() {
-                return;
+    collection.inner.sink(route_all_to_worker_zero, "ConsistentSink", move |(input, frontier)| {
+        input.for_each(|_time, data| {
+            for (d, t, r) in data.drain(..) {
+                pending.entry(t).or_default().push((d, r));
             }
-            while let Some(entry) = pending.first_entry() {
-                let time = *entry.key();
-                if frontier.less_equal(&time) {
-                    break;
-                }
-                let mut updates = entry.remove();
-                consolidate(&mut updates);
-                if !updates.is_empty() {
-                    if let Err(source) = sink.write(time, &updates) {
-                        metrics.fail(Error::Sink { time, source });
-                        return;
-                    }
+        });
+        if done || metrics.failed() {
+            return;
+        }
+        while let Some(entry) = pending.first_entry() {
+            let time = *entry.key();
+            if frontier.less_equal(&time) {
+                break;
+            }
+            let mut updates = entry.remove();
+            consolidate(&mut updates);
+            if !updates.is_empty() {
+                if let Err(source) = sink.write(time, &updates) {
+                    metrics.fail(Error::Sink { time, source });
+                    return;
                 }
             }
-            if frontier.is_empty() {
-                let finished = if writes { sink.finish() } else { Ok(()) };
-                if let Err(source) = finished {
-                    metrics.fail(Error::Sink {
-                        time: u64::MAX,
-                        source,
-                    });
-                }
-                done = true;
-                open_sinks.set(open_sinks.get() - 1);
+        }
+        if frontier.is_empty() {
+            let finished = if writes { sink.finish() } else { Ok(()) };
+            if let Err(source) = finished {
+                metrics.fail(Error::Sink { time: u64::MAX, source });
             }
-        },
-    );
+            done = true;
+            open_sinks.set(open_sinks.get() - 1);
+        }
+    });
 }
 
 /// Writes updates as JSON lines, `{"time":T,"diff":D,"data":{...}}`, to a file or to stdout.
@@ -104,17 +97,15 @@ impl JsonLinesSink {
         JsonLinesSink { path, writer: None }
     }
 
-    fn writer(
-        &mut self,
-    ) -> Result<&mut std::io::BufWriter<Box<dyn Write + Send + Sync>>, BoxError> {
+    fn writer(&mut self) -> Result<&mut std::io::BufWriter<Box<dyn Write + Send + Sync>>, BoxError> {
         if self.writer.is_none() {
-            let inner: Box<dyn Write + Send + Sync> =
-                match &self.path {
-                    Some(path) => Box::new(std::fs::File::create(path).map_err(|e| {
-                        format!("cannot create output file {}: {e}", path.display())
-                    })?),
-                    None => Box::new(std::io::stdout()),
-                };
+            let inner: Box<dyn Write + Send + Sync> = match &self.path {
+                Some(path) => Box::new(
+                    std::fs::File::create(path)
+                        .map_err(|e| format!("cannot create output file {}: {e}", path.display()))?,
+                ),
+                None => Box::new(std::io::stdout()),
+            };
             self.writer = Some(std::io::BufWriter::with_capacity(1 << 20, inner));
         }
         Ok(self.writer.as_mut().expect("just set"))
@@ -138,14 +129,7 @@ impl<D: Serialize + 'static> Sink<D> for JsonLinesSink {
     fn write(&mut self, time: Time, updates: &[(D, Diff)]) -> Result<(), BoxError> {
         let writer = self.writer()?;
         for (data, diff) in updates {
-            serde_json::to_writer(
-                &mut *writer,
-                &Line {
-                    time,
-                    diff: *diff,
-                    data,
-                },
-            )?;
+            serde_json::to_writer(&mut *writer, &Line { time, diff: *diff, data })?;
             writer.write_all(b"\n")?;
         }
         Ok(())
@@ -166,19 +150,13 @@ pub struct MemorySink<D> {
 
 impl<D> Clone for MemorySink<D> {
     fn clone(&self) -> Self {
-        MemorySink {
-            updates: self.updates.clone(),
-            finished: self.finished.clone(),
-        }
+        MemorySink { updates: self.updates.clone(), finished: self.finished.clone() }
     }
 }
 
 impl<D> Default for MemorySink<D> {
     fn default() -> Self {
-        MemorySink {
-            updates: Arc::default(),
-            finished: Arc::default(),
-        }
+        MemorySink { updates: Arc::default(), finished: Arc::default() }
     }
 }
 

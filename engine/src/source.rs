@@ -31,10 +31,7 @@ pub struct PartitionId {
 impl PartitionId {
     /// The partition `partition` of `topic`.
     pub fn new(topic: impl Into<String>, partition: i32) -> Self {
-        PartitionId {
-            topic: topic.into(),
-            partition,
-        }
+        PartitionId { topic: topic.into(), partition }
     }
 }
 
@@ -71,11 +68,7 @@ pub trait PartitionedSource {
     /// Appends available records to `out` as `(index, record)`, where `index` is the partition's
     /// position in the list given to [`SourceFactory::open`], each partition's records in offset
     /// order; appends to `finished` the index of every partition that has ended for good.
-    fn poll(
-        &mut self,
-        out: &mut Vec<(usize, Record)>,
-        finished: &mut Vec<usize>,
-    ) -> Result<Poll, BoxError>;
+    fn poll(&mut self, out: &mut Vec<(usize, Record)>, finished: &mut Vec<usize>) -> Result<Poll, BoxError>;
 }
 
 /// Knows an input's partitions and opens readers over subsets of them.
@@ -83,10 +76,7 @@ pub trait SourceFactory: Send + Sync {
     /// Every partition of this input, in a stable order.
     fn partitions(&self) -> Result<Vec<PartitionId>, BoxError>;
     /// Opens a reader over `owned`, each starting at the given offset (or at the beginning).
-    fn open(
-        &self,
-        owned: &[(PartitionId, Option<Offset>)],
-    ) -> Result<Box<dyn PartitionedSource>, BoxError>;
+    fn open(&self, owned: &[(PartitionId, Option<Offset>)]) -> Result<Box<dyn PartitionedSource>, BoxError>;
 }
 
 /// The worker that reads partition number `index` of an input with `partitions` sorted partitions.
@@ -106,10 +96,7 @@ pub struct MemorySource {
 impl MemorySource {
     /// An input with the given partitions and their records (each in offset order).
     pub fn new(partitions: Vec<(PartitionId, Vec<Record>)>) -> Self {
-        MemorySource {
-            partitions: Arc::new(partitions),
-            batch: 1024,
-        }
+        MemorySource { partitions: Arc::new(partitions), batch: 1024 }
     }
 
     /// One partition (`topic`/0) of `(timestamp, value)` records at offsets 0, 1, ...
@@ -139,10 +126,7 @@ impl SourceFactory for MemorySource {
         Ok(self.partitions.iter().map(|(p, _)| p.clone()).collect())
     }
 
-    fn open(
-        &self,
-        owned: &[(PartitionId, Option<Offset>)],
-    ) -> Result<Box<dyn PartitionedSource>, BoxError> {
+    fn open(&self, owned: &[(PartitionId, Option<Offset>)]) -> Result<Box<dyn PartitionedSource>, BoxError> {
         let mut readers = Vec::new();
         for (pid, start) in owned {
             let (_, records) = self
@@ -153,11 +137,7 @@ impl SourceFactory for MemorySource {
             let from = start.map_or(0, |s| records.partition_point(|r| r.offset < s));
             readers.push((self.partitions.clone(), pid.clone(), from));
         }
-        Ok(Box::new(MemoryReader {
-            readers,
-            batch: self.batch,
-            done: vec![false; owned.len()],
-        }))
+        Ok(Box::new(MemoryReader { readers, batch: self.batch, done: vec![false; owned.len()] }))
     }
 }
 
@@ -172,20 +152,12 @@ struct MemoryReader {
 }
 
 impl PartitionedSource for MemoryReader {
-    fn poll(
-        &mut self,
-        out: &mut Vec<(usize, Record)>,
-        finished: &mut Vec<usize>,
-    ) -> Result<Poll, BoxError> {
+    fn poll(&mut self, out: &mut Vec<(usize, Record)>, finished: &mut Vec<usize>) -> Result<Poll, BoxError> {
         for (index, (all, pid, next)) in self.readers.iter_mut().enumerate() {
             if self.done[index] {
                 continue;
             }
-            let records = &all
-                .iter()
-                .find(|(p, _)| p == pid)
-                .expect("partition checked at open")
-                .1;
+            let records = &all.iter().find(|(p, _)| p == pid).expect("partition checked at open").1;
             let end = (*next + self.batch).min(records.len());
             out.extend(records[*next..end].iter().cloned().map(|r| (index, r)));
             *next = end;
@@ -205,9 +177,7 @@ mod tests {
     #[test]
     fn memory_source_starts_at_the_requested_offset_and_finishes() {
         let src = MemorySource::single("t", vec![(1, "a"), (2, "b"), (3, "c")]).with_batch(1);
-        let mut reader = src
-            .open(&[(PartitionId::new("t", 0), Some(1))])
-            .expect("opens");
+        let mut reader = src.open(&[(PartitionId::new("t", 0), Some(1))]).expect("opens");
         let (mut out, mut fin) = (Vec::new(), Vec::new());
         while fin.is_empty() {
             reader.poll(&mut out, &mut fin).expect("polls");

@@ -33,16 +33,12 @@ pub struct TimeAssigner {
 impl TimeAssigner {
     /// A fresh assigner for a partition with no records yet.
     pub fn new(lateness_ms: u64) -> Self {
-        TimeAssigner {
-            lateness_ms,
-            max_seen: None,
-        }
+        TimeAssigner { lateness_ms, max_seen: None }
     }
 
     /// The least time any later record of this partition can receive.
     pub fn watermark(&self) -> Time {
-        self.max_seen
-            .map_or(0, |m| m.saturating_sub(self.lateness_ms))
+        self.max_seen.map_or(0, |m| m.saturating_sub(self.lateness_ms))
     }
 
     /// The time of the next record, whose own timestamp is `timestamp_ms`.

@@ -72,24 +72,19 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
         None => {
             mock = MockCluster::new(1).context("starting librdkafka's mock cluster")?;
-            mock.create_topic("likes", args.partitions, 1)
-                .context("creating topic `likes` on the mock cluster")?;
+            mock.create_topic("likes", args.partitions, 1).context("creating topic `likes` on the mock cluster")?;
             (mock.bootstrap_servers(), "likes".to_string())
         }
     };
-    let live_per_partition =
-        (args.events as f64 * (1.0 - args.archive_fraction)) / args.partitions.max(1) as f64;
+    let live_per_partition = (args.events as f64 * (1.0 - args.archive_fraction)) / args.partitions.max(1) as f64;
     if args.brokers.is_none() && live_per_partition > 60_000.0 {
         anyhow::bail!(
             "the mock broker keeps about 100,000 records (5 MB) per partition, and the live part would put \
              {live_per_partition:.0} in each: raise --partitions or --archive-fraction"
         );
     }
-    let config = LikeStreamConfig {
-        partitions: args.partitions,
-        seed: args.seed,
-        ..LikeStreamConfig::new(args.events)
-    };
+    let config =
+        LikeStreamConfig { partitions: args.partitions, seed: args.seed, ..LikeStreamConfig::new(args.events) };
     let events = like_stream(&config);
     let split = ((events.len() as f64) * args.archive_fraction.clamp(0.0, 1.0)) as usize;
     println!(
@@ -111,11 +106,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         produce(&brokers, &topic, outgoing(chunk), &|_| ())?;
         let written = kappa_replay::writer::write_archive(&archive, &brokers, &topic, &|_| ())?;
         archived += written.records;
-        segments += written
-            .partitions
-            .values()
-            .map(|(_, _, s)| s)
-            .sum::<usize>();
+        segments += written.partitions.values().map(|(_, _, s)| s).sum::<usize>();
         rounds += 1;
         bar.set_position(archived);
     }
@@ -123,9 +114,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("archived {archived} records into {segments} segments in {rounds} rounds at {url}");
 
     let bar = progress("producing live");
-    produce(&brokers, &topic, outgoing(&events[split..]), &|n| {
-        bar.set_position(n)
-    })?;
+    produce(&brokers, &topic, outgoing(&events[split..]), &|n| bar.set_position(n))?;
     bar.finish_and_clear();
 
     let idle = Duration::from_secs(1);
@@ -137,14 +126,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         exit_when_idle: Some(idle),
     };
     let input = open_input(&spec)?;
-    let replay = input
-        .replay
-        .clone()
-        .context("the demo replays an archive")?;
-    let switched = input
-        .switched_at
-        .clone()
-        .context("the demo hands off to live")?;
+    let replay = input.replay.clone().context("the demo replays an archive")?;
+    let switched = input.switched_at.clone().context("the demo hands off to live")?;
     let options = JobOptions::default();
     let sink = MemorySink::<PostLikes>::new();
     let watcher = ProgressWatcher::new(progress("like-counts"), options.metrics.clone());
@@ -153,21 +136,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let finished = Instant::now();
     drop(watcher);
 
-    let archived = replay
-        .metrics()
-        .records
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let archived = replay.metrics().records.load(std::sync::atomic::Ordering::Relaxed);
     let live = report.records - archived;
-    let switch = switched
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .unwrap_or(finished);
+    let switch = switched.lock().unwrap_or_else(|p| p.into_inner()).unwrap_or(finished);
     let backfill_secs = switch.duration_since(started).as_secs_f64().max(1e-6);
-    let live_secs = finished
-        .saturating_duration_since(switch)
-        .saturating_sub(idle)
-        .as_secs_f64()
-        .max(1e-6);
+    let live_secs = finished.saturating_duration_since(switch).saturating_sub(idle).as_secs_f64().max(1e-6);
     println!(
         "backfill: {archived} records from {} segments in {backfill_secs:.2}s ({:.0} records/s)",
         replay.segment_count(),
@@ -178,21 +151,15 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         live as f64 / live_secs
     );
     let updates = sink.updates();
-    println!(
-        "output:   {} updates at {} distinct times",
-        updates.len(),
-        {
-            let mut times: Vec<_> = updates.iter().map(|(_, t, _)| *t).collect();
-            times.dedup();
-            times.len()
-        }
-    );
+    println!("output:   {} updates at {} distinct times", updates.len(), {
+        let mut times: Vec<_> = updates.iter().map(|(_, t, _)| *t).collect();
+        times.dedup();
+        times.len()
+    });
     if let Some(path) = &args.output {
         let mut text = String::new();
         for (data, time, diff) in &updates {
-            text.push_str(
-                &serde_json::json!({"time": time, "diff": diff, "data": data}).to_string(),
-            );
+            text.push_str(&serde_json::json!({"time": time, "diff": diff, "data": data}).to_string());
             text.push('\n');
         }
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
@@ -203,25 +170,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let reference = like_counts::reference(events.iter().map(|(_, l)| l));
     let mut top: Vec<_> = result.iter().map(|(&post, &likes)| (likes, post)).collect();
     top.sort_by(|a, b| b.cmp(a));
-    let top: Vec<String> = top
-        .iter()
-        .take(5)
-        .map(|(likes, post)| format!("post {post}: {likes}"))
-        .collect();
+    let top: Vec<String> = top.iter().take(5).map(|(likes, post)| format!("post {post}: {likes}")).collect();
     println!("top posts: {}", top.join(", "));
     if report.records != events.len() as u64 {
-        anyhow::bail!(
-            "read {} records, but {} were produced",
-            report.records,
-            events.len()
-        );
+        anyhow::bail!("read {} records, but {} were produced", report.records, events.len());
     }
     if result != reference {
-        let differing = reference
-            .keys()
-            .chain(result.keys())
-            .filter(|p| result.get(p) != reference.get(p))
-            .count();
+        let differing = reference.keys().chain(result.keys()).filter(|p| result.get(p) != reference.get(p)).count();
         anyhow::bail!("like-counts does NOT match the batch reference: {differing} posts differ");
     }
     println!("verified: like-counts matches the batch reference");

@@ -56,11 +56,7 @@ pub fn like_stream(config: &LikeStreamConfig) -> Vec<(i32, Like)> {
             let (user, post) = liked.swap_remove(rng.random_range(0..liked.len()));
             (user, post, Kind::Unlike)
         } else if unlike {
-            (
-                rng.random_range(0..config.users),
-                rng.random_range(0..config.posts),
-                Kind::Unlike,
-            )
+            (rng.random_range(0..config.users), rng.random_range(0..config.posts), Kind::Unlike)
         } else {
             let user = rng.random_range(0..config.users);
             // Cubing a uniform draw skews popularity towards low post ids.
@@ -69,15 +65,7 @@ pub fn like_stream(config: &LikeStreamConfig) -> Vec<(i32, Like)> {
             liked.push((user, post));
             (user, post, Kind::Like)
         };
-        out.push((
-            (user % config.partitions as u64) as i32,
-            Like {
-                ts,
-                user,
-                post,
-                kind,
-            },
-        ));
+        out.push(((user % config.partitions as u64) as i32, Like { ts, user, post, kind }));
     }
     out
 }
@@ -92,10 +80,7 @@ mod tests {
         let a = like_stream(&config);
         assert_eq!(a, like_stream(&config));
         assert!(a.iter().any(|(_, l)| l.kind == Kind::Unlike));
-        assert!(
-            a.windows(2).any(|w| w[1].1.ts + 5_000 < w[0].1.ts + 1_000),
-            "some events are out of order"
-        );
+        assert!(a.windows(2).any(|w| w[1].1.ts + 5_000 < w[0].1.ts + 1_000), "some events are out of order");
         assert!(a.iter().all(|(p, l)| *p == (l.user % 4) as i32));
     }
 }

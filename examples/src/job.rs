@@ -45,37 +45,20 @@ pub fn open_input(spec: &InputSpec) -> anyhow::Result<OpenedInput> {
             let archive = Archive::open(url)?;
             let replay = ReplaySource::open(archive, &spec.topic)?;
             if !spec.then_live {
-                return Ok(OpenedInput {
-                    source: Arc::new(replay.clone()),
-                    replay: Some(replay),
-                    switched_at: None,
-                });
+                return Ok(OpenedInput { source: Arc::new(replay.clone()), replay: Some(replay), switched_at: None });
             }
-            let brokers = brokers
-                .as_deref()
-                .context("--then-live needs --brokers HOST:PORT")?;
+            let brokers = brokers.as_deref().context("--then-live needs --brokers HOST:PORT")?;
             let live = KafkaSource::try_new(KafkaSourceConfig::new(brokers, &spec.topic, until))?;
             let marks = kappa_connectors::kafka::admin::watermarks(brokers, &spec.topic)?;
             let handoff = Handoff::new(replay.clone(), Arc::new(live), &marks)?;
             let switched_at = Some(handoff.switched_at());
-            Ok(OpenedInput {
-                source: Arc::new(handoff),
-                replay: Some(replay),
-                switched_at,
-            })
+            Ok(OpenedInput { source: Arc::new(handoff), replay: Some(replay), switched_at })
         }
         (None, Some(brokers)) => {
-            let until = if spec.then_live || spec.exit_when_idle.is_some() {
-                until
-            } else {
-                ReadUntil::HighWatermarkAtStart
-            };
+            let until =
+                if spec.then_live || spec.exit_when_idle.is_some() { until } else { ReadUntil::HighWatermarkAtStart };
             let live = KafkaSource::try_new(KafkaSourceConfig::new(brokers, &spec.topic, until))?;
-            Ok(OpenedInput {
-                source: Arc::new(live),
-                replay: None,
-                switched_at: None,
-            })
+            Ok(OpenedInput { source: Arc::new(live), replay: None, switched_at: None })
         }
         (None, None) => anyhow::bail!("give --archive URL, --brokers HOST:PORT, or both"),
     }

@@ -9,9 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use kappa_engine::{
-    execute, ClusterConfig, Collection, JobOptions, JobReport, Record, Sink, SourceFactory, Sources,
-};
+use kappa_engine::{execute, ClusterConfig, Collection, JobOptions, JobReport, Record, Sink, SourceFactory, Sources};
 use serde::{Deserialize, Serialize};
 
 /// The input's name in the pipeline.
@@ -59,20 +57,12 @@ pub fn decode(record: &Record) -> Result<(Like, u64), String> {
 /// The dataflow: likes in, per-post like counts out.
 pub fn like_counts(likes: Collection<'_, Like>) -> Collection<'_, PostLikes> {
     likes
-        .explode(|l| {
-            Some((
-                (l.user, l.post),
-                if l.kind == Kind::Like { 1isize } else { -1 },
-            ))
-        })
+        .explode(|l| Some(((l.user, l.post), if l.kind == Kind::Like { 1isize } else { -1 })))
         // A pair counts once while its net is positive.
         .threshold(|_pair, &net| isize::from(net > 0))
         .map(|(_user, post)| post)
         .count()
-        .map(|(post, users)| PostLikes {
-            post,
-            likes: users as u64,
-        })
+        .map(|(post, users)| PostLikes { post, likes: users as u64 })
 }
 
 /// Runs like counts over `likes` (read as input [`INPUT`]) into `sink`.
@@ -82,24 +72,18 @@ pub fn run<S: Sink<PostLikes>>(
     likes: Arc<dyn SourceFactory>,
     sink: S,
 ) -> kappa_engine::Result<JobReport> {
-    execute(
-        cluster,
-        options,
-        Sources::new().with_shared(INPUT, likes),
-        move |ctx| {
-            let likes = ctx.input(INPUT, decode)?;
-            ctx.output(like_counts(likes), sink.clone());
-            Ok(())
-        },
-    )
+    execute(cluster, options, Sources::new().with_shared(INPUT, likes), move |ctx| {
+        let likes = ctx.input(INPUT, decode)?;
+        ctx.output(like_counts(likes), sink.clone());
+        Ok(())
+    })
 }
 
 /// The batch reference: like counts over `likes`, by the definition, in plain Rust.
 pub fn reference<'a>(likes: impl IntoIterator<Item = &'a Like>) -> BTreeMap<u64, u64> {
     let mut net: BTreeMap<(u64, u64), i64> = BTreeMap::new();
     for like in likes {
-        *net.entry((like.user, like.post)).or_default() +=
-            if like.kind == Kind::Like { 1 } else { -1 };
+        *net.entry((like.user, like.post)).or_default() += if like.kind == Kind::Like { 1 } else { -1 };
     }
     let mut likes_per_post = BTreeMap::new();
     for ((_user, post), n) in net {
@@ -112,9 +96,7 @@ pub fn reference<'a>(likes: impl IntoIterator<Item = &'a Like>) -> BTreeMap<u64,
 
 /// Sums an output's diffs per row into the final result, as [`reference`] gives it. Fails if a row
 /// ends with a multiplicity other than 0 or 1, which a correct run never produces.
-pub fn final_result(
-    updates: impl IntoIterator<Item = (PostLikes, isize)>,
-) -> Result<BTreeMap<u64, u64>, String> {
+pub fn final_result(updates: impl IntoIterator<Item = (PostLikes, isize)>) -> Result<BTreeMap<u64, u64>, String> {
     let mut sums: BTreeMap<PostLikes, isize> = BTreeMap::new();
     for (row, diff) in updates {
         *sums.entry(row).or_default() += diff;
@@ -140,57 +122,22 @@ mod tests {
     use bytes::Bytes;
 
     fn rec(offset: i64, value: &str) -> Record {
-        Record {
-            offset,
-            timestamp: None,
-            key: None,
-            value: Some(Bytes::copy_from_slice(value.as_bytes())),
-        }
+        Record { offset, timestamp: None, key: None, value: Some(Bytes::copy_from_slice(value.as_bytes())) }
     }
 
     #[test]
     fn malformed_values_are_rejected_with_a_reason() {
-        for bad in [
-            "{",
-            r#"{"ts":1,"user":1,"kind":"like"}"#,
-            r#"{"ts":1,"user":1,"post":2,"kind":"love"}"#,
-        ] {
+        for bad in ["{", r#"{"ts":1,"user":1,"kind":"like"}"#, r#"{"ts":1,"user":1,"post":2,"kind":"love"}"#] {
             assert!(decode(&rec(0, bad)).is_err(), "{bad} should be rejected");
         }
-        assert!(decode(&Record {
-            offset: 0,
-            timestamp: None,
-            key: None,
-            value: None
-        })
-        .is_err());
-        let ok = decode(&rec(
-            0,
-            r#"{"ts":5,"user":1,"post":2,"kind":"unlike","extra":true}"#,
-        ))
-        .expect("decodes");
-        assert_eq!(
-            ok,
-            (
-                Like {
-                    ts: 5,
-                    user: 1,
-                    post: 2,
-                    kind: Kind::Unlike
-                },
-                5
-            )
-        );
+        assert!(decode(&Record { offset: 0, timestamp: None, key: None, value: None }).is_err());
+        let ok = decode(&rec(0, r#"{"ts":5,"user":1,"post":2,"kind":"unlike","extra":true}"#)).expect("decodes");
+        assert_eq!(ok, (Like { ts: 5, user: 1, post: 2, kind: Kind::Unlike }, 5));
     }
 
     #[test]
     fn reference_counts_pairs_with_positive_net_only() {
-        let l = |user, post, kind| Like {
-            ts: 0,
-            user,
-            post,
-            kind,
-        };
+        let l = |user, post, kind| Like { ts: 0, user, post, kind };
         let events = [
             l(1, 10, Kind::Like),
             l(1, 10, Kind::Like),

@@ -11,10 +11,8 @@ use kappa_engine::Metrics;
 pub fn progress(what: &str) -> ProgressBar {
     let bar = ProgressBar::new_spinner();
     bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} {prefix} {human_pos} records ({per_sec}) {msg} [{elapsed}]",
-        )
-        .expect("valid template"),
+        ProgressStyle::with_template("{spinner} {prefix} {human_pos} records ({per_sec}) {msg} [{elapsed}]")
+            .expect("valid template"),
     );
     bar.set_prefix(what.to_string());
     bar.enable_steady_tick(Duration::from_millis(200));
@@ -40,10 +38,7 @@ impl ProgressWatcher {
             bar.set_position(metrics.records());
             bar.finish_and_clear();
         });
-        ProgressWatcher {
-            stop,
-            thread: Some(thread),
-        }
+        ProgressWatcher { stop, thread: Some(thread) }
     }
 }
 

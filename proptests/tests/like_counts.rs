@@ -55,27 +55,13 @@ fn partition() -> impl Strategy<Value = Partition> {
                 kind: if is_like { Kind::Like } else { Kind::Unlike },
             })
             .collect();
-        (Just(likes), 0..=n, 1usize..8).prop_map(|(likes, split, segment)| Partition {
-            likes,
-            split,
-            segment,
-        })
+        (Just(likes), 0..=n, 1usize..8).prop_map(|(likes, split, segment)| Partition { likes, split, segment })
     })
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    (
-        prop::collection::vec(partition(), 1..4),
-        1usize..=4,
-        1usize..10,
-        prop::sample::select(vec![0u64, 1_000, 5_000]),
-    )
-        .prop_map(|(partitions, workers, batch, lateness_ms)| Case {
-            partitions,
-            workers,
-            batch,
-            lateness_ms,
-        })
+    (prop::collection::vec(partition(), 1..4), 1usize..=4, 1usize..10, prop::sample::select(vec![0u64, 1_000, 5_000]))
+        .prop_map(|(partitions, workers, batch, lateness_ms)| Case { partitions, workers, batch, lateness_ms })
 }
 
 fn record(offset: usize, like: &Like) -> Record {
@@ -91,27 +77,17 @@ fn record(offset: usize, like: &Like) -> Record {
 /// archive, and returns the archive plus a live source holding every record.
 fn build_inputs(case: &Case) -> (Archive, MemorySource) {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let archive = Archive::open(&format!(
-        "memory://like-counts-prop-{}",
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ))
-    .expect("memory archive");
+    let archive = Archive::open(&format!("memory://like-counts-prop-{}", NEXT.fetch_add(1, Ordering::Relaxed)))
+        .expect("memory archive");
     let mut live = Vec::new();
     for (p, part) in case.partitions.iter().enumerate() {
-        let records: Vec<Record> = part
-            .likes
-            .iter()
-            .enumerate()
-            .map(|(i, l)| record(i, l))
-            .collect();
+        let records: Vec<Record> = part.likes.iter().enumerate().map(|(i, l)| record(i, l)).collect();
         for chunk in records[..part.split].chunks(part.segment) {
             let mut bytes = Vec::new();
             encode_batch(chunk, &mut bytes);
             let (base, next) = (chunk[0].offset, chunk[chunk.len() - 1].offset + 1);
             let key = KappaLayout::segment_key(&archive, "likes", p as i32, base, next);
-            kappa_replay::archive::runtime()
-                .block_on(archive.store.put(&key, bytes.into()))
-                .expect("put");
+            kappa_replay::archive::runtime().block_on(archive.store.put(&key, bytes.into())).expect("put");
         }
         live.push((PartitionId::new("likes", p as i32), records));
     }
@@ -120,85 +96,45 @@ fn build_inputs(case: &Case) -> (Archive, MemorySource) {
 
 fn run_case(case: &Case) -> Result<(), TestCaseError> {
     let (archive, live) = build_inputs(case);
-    let watermarks: BTreeMap<i32, (i64, i64)> = case
-        .partitions
-        .iter()
-        .enumerate()
-        .map(|(p, part)| (p as i32, (0, part.likes.len() as i64)))
-        .collect();
+    let watermarks: BTreeMap<i32, (i64, i64)> =
+        case.partitions.iter().enumerate().map(|(p, part)| (p as i32, (0, part.likes.len() as i64))).collect();
     let source: Arc<dyn kappa_engine::SourceFactory> = match ReplaySource::open(archive, "likes") {
-        Ok(replay) => Arc::new(
-            Handoff::new(replay, Arc::new(live), &watermarks).expect("no gap by construction"),
-        ),
+        Ok(replay) => Arc::new(Handoff::new(replay, Arc::new(live), &watermarks).expect("no gap by construction")),
         // Nothing archived at all: the whole history is live.
         Err(kappa_replay::Error::EmptyArchive { .. }) => Arc::new(live),
         Err(e) => panic!("archive fails to open: {e}"),
     };
     let sink = MemorySink::<PostLikes>::new();
-    let options = JobOptions {
-        lateness_ms: case.lateness_ms,
-        ..JobOptions::default()
-    };
-    let report = like_counts::run(
-        &ClusterConfig::threads(case.workers),
-        options,
-        source,
-        sink.clone(),
-    )
-    .expect("the job runs");
+    let options = JobOptions { lateness_ms: case.lateness_ms, ..JobOptions::default() };
+    let report =
+        like_counts::run(&ClusterConfig::threads(case.workers), options, source, sink.clone()).expect("the job runs");
     let total: usize = case.partitions.iter().map(|p| p.likes.len()).sum();
-    prop_assert_eq!(
-        report.records,
-        total as u64,
-        "every record read exactly once"
-    );
+    prop_assert_eq!(report.records, total as u64, "every record read exactly once");
     prop_assert!(sink.is_finished());
 
     // (time, like) for every record, times by the definition.
     let mut timed: Vec<(u64, Like)> = Vec::new();
     for part in &case.partitions {
         let ts: Vec<u64> = part.likes.iter().map(|l| l.ts).collect();
-        timed.extend(
-            reference_times(&ts, case.lateness_ms)
-                .into_iter()
-                .zip(part.likes.iter().copied()),
-        );
+        timed.extend(reference_times(&ts, case.lateness_ms).into_iter().zip(part.likes.iter().copied()));
     }
     let updates = sink.updates();
     let mut times: Vec<u64> = timed.iter().map(|(t, _)| *t).collect();
     times.sort();
     times.dedup();
     for (_, t, _) in &updates {
-        prop_assert!(
-            times.binary_search(t).is_ok(),
-            "an update at time {} where no record has that time",
-            t
-        );
+        prop_assert!(times.binary_search(t).is_ok(), "an update at time {} where no record has that time", t);
     }
     for &t in &times {
-        let expected =
-            like_counts::reference(timed.iter().filter(|(rt, _)| *rt <= t).map(|(_, l)| l));
-        let actual = like_counts::final_result(
-            updates
-                .iter()
-                .filter(|(_, ut, _)| *ut <= t)
-                .map(|(d, _, r)| (*d, *r)),
-        );
-        prop_assert_eq!(
-            actual,
-            Ok(expected),
-            "accumulated output at time {} differs from the reference",
-            t
-        );
+        let expected = like_counts::reference(timed.iter().filter(|(rt, _)| *rt <= t).map(|(_, l)| l));
+        let actual = like_counts::final_result(updates.iter().filter(|(_, ut, _)| *ut <= t).map(|(d, _, r)| (*d, *r)));
+        prop_assert_eq!(actual, Ok(expected), "accumulated output at time {} differs from the reference", t);
     }
     Ok(())
 }
 
 fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(512)
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512)
 }
 
 proptest! {
@@ -223,21 +159,11 @@ fn output_is_identical_across_workers_batchings_and_splits() {
         })
         .collect();
     let mut outputs = Vec::new();
-    for (workers, batch, split, segment) in
-        [(1, 100, 0, 1), (2, 1, 30, 4), (4, 3, 60, 7), (3, 7, 13, 2)]
-    {
+    for (workers, batch, split, segment) in [(1, 100, 0, 1), (2, 1, 30, 4), (4, 3, 60, 7), (3, 7, 13, 2)] {
         let case = Case {
             partitions: vec![
-                Partition {
-                    likes: likes[..30].to_vec(),
-                    split: split.min(30),
-                    segment,
-                },
-                Partition {
-                    likes: likes[30..].to_vec(),
-                    split: split / 2,
-                    segment,
-                },
+                Partition { likes: likes[..30].to_vec(), split: split.min(30), segment },
+                Partition { likes: likes[30..].to_vec(), split: split / 2, segment },
             ],
             workers,
             batch,
@@ -246,21 +172,12 @@ fn output_is_identical_across_workers_batchings_and_splits() {
         run_case(&case).expect("matches the reference");
         let (archive, live) = build_inputs(&case);
         let marks = BTreeMap::from([(0, (0, 30)), (1, (0, 30))]);
-        let source: Arc<dyn kappa_engine::SourceFactory> =
-            match ReplaySource::open(archive, "likes") {
-                Ok(replay) => {
-                    Arc::new(Handoff::new(replay, Arc::new(live), &marks).expect("no gap"))
-                }
-                Err(_) => Arc::new(live),
-            };
+        let source: Arc<dyn kappa_engine::SourceFactory> = match ReplaySource::open(archive, "likes") {
+            Ok(replay) => Arc::new(Handoff::new(replay, Arc::new(live), &marks).expect("no gap")),
+            Err(_) => Arc::new(live),
+        };
         let sink = MemorySink::<PostLikes>::new();
-        like_counts::run(
-            &ClusterConfig::threads(workers),
-            JobOptions::default(),
-            source,
-            sink.clone(),
-        )
-        .expect("runs");
+        like_counts::run(&ClusterConfig::threads(workers), JobOptions::default(), source, sink.clone()).expect("runs");
         outputs.push(sink.updates());
     }
     assert!(!outputs[0].is_empty());

@@ -26,10 +26,7 @@ pub struct Archive {
 
 impl std::fmt::Debug for Archive {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Archive")
-            .field("url", &self.url)
-            .field("layout", &self.layout.name())
-            .finish()
+        f.debug_struct("Archive").field("url", &self.url).field("layout", &self.layout.name()).finish()
     }
 }
 
@@ -40,76 +37,45 @@ impl Archive {
     ///   `AWS_ALLOW_HTTP`), with object_store's retries for transient failures;
     /// - `memory://name`: an in-process store shared by every `Archive` of that name (tests).
     pub fn open(url: &str) -> Result<Archive> {
-        let invalid = |reason: String| Error::InvalidUrl {
-            url: url.to_string(),
-            reason,
-        };
-        let (store, prefix): (Arc<dyn ObjectStore>, Path) =
-            if let Some(rest) = url.strip_prefix("s3://") {
-                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-                if bucket.is_empty() {
-                    return Err(invalid("no bucket name: use s3://BUCKET/PREFIX".into()));
-                }
-                let store = object_store::aws::AmazonS3Builder::from_env()
-                    .with_bucket_name(bucket)
-                    .build()
-                    .map_err(|e| {
-                        invalid(format!("{e}; set AWS_ENDPOINT, AWS_REGION and credentials"))
-                    })?;
-                (Arc::new(store), Path::from(prefix))
-            } else if let Some(name) = url.strip_prefix("memory://") {
-                (memory_store(name), Path::default())
-            } else {
-                let dir = match url.strip_prefix("file://") {
-                    Some(path) => PathBuf::from(path),
-                    None if !url.contains("://") => PathBuf::from(url),
-                    None => {
-                        return Err(invalid(
-                            "unknown scheme: use file://, s3:// or memory://".into(),
-                        ))
-                    }
-                };
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| invalid(format!("cannot create directory: {e}")))?;
-                let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
-                    .map_err(|e| invalid(format!("cannot open directory: {e}")))?;
-                (Arc::new(store), Path::default())
+        let invalid = |reason: String| Error::InvalidUrl { url: url.to_string(), reason };
+        let (store, prefix): (Arc<dyn ObjectStore>, Path) = if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(invalid("no bucket name: use s3://BUCKET/PREFIX".into()));
+            }
+            let store = object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .build()
+                .map_err(|e| invalid(format!("{e}; set AWS_ENDPOINT, AWS_REGION and credentials")))?;
+            (Arc::new(store), Path::from(prefix))
+        } else if let Some(name) = url.strip_prefix("memory://") {
+            (memory_store(name), Path::default())
+        } else {
+            let dir = match url.strip_prefix("file://") {
+                Some(path) => PathBuf::from(path),
+                None if !url.contains("://") => PathBuf::from(url),
+                None => return Err(invalid("unknown scheme: use file://, s3:// or memory://".into())),
             };
-        Ok(Archive {
-            url: url.to_string(),
-            store,
-            prefix,
-            layout: Arc::new(KappaLayout),
-        })
+            std::fs::create_dir_all(&dir).map_err(|e| invalid(format!("cannot create directory: {e}")))?;
+            let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                .map_err(|e| invalid(format!("cannot open directory: {e}")))?;
+            (Arc::new(store), Path::default())
+        };
+        Ok(Archive { url: url.to_string(), store, prefix, layout: Arc::new(KappaLayout) })
     }
 
     /// The key `relative` under this archive's prefix.
     pub fn key(&self, relative: &str) -> Path {
-        let mut parts: Vec<String> = self
-            .prefix
-            .parts()
-            .map(|p| p.as_ref().to_string())
-            .collect();
-        parts.extend(
-            relative
-                .split('/')
-                .filter(|s| !s.is_empty())
-                .map(String::from),
-        );
+        let mut parts: Vec<String> = self.prefix.parts().map(|p| p.as_ref().to_string()).collect();
+        parts.extend(relative.split('/').filter(|s| !s.is_empty()).map(String::from));
         Path::from_iter(parts)
     }
 }
 
 fn memory_store(name: &str) -> Arc<dyn ObjectStore> {
     static STORES: OnceLock<Mutex<HashMap<String, Arc<InMemory>>>> = OnceLock::new();
-    let mut stores = STORES
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    stores
-        .entry(name.to_string())
-        .or_insert_with(|| Arc::new(InMemory::new()))
-        .clone()
+    let mut stores = STORES.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    stores.entry(name.to_string()).or_insert_with(|| Arc::new(InMemory::new())).clone()
 }
 
 /// The runtime that drives object-store requests for replay and archiving: two threads, so fetches

@@ -53,9 +53,7 @@ pub enum Error {
         reason: String,
     },
     /// The archive holds nothing for the topic.
-    #[error(
-        "the archive at `{url}` holds no segments of topic `{topic}`; check --topic and --archive"
-    )]
+    #[error("the archive at `{url}` holds no segments of topic `{topic}`; check --topic and --archive")]
     EmptyArchive {
         /// The archive URL.
         url: String,

@@ -27,31 +27,16 @@ pub fn check_handoff(
 ) -> Result<()> {
     for (&partition, &archive_end) in archive_ends {
         if !broker.contains_key(&partition) {
-            return Err(Error::ArchiveAhead {
-                topic: topic.to_string(),
-                partition,
-                archive_end,
-                high_watermark: 0,
-            });
+            return Err(Error::ArchiveAhead { topic: topic.to_string(), partition, archive_end, high_watermark: 0 });
         }
     }
     for (&partition, &(log_start, high_watermark)) in broker {
         let archive_end = archive_ends.get(&partition).copied().unwrap_or(0);
         if archive_end < log_start {
-            return Err(Error::HandoffGap {
-                topic: topic.to_string(),
-                partition,
-                archive_end,
-                log_start,
-            });
+            return Err(Error::HandoffGap { topic: topic.to_string(), partition, archive_end, log_start });
         }
         if archive_end > high_watermark {
-            return Err(Error::ArchiveAhead {
-                topic: topic.to_string(),
-                partition,
-                archive_end,
-                high_watermark,
-            });
+            return Err(Error::ArchiveAhead { topic: topic.to_string(), partition, archive_end, high_watermark });
         }
     }
     Ok(())
@@ -75,12 +60,7 @@ impl Handoff {
     ) -> Result<Self> {
         let ends = replay.end_offsets();
         check_handoff(replay.topic(), &ends, watermarks)?;
-        Ok(Handoff {
-            replay,
-            live,
-            ends,
-            switched_at: Arc::default(),
-        })
+        Ok(Handoff { replay, live, ends, switched_at: Arc::default() })
     }
 
     /// Where each partition switches to live.
@@ -103,10 +83,7 @@ impl SourceFactory for Handoff {
         Ok(all)
     }
 
-    fn open(
-        &self,
-        owned: &[(PartitionId, Option<Offset>)],
-    ) -> Result<Box<dyn PartitionedSource>, BoxError> {
+    fn open(&self, owned: &[(PartitionId, Option<Offset>)]) -> Result<Box<dyn PartitionedSource>, BoxError> {
         let archive = self.replay.open(owned)?;
         // Live reading starts where the archive ends, or where the caller's start lies beyond it.
         let live_starts = owned
@@ -137,11 +114,7 @@ struct HandoffReader {
 }
 
 impl PartitionedSource for HandoffReader {
-    fn poll(
-        &mut self,
-        out: &mut Vec<(usize, Record)>,
-        finished: &mut Vec<usize>,
-    ) -> Result<Poll, BoxError> {
+    fn poll(&mut self, out: &mut Vec<(usize, Record)>, finished: &mut Vec<usize>) -> Result<Poll, BoxError> {
         if let Some(archive) = self.archive.as_mut() {
             // The archive's "finished" means "archive done": the partition goes on, live.
             let mut archive_done = Vec::new();
@@ -174,15 +147,7 @@ mod tests {
         let ends = BTreeMap::from([(0, 100), (1, 50)]);
         let broker = BTreeMap::from([(0, (0, 120)), (1, (75, 90))]);
         let err = check_handoff("likes", &ends, &broker).expect_err("gap");
-        assert!(matches!(
-            err,
-            Error::HandoffGap {
-                partition: 1,
-                archive_end: 50,
-                log_start: 75,
-                ..
-            }
-        ));
+        assert!(matches!(err, Error::HandoffGap { partition: 1, archive_end: 50, log_start: 75, .. }));
         assert!(err.to_string().contains("`likes` partition 1"), "{err}");
         assert!(err.to_string().contains("50..75"), "{err}");
     }
@@ -196,18 +161,7 @@ mod tests {
 
     #[test]
     fn archive_past_the_broker_end_is_refused() {
-        let err = check_handoff(
-            "t",
-            &BTreeMap::from([(0, 10)]),
-            &BTreeMap::from([(0, (0, 5))]),
-        )
-        .expect_err("ahead");
-        assert!(matches!(
-            err,
-            Error::ArchiveAhead {
-                high_watermark: 5,
-                ..
-            }
-        ));
+        let err = check_handoff("t", &BTreeMap::from([(0, 10)]), &BTreeMap::from([(0, (0, 5))])).expect_err("ahead");
+        assert!(matches!(err, Error::ArchiveAhead { high_watermark: 5, .. }));
     }
 }

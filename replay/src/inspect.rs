@@ -36,16 +36,10 @@ pub fn inspect(archive: &Archive, topic: &str) -> Result<BTreeMap<i32, Partition
                     .store
                     .get(&segment.key)
                     .await
-                    .map_err(|source| Error::ObjectStore {
-                        object: segment.key.to_string(),
-                        source,
-                    })?
+                    .map_err(|source| Error::ObjectStore { object: segment.key.to_string(), source })?
                     .bytes()
                     .await
-                    .map_err(|source| Error::ObjectStore {
-                        object: segment.key.to_string(),
-                        source,
-                    })?;
+                    .map_err(|source| Error::ObjectStore { object: segment.key.to_string(), source })?;
                 let mut records = Vec::new();
                 let seg = decode_segment(segment.key.as_ref(), &bytes, Offset::MIN, &mut records)?;
                 summary.segments += 1;
@@ -54,20 +48,13 @@ pub fn inspect(archive: &Archive, topic: &str) -> Result<BTreeMap<i32, Partition
                 let first = summary.offsets.map_or(segment.base_offset, |(f, _)| f);
                 summary.offsets = Some((first, segment.next_offset));
                 if let Some((lo, hi)) = seg.timestamps {
-                    summary.timestamps = Some(
-                        summary
-                            .timestamps
-                            .map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))),
-                    );
+                    summary.timestamps = Some(summary.timestamps.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
                 }
             }
             out.insert(p, summary);
         }
         if out.is_empty() {
-            return Err(Error::EmptyArchive {
-                url: archive.url.clone(),
-                topic: topic.to_string(),
-            });
+            return Err(Error::EmptyArchive { url: archive.url.clone(), topic: topic.to_string() });
         }
         Ok(out)
     })

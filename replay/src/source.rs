@@ -58,17 +58,9 @@ impl ReplaySource {
             Ok::<_, Error>(all)
         })?;
         if segments.values().all(Vec::is_empty) {
-            return Err(Error::EmptyArchive {
-                url: archive.url.clone(),
-                topic: topic.to_string(),
-            });
+            return Err(Error::EmptyArchive { url: archive.url.clone(), topic: topic.to_string() });
         }
-        Ok(ReplaySource {
-            archive,
-            topic: topic.to_string(),
-            segments: Arc::new(segments),
-            metrics: Arc::default(),
-        })
+        Ok(ReplaySource { archive, topic: topic.to_string(), segments: Arc::new(segments), metrics: Arc::default() })
     }
 
     /// The topic replayed.
@@ -78,10 +70,7 @@ impl ReplaySource {
 
     /// Per partition, the offset after the archive's last record: where live reading continues.
     pub fn end_offsets(&self) -> BTreeMap<i32, Offset> {
-        self.segments
-            .iter()
-            .filter_map(|(&p, segs)| Some((p, segs.last()?.next_offset)))
-            .collect()
+        self.segments.iter().filter_map(|(&p, segs)| Some((p, segs.last()?.next_offset))).collect()
     }
 
     /// Number of segments in the archive for this topic.
@@ -102,28 +91,16 @@ impl ReplaySource {
 
 impl SourceFactory for ReplaySource {
     fn partitions(&self) -> Result<Vec<PartitionId>, BoxError> {
-        Ok(self
-            .segments
-            .keys()
-            .map(|&p| PartitionId::new(&self.topic, p))
-            .collect())
+        Ok(self.segments.keys().map(|&p| PartitionId::new(&self.topic, p)).collect())
     }
 
-    fn open(
-        &self,
-        owned: &[(PartitionId, Option<Offset>)],
-    ) -> Result<Box<dyn PartitionedSource>, BoxError> {
+    fn open(&self, owned: &[(PartitionId, Option<Offset>)]) -> Result<Box<dyn PartitionedSource>, BoxError> {
         let mut channels = Vec::new();
         for (pid, start) in owned {
             let segments: Vec<SegmentRef> = self
                 .segments
                 .get(&pid.partition)
-                .map(|segs| {
-                    segs.iter()
-                        .filter(|s| start.is_none_or(|o| s.next_offset > o))
-                        .cloned()
-                        .collect()
-                })
+                .map(|segs| segs.iter().filter(|s| start.is_none_or(|o| s.next_offset > o)).cloned().collect())
                 .unwrap_or_default();
             let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
             runtime().spawn(replay_partition(
@@ -154,23 +131,16 @@ async fn replay_partition(
                 let bytes = store.get(&segment.key).and_then(|r| r.bytes()).await;
                 bytes
                     .map(|b| (segment.clone(), b))
-                    .map_err(|source| Error::ObjectStore {
-                        object: segment.key.to_string(),
-                        source,
-                    })
+                    .map_err(|source| Error::ObjectStore { object: segment.key.to_string(), source })
             }
         })
         .buffered(READ_AHEAD);
     while let Some(fetched) = fetches.next().await {
         let decoded = fetched.and_then(|(segment, bytes)| {
-            metrics
-                .bytes
-                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            metrics.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
             let records = decode_checked(&segment, &bytes, from)?;
             metrics.segments.fetch_add(1, Ordering::Relaxed);
-            metrics
-                .records
-                .fetch_add(records.len() as u64, Ordering::Relaxed);
+            metrics.records.fetch_add(records.len() as u64, Ordering::Relaxed);
             Ok(records)
         });
         let failed = decoded.is_err();
@@ -187,9 +157,7 @@ fn decode_checked(segment: &SegmentRef, bytes: &Bytes, from: Offset) -> Result<V
     let mut records = Vec::new();
     let summary = decode_segment(object, bytes, from, &mut records)?;
     match summary.offsets {
-        Some((first, last)) if first >= segment.base_offset && last < segment.next_offset => {
-            Ok(records)
-        }
+        Some((first, last)) if first >= segment.base_offset && last < segment.next_offset => Ok(records),
         Some((first, last)) => Err(Error::Inconsistent {
             object: object.to_string(),
             reason: format!(
@@ -197,10 +165,7 @@ fn decode_checked(segment: &SegmentRef, bytes: &Bytes, from: Offset) -> Result<V
                 segment.base_offset, segment.next_offset
             ),
         }),
-        None => Err(Error::Inconsistent {
-            object: object.to_string(),
-            reason: "holds no record batch".into(),
-        }),
+        None => Err(Error::Inconsistent { object: object.to_string(), reason: "holds no record batch".into() }),
     }
 }
 
@@ -209,11 +174,7 @@ struct ReplayReader {
 }
 
 impl PartitionedSource for ReplayReader {
-    fn poll(
-        &mut self,
-        out: &mut Vec<(usize, Record)>,
-        finished: &mut Vec<usize>,
-    ) -> Result<Poll, BoxError> {
+    fn poll(&mut self, out: &mut Vec<(usize, Record)>, finished: &mut Vec<usize>) -> Result<Poll, BoxError> {
         let mut any = false;
         for (index, slot) in self.channels.iter_mut().enumerate() {
             let Some(rx) = slot else { continue };

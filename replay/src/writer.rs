@@ -37,12 +37,7 @@ pub struct WriteReport {
 /// (or the log starts) up to the high watermark read at the start of the run.
 ///
 /// `progress` is called with the number of records copied so far.
-pub fn write_archive(
-    archive: &Archive,
-    brokers: &str,
-    topic: &str,
-    progress: &dyn Fn(u64),
-) -> Result<WriteReport> {
+pub fn write_archive(archive: &Archive, brokers: &str, topic: &str, progress: &dyn Fn(u64)) -> Result<WriteReport> {
     let marks = kappa_connectors::kafka::admin::watermarks(brokers, topic)?;
     let layout = archive.layout.clone();
     let mut assignment = TopicPartitionList::new();
@@ -65,10 +60,7 @@ pub fn write_archive(
         if start < high {
             assignment
                 .add_partition_offset(topic, partition, rdkafka::Offset::Offset(start))
-                .map_err(|source| Error::Consume {
-                    topic: topic.to_string(),
-                    source: Box::new(source),
-                })?;
+                .map_err(|source| Error::Consume { topic: topic.to_string(), source: Box::new(source) })?;
             pending.insert(partition, (start, high));
         }
     }
@@ -78,39 +70,29 @@ pub fn write_archive(
     let consumer = kappa_connectors::kafka::consumer(brokers)?;
     consumer
         .assign(&assignment)
-        .map_err(|source| Error::Consume {
-            topic: topic.to_string(),
-            source: Box::new(source),
-        })?;
+        .map_err(|source| Error::Consume { topic: topic.to_string(), source: Box::new(source) })?;
 
     let mut buffers: HashMap<i32, (Vec<Record>, usize)> = HashMap::new();
     let mut open: HashMap<i32, (Offset, Offset)> = pending.clone();
-    let flush =
-        |partition: i32, records: &mut Vec<Record>, report: &mut WriteReport| -> Result<()> {
-            if records.is_empty() {
-                return Ok(());
-            }
-            let mut bytes = Vec::new();
-            for chunk in records.chunks(BATCH_RECORDS) {
-                encode_batch(chunk, &mut bytes);
-            }
-            let (base, next) = (records[0].offset, records[records.len() - 1].offset + 1);
-            let key = KappaLayout::segment_key(archive, topic, partition, base, next);
-            runtime()
-                .block_on(archive.store.put(&key, Bytes::from(bytes).into()))
-                .map_err(|source| Error::ObjectStore {
-                    object: key.to_string(),
-                    source,
-                })?;
-            let entry = report
-                .partitions
-                .entry(partition)
-                .or_insert((base, next, 0));
-            entry.1 = next;
-            entry.2 += 1;
-            records.clear();
-            Ok(())
-        };
+    let flush = |partition: i32, records: &mut Vec<Record>, report: &mut WriteReport| -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut bytes = Vec::new();
+        for chunk in records.chunks(BATCH_RECORDS) {
+            encode_batch(chunk, &mut bytes);
+        }
+        let (base, next) = (records[0].offset, records[records.len() - 1].offset + 1);
+        let key = KappaLayout::segment_key(archive, topic, partition, base, next);
+        runtime()
+            .block_on(archive.store.put(&key, Bytes::from(bytes).into()))
+            .map_err(|source| Error::ObjectStore { object: key.to_string(), source })?;
+        let entry = report.partitions.entry(partition).or_insert((base, next, 0));
+        entry.1 = next;
+        entry.2 += 1;
+        records.clear();
+        Ok(())
+    };
     while !open.is_empty() {
         let message = match consumer.poll(Duration::from_millis(100)) {
             None => continue,
@@ -131,12 +113,7 @@ pub fn write_archive(
                 }
                 continue;
             }
-            Some(Err(source)) => {
-                return Err(Error::Consume {
-                    topic: topic.to_string(),
-                    source: Box::new(source),
-                })
-            }
+            Some(Err(source)) => return Err(Error::Consume { topic: topic.to_string(), source: Box::new(source) }),
             Some(Ok(m)) => m,
         };
         let p = message.partition();
@@ -154,8 +131,7 @@ pub fn write_archive(
             key: message.key().map(Bytes::copy_from_slice),
             value: message.payload().map(Bytes::copy_from_slice),
         };
-        *bytes += record.key.as_ref().map_or(0, |k| k.len())
-            + record.value.as_ref().map_or(0, |v| v.len());
+        *bytes += record.key.as_ref().map_or(0, |k| k.len()) + record.value.as_ref().map_or(0, |v| v.len());
         records.push(record);
         report.records += 1;
         if report.records % 10_000 == 0 {

@@ -20,20 +20,14 @@ pub fn partitions(brokers: &str, topic: &str) -> Result<Vec<i32>> {
     partitions_with(&consumer, brokers, topic)
 }
 
-pub(crate) fn partitions_with(
-    consumer: &KappaConsumer,
-    brokers: &str,
-    topic: &str,
-) -> Result<Vec<i32>> {
+pub(crate) fn partitions_with(consumer: &KappaConsumer, brokers: &str, topic: &str) -> Result<Vec<i32>> {
     let request = |source| Error::Request {
         what: "metadata".into(),
         topic: topic.to_string(),
         brokers: brokers.to_string(),
         source,
     };
-    let metadata = consumer
-        .fetch_metadata(Some(topic), TIMEOUT)
-        .map_err(request)?;
+    let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT).map_err(request)?;
     let mut out: Vec<i32> = metadata
         .topics()
         .iter()
@@ -42,10 +36,7 @@ pub(crate) fn partitions_with(
         .collect();
     out.sort();
     if out.is_empty() {
-        return Err(Error::UnknownTopic {
-            topic: topic.to_string(),
-            brokers: brokers.to_string(),
-        });
+        return Err(Error::UnknownTopic { topic: topic.to_string(), brokers: brokers.to_string() });
     }
     Ok(out)
 }
@@ -61,14 +52,12 @@ pub fn watermarks(brokers: &str, topic: &str) -> Result<BTreeMap<i32, (i64, i64)
     let consumer = consumer(brokers)?;
     let mut out = BTreeMap::new();
     for p in partitions_with(&consumer, brokers, topic)? {
-        let marks = consumer
-            .fetch_watermarks(topic, p, TIMEOUT)
-            .map_err(|source| Error::Request {
-                what: format!("watermarks of partition {p}"),
-                topic: topic.to_string(),
-                brokers: brokers.to_string(),
-                source,
-            })?;
+        let marks = consumer.fetch_watermarks(topic, p, TIMEOUT).map_err(|source| Error::Request {
+            what: format!("watermarks of partition {p}"),
+            topic: topic.to_string(),
+            brokers: brokers.to_string(),
+            source,
+        })?;
         out.insert(p, marks);
     }
     confirm_high_watermarks(&consumer, brokers, topic, &mut out)?;
@@ -91,9 +80,7 @@ fn confirm_high_watermarks(
     let mut waiting = BTreeSet::new();
     for (&p, &(low, high)) in marks.iter() {
         if high > low {
-            assignment
-                .add_partition_offset(topic, p, Offset::Offset(high - 1))
-                .map_err(request)?;
+            assignment.add_partition_offset(topic, p, Offset::Offset(high - 1)).map_err(request)?;
             waiting.insert(p);
         }
     }
@@ -104,16 +91,12 @@ fn confirm_high_watermarks(
     let deadline = Instant::now() + TIMEOUT;
     while !waiting.is_empty() {
         if Instant::now() > deadline {
-            return Err(request(KafkaError::PartitionEOF(
-                *waiting.first().expect("non-empty"),
-            )));
+            return Err(request(KafkaError::PartitionEOF(*waiting.first().expect("non-empty"))));
         }
         match consumer.poll(Duration::from_millis(100)) {
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 let position = consumer.position().map_err(request)?;
-                if let Some(Offset::Offset(end)) =
-                    position.find_partition(topic, p).map(|e| e.offset())
-                {
+                if let Some(Offset::Offset(end)) = position.find_partition(topic, p).map(|e| e.offset()) {
                     if let Some(entry) = marks.get_mut(&p) {
                         entry.1 = entry.1.max(end);
                     }
@@ -131,17 +114,9 @@ fn confirm_high_watermarks(
 /// Creates `topic` with `partitions` partitions (replication 1). An existing topic is not an error.
 pub fn create_topic(brokers: &str, topic: &str, partitions: i32) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> =
-        client_config(brokers)
-            .create()
-            .map_err(|source| Error::Client {
-                brokers: brokers.to_string(),
-                source,
-            })?;
+        client_config(brokers).create().map_err(|source| Error::Client { brokers: brokers.to_string(), source })?;
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
-    let fut = admin.create_topics(
-        [&new],
-        &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
-    );
+    let fut = admin.create_topics([&new], &AdminOptions::new().operation_timeout(Some(TIMEOUT)));
     let results = futures_lite_block_on(fut).map_err(|source| Error::Request {
         what: "create topic".into(),
         topic: topic.to_string(),

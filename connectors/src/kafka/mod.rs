@@ -33,10 +33,7 @@ pub type KappaConsumer = rdkafka::consumer::BaseConsumer<QuietEof>;
 pub fn consumer(brokers: &str) -> crate::Result<KappaConsumer> {
     client_config(brokers)
         .create_with_context(QuietEof)
-        .map_err(|source| crate::Error::Client {
-            brokers: brokers.to_string(),
-            source,
-        })
+        .map_err(|source| crate::Error::Client { brokers: brokers.to_string(), source })
 }
 
 /// Client settings shared by every Kappa Kafka client: no consumer group state is ever used for

@@ -59,16 +59,9 @@ pub fn produce(
         .set("queue.buffering.max.messages", "200000")
         .set("enable.idempotence", "false")
         .create_with_context(Deliveries::default())
-        .map_err(|source| Error::Client {
-            brokers: brokers.to_string(),
-            source,
-        })?;
-    let produce_error = |source| Error::Request {
-        what: "produce".into(),
-        topic: topic.into(),
-        brokers: brokers.into(),
-        source,
-    };
+        .map_err(|source| Error::Client { brokers: brokers.to_string(), source })?;
+    let produce_error =
+        |source| Error::Request { what: "produce".into(), topic: topic.into(), brokers: brokers.into(), source };
     let mut sent = 0u64;
     for record in records {
         let mut outgoing = BaseRecord::to(topic)
@@ -92,22 +85,12 @@ pub fn produce(
             progress(sent);
         }
     }
-    producer
-        .flush(Duration::from_secs(120))
-        .map_err(produce_error)?;
+    producer.flush(Duration::from_secs(120)).map_err(produce_error)?;
     progress(sent);
     let context = producer.context();
-    if let Some(error) = context
-        .first_error
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take()
-    {
+    if let Some(error) = context.first_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
         return Err(Error::Request {
-            what: format!(
-                "produce ({} records not acknowledged)",
-                context.failed.load(Ordering::Relaxed)
-            ),
+            what: format!("produce ({} records not acknowledged)", context.failed.load(Ordering::Relaxed)),
             topic: topic.into(),
             brokers: brokers.into(),
             source: error,

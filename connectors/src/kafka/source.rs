@@ -41,11 +41,7 @@ pub struct KafkaSourceConfig {
 impl KafkaSourceConfig {
     /// Reads `topic` from `brokers` until `until`.
     pub fn new(brokers: &str, topic: &str, until: ReadUntil) -> Self {
-        KafkaSourceConfig {
-            brokers: brokers.to_string(),
-            topic: topic.to_string(),
-            until,
-        }
+        KafkaSourceConfig { brokers: brokers.to_string(), topic: topic.to_string(), until }
     }
 }
 
@@ -63,11 +59,7 @@ impl KafkaSource {
     pub fn new(config: KafkaSourceConfig) -> Self {
         match Self::try_new(config.clone()) {
             Ok(source) => source,
-            Err(e) => KafkaSource {
-                config,
-                partitions: Err(error_chain(&e)),
-                ends: None,
-            },
+            Err(e) => KafkaSource { config, partitions: Err(error_chain(&e)), ends: None },
         }
     }
 
@@ -76,24 +68,12 @@ impl KafkaSource {
         let (partitions, ends) = match &config.until {
             ReadUntil::HighWatermarkAtStart => {
                 let marks = admin::watermarks(&config.brokers, &config.topic)?;
-                (
-                    marks.keys().copied().collect(),
-                    Some(marks.into_iter().map(|(p, (_, hi))| (p, hi)).collect()),
-                )
+                (marks.keys().copied().collect(), Some(marks.into_iter().map(|(p, (_, hi))| (p, hi)).collect()))
             }
-            ReadUntil::Offsets(ends) => (
-                admin::partitions(&config.brokers, &config.topic)?,
-                Some(ends.clone()),
-            ),
-            ReadUntil::Forever | ReadUntil::Idle(_) => {
-                (admin::partitions(&config.brokers, &config.topic)?, None)
-            }
+            ReadUntil::Offsets(ends) => (admin::partitions(&config.brokers, &config.topic)?, Some(ends.clone())),
+            ReadUntil::Forever | ReadUntil::Idle(_) => (admin::partitions(&config.brokers, &config.topic)?, None),
         };
-        Ok(KafkaSource {
-            config,
-            partitions: Ok(partitions),
-            ends,
-        })
+        Ok(KafkaSource { config, partitions: Ok(partitions), ends })
     }
 }
 
@@ -110,20 +90,11 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 impl SourceFactory for KafkaSource {
     fn partitions(&self) -> Result<Vec<PartitionId>, BoxError> {
-        let parts = self
-            .partitions
-            .as_ref()
-            .map_err(|e| BoxError::from(e.clone()))?;
-        Ok(parts
-            .iter()
-            .map(|&p| PartitionId::new(&self.config.topic, p))
-            .collect())
+        let parts = self.partitions.as_ref().map_err(|e| BoxError::from(e.clone()))?;
+        Ok(parts.iter().map(|&p| PartitionId::new(&self.config.topic, p)).collect())
     }
 
-    fn open(
-        &self,
-        owned: &[(PartitionId, Option<Offset>)],
-    ) -> Result<Box<dyn PartitionedSource>, BoxError> {
+    fn open(&self, owned: &[(PartitionId, Option<Offset>)]) -> Result<Box<dyn PartitionedSource>, BoxError> {
         let topic = &self.config.topic;
         let consumer = crate::kafka::consumer(&self.config.brokers)?;
         let mut assignment = TopicPartitionList::new();
@@ -134,20 +105,11 @@ impl SourceFactory for KafkaSource {
             let offset = start.map_or(rdkafka::Offset::Beginning, rdkafka::Offset::Offset);
             assignment.add_partition_offset(topic, pid.partition, offset)?;
             index_of.insert(pid.partition, index);
-            ends.push(
-                self.ends
-                    .as_ref()
-                    .map(|e| e.get(&pid.partition).copied().unwrap_or(0)),
-            );
+            ends.push(self.ends.as_ref().map(|e| e.get(&pid.partition).copied().unwrap_or(0)));
             starts.push(start.unwrap_or(0));
         }
         if !owned.is_empty() {
-            consumer
-                .assign(&assignment)
-                .map_err(|source| Error::Consume {
-                    topic: topic.clone(),
-                    source,
-                })?;
+            consumer.assign(&assignment).map_err(|source| Error::Consume { topic: topic.clone(), source })?;
         }
         let idle = match self.config.until {
             ReadUntil::Idle(d) => Some(d),
@@ -195,11 +157,7 @@ impl KafkaReader {
 }
 
 impl PartitionedSource for KafkaReader {
-    fn poll(
-        &mut self,
-        out: &mut Vec<(usize, Record)>,
-        finished: &mut Vec<usize>,
-    ) -> Result<Poll, BoxError> {
+    fn poll(&mut self, out: &mut Vec<(usize, Record)>, finished: &mut Vec<usize>) -> Result<Poll, BoxError> {
         if !self.started {
             self.started = true;
             for index in 0..self.open.len() {
@@ -221,13 +179,7 @@ impl PartitionedSource for KafkaReader {
                     }
                     continue;
                 }
-                Some(Err(source)) => {
-                    return Err(Error::Consume {
-                        topic: self.topic.clone(),
-                        source,
-                    }
-                    .into())
-                }
+                Some(Err(source)) => return Err(Error::Consume { topic: self.topic.clone(), source }.into()),
                 Some(Ok(message)) => message,
             };
             let Some(&index) = self.index_of.get(&message.partition()) else {
@@ -264,11 +216,7 @@ impl PartitionedSource for KafkaReader {
             if self.open[index] && self.at_end[index] {
                 if let Some(end) = self.ends[index] {
                     let position = self.consumer.position().ok().and_then(|tpl| {
-                        let p = self
-                            .index_of
-                            .iter()
-                            .find(|(_, &i)| i == index)
-                            .map(|(&p, _)| p)?;
+                        let p = self.index_of.iter().find(|(_, &i)| i == index).map(|(&p, _)| p)?;
                         tpl.find_partition(&self.topic, p)?.offset().to_raw()
                     });
                     if position.is_some_and(|pos| pos >= end) {
@@ -285,10 +233,6 @@ impl PartitionedSource for KafkaReader {
                 }
             }
         }
-        Ok(if delivered == POLL_BUDGET {
-            Poll::Ready
-        } else {
-            Poll::Pending
-        })
+        Ok(if delivered == POLL_BUDGET { Poll::Ready } else { Poll::Pending })
     }
 }

@@ -111,17 +111,13 @@ struct ReplayArgs {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
-        Command::Archive(ArchiveCommand::Write { brokers, topic, to }) => {
-            archive_write(&brokers, &topic, &to)
-        }
+        Command::Archive(ArchiveCommand::Write { brokers, topic, to }) => archive_write(&brokers, &topic, &to),
         Command::Archive(ArchiveCommand::Inspect { url, topic }) => archive_inspect(&url, &topic),
         Command::Replay(args) => replay(args),
     };
@@ -136,52 +132,35 @@ fn main() -> ExitCode {
 
 /// One readable line: the error and its causes.
 fn error_chain(error: &anyhow::Error) -> String {
-    error
-        .chain()
-        .map(|e| e.to_string())
-        .collect::<Vec<_>>()
-        .join(": ")
+    error.chain().map(|e| e.to_string()).collect::<Vec<_>>().join(": ")
 }
 
 fn archive_write(brokers: &str, topic: &str, to: &str) -> anyhow::Result<()> {
     let archive = kappa_replay::Archive::open(to)?;
     let bar = progress(&format!("archiving {topic}"));
     let started = Instant::now();
-    let report =
-        kappa_replay::writer::write_archive(&archive, brokers, topic, &|n| bar.set_position(n))
-            .with_context(|| format!("archiving topic `{topic}` from {brokers} to {to}"))?;
+    let report = kappa_replay::writer::write_archive(&archive, brokers, topic, &|n| bar.set_position(n))
+        .with_context(|| format!("archiving topic `{topic}` from {brokers} to {to}"))?;
     bar.finish_and_clear();
     for (p, (from, to, segments)) in &report.partitions {
         println!("partition {p}: offsets {from}..{to} in {segments} new segment(s)");
     }
-    println!(
-        "archived {} records of `{topic}` in {:.1}s",
-        report.records,
-        started.elapsed().as_secs_f64()
-    );
+    println!("archived {} records of `{topic}` in {:.1}s", report.records, started.elapsed().as_secs_f64());
     Ok(())
 }
 
 fn archive_inspect(url: &str, topic: &str) -> anyhow::Result<()> {
     let archive = kappa_replay::Archive::open(url)?;
     let summary = kappa_replay::inspect::inspect(&archive, topic)?;
-    println!(
-        "archive {url} (layout {}), topic `{topic}`",
-        archive.layout.name()
-    );
+    println!("archive {url} (layout {}), topic `{topic}`", archive.layout.name());
     println!(
         "{:>9} {:>8} {:>12} {:>24} {:>10} {:>30}",
         "partition", "segments", "bytes", "offsets", "records", "timestamps (ms)"
     );
     for (p, s) in summary {
         let offsets = s.offsets.map_or("-".into(), |(a, b)| format!("{a}..{b}"));
-        let times = s
-            .timestamps
-            .map_or("-".into(), |(a, b)| format!("{a}..={b}"));
-        println!(
-            "{p:>9} {:>8} {:>12} {offsets:>24} {:>10} {times:>30}",
-            s.segments, s.bytes, s.records
-        );
+        let times = s.timestamps.map_or("-".into(), |(a, b)| format!("{a}..={b}"));
+        println!("{p:>9} {:>8} {:>12} {offsets:>24} {:>10} {times:>30}", s.segments, s.bytes, s.records);
     }
     Ok(())
 }
@@ -206,20 +185,14 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         },
         ..JobOptions::default()
     };
-    let watcher = ProgressWatcher::new(
-        progress(&format!("{:?}", args.pipeline)),
-        options.metrics.clone(),
-    );
+    let watcher = ProgressWatcher::new(progress(&format!("{:?}", args.pipeline)), options.metrics.clone());
     let started = Instant::now();
     let sink = JsonLinesSink::new(args.output.clone());
     let report = match args.pipeline {
-        Pipeline::LikeCounts => {
-            like_counts::run(&args.cluster.config(), options, input.source, sink)
-        }
+        Pipeline::LikeCounts => like_counts::run(&args.cluster.config(), options, input.source, sink),
     };
     drop(watcher);
-    let report = report
-        .with_context(|| format!("running {:?} over topic `{}`", args.pipeline, args.topic))?;
+    let report = report.with_context(|| format!("running {:?} over topic `{}`", args.pipeline, args.topic))?;
     let seconds = started.elapsed().as_secs_f64();
     eprintln!(
         "processed {} records in {seconds:.1}s ({:.0} records/s)",

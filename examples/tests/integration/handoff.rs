@@ -6,12 +6,7 @@ use kappa_examples::job::{open_input, InputSpec};
 use rdkafka::mocking::MockCluster;
 
 fn records(n: usize, size: usize) -> impl Iterator<Item = OutgoingRecord> {
-    (0..n).map(move |i| OutgoingRecord {
-        partition: 0,
-        key: vec![],
-        value: vec![b'x'; size],
-        timestamp: i as i64,
-    })
+    (0..n).map(move |i| OutgoingRecord { partition: 0, key: vec![], value: vec![b'x'; size], timestamp: i as i64 })
 }
 
 #[test]
@@ -23,8 +18,7 @@ fn archive_ending_before_the_log_start_is_an_error_naming_the_missing_offsets() 
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("file://{}", dir.path().display());
     let archive = kappa_replay::Archive::open(&url).expect("archive");
-    kappa_replay::writer::write_archive(&archive, &brokers, "likes", &|_| ())
-        .expect("archive write");
+    kappa_replay::writer::write_archive(&archive, &brokers, "likes", &|_| ()).expect("archive write");
     produce(&brokers, "likes", records(800, 10_000), &|_| ()).expect("produce past retention");
 
     let spec = InputSpec {
@@ -36,9 +30,6 @@ fn archive_ending_before_the_log_start_is_an_error_naming_the_missing_offsets() 
     };
     let error = open_input(&spec).err().expect("a gap must be refused");
     let message = format!("{error:#}");
-    assert!(
-        message.contains("topic `likes` partition 0 ends at offset 10"),
-        "{message}"
-    );
+    assert!(message.contains("topic `likes` partition 0 ends at offset 10"), "{message}");
     assert!(message.contains("offsets 10.."), "{message}");
 }

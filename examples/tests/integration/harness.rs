@@ -10,11 +10,7 @@ use std::time::{Duration, Instant};
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind a free port")
-        .local_addr()
-        .expect("local addr")
-        .port()
+    TcpListener::bind("127.0.0.1:0").expect("bind a free port").local_addr().expect("local addr").port()
 }
 
 fn wait_for_port(port: u16, what: &str, child: &mut Child) {
@@ -23,10 +19,7 @@ fn wait_for_port(port: u16, what: &str, child: &mut Child) {
         if let Ok(Some(status)) = child.try_wait() {
             panic!("{what} exited before listening on port {port}: {status}");
         }
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not listen on port {port} within 60 s"
-        );
+        assert!(Instant::now() < deadline, "{what} did not listen on port {port} within 60 s");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -34,11 +27,7 @@ fn wait_for_port(port: u16, what: &str, child: &mut Child) {
 /// A unique name for a topic, bucket prefix or directory within this test run.
 pub fn unique(prefix: &str) -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 fn tansu_binary() -> PathBuf {
@@ -66,10 +55,7 @@ impl Tansu {
     /// The broker `scripts/test` started (`KAPPA_TEST_BROKERS`), or a new one.
     pub fn shared() -> Tansu {
         match std::env::var("KAPPA_TEST_BROKERS") {
-            Ok(brokers) if !brokers.is_empty() => Tansu {
-                child: None,
-                brokers,
-            },
+            Ok(brokers) if !brokers.is_empty() => Tansu { child: None, brokers },
             _ => Tansu::start(),
         }
     }
@@ -79,13 +65,7 @@ impl Tansu {
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
         let mut child = Command::new(tansu_binary())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
             .args(["--storage-engine", "memory://tansu/"])
             .env_remove("STORAGE_ENGINE")
             .stdout(Stdio::null())
@@ -93,29 +73,17 @@ impl Tansu {
             .spawn()
             .expect("start tansu broker");
         wait_for_port(port, "tansu", &mut child);
-        Tansu {
-            child: Some(child),
-            brokers: format!("127.0.0.1:{port}"),
-        }
+        Tansu { child: Some(child), brokers: format!("127.0.0.1:{port}") }
     }
 
     /// Creates `topic` with `partitions` partitions, with Tansu's own command.
     pub fn create_topic(&self, topic: &str, partitions: i32) {
         let out = Command::new(tansu_binary())
-            .args([
-                "topic",
-                "create",
-                "--broker",
-                &format!("tcp://{}", self.brokers),
-            ])
+            .args(["topic", "create", "--broker", &format!("tcp://{}", self.brokers)])
             .args(["--partitions", &partitions.to_string(), topic])
             .output()
             .expect("run tansu topic create");
-        assert!(
-            out.status.success(),
-            "tansu topic create failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "tansu topic create failed: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
 
@@ -139,10 +107,7 @@ impl Moto {
     /// The server `scripts/test` started (`KAPPA_TEST_S3_ENDPOINT`), or a new one.
     pub fn shared() -> Moto {
         match std::env::var("KAPPA_TEST_S3_ENDPOINT") {
-            Ok(endpoint) if !endpoint.is_empty() => Moto {
-                child: None,
-                endpoint,
-            },
+            Ok(endpoint) if !endpoint.is_empty() => Moto { child: None, endpoint },
             _ => Moto::start(),
         }
     }
@@ -157,10 +122,7 @@ impl Moto {
             .spawn()
             .expect("start moto_server: run scripts/test (it installs moto), or pip install 'moto[server]'");
         wait_for_port(port, "moto_server", &mut child);
-        Moto {
-            child: Some(child),
-            endpoint: format!("http://127.0.0.1:{port}"),
-        }
+        Moto { child: Some(child), endpoint: format!("http://127.0.0.1:{port}") }
     }
 
     /// Creates `bucket` (moto accepts unsigned requests).
@@ -171,13 +133,8 @@ impl Moto {
         write!(stream, "PUT /{bucket} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             .expect("send create-bucket");
         let mut response = String::new();
-        stream
-            .read_to_string(&mut response)
-            .expect("read create-bucket response");
-        assert!(
-            response.starts_with("HTTP/1.1 200"),
-            "create bucket failed: {response}"
-        );
+        stream.read_to_string(&mut response).expect("read create-bucket response");
+        assert!(response.starts_with("HTTP/1.1 200"), "create bucket failed: {response}");
     }
 
     /// Environment for a client of this server.
@@ -214,11 +171,6 @@ pub fn kappa(args: &[&str], env: &[(&str, String)]) -> Output {
 /// Runs `kappa` and panics with its stderr unless it succeeds.
 pub fn kappa_ok(args: &[&str], env: &[(&str, String)]) -> Output {
     let out = kappa(args, env);
-    assert!(
-        out.status.success(),
-        "kappa {} failed:\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "kappa {} failed:\n{}", args.join(" "), String::from_utf8_lossy(&out.stderr));
     out
 }

@@ -30,36 +30,21 @@ fn summed_output(path: &Path) -> BTreeMap<u64, u64> {
     let text = std::fs::read_to_string(path).expect("output file exists");
     let updates = text.lines().map(|line| {
         let v: serde_json::Value = serde_json::from_str(line).expect("each line is JSON");
-        let data: PostLikes =
-            serde_json::from_value(v["data"].clone()).expect("data is a post-likes row");
-        (
-            data,
-            v["diff"].as_i64().expect("diff is an integer") as isize,
-        )
+        let data: PostLikes = serde_json::from_value(v["data"].clone()).expect("data is a post-likes row");
+        (data, v["diff"].as_i64().expect("diff is an integer") as isize)
     });
     like_counts::final_result(updates).expect("a valid like-counts result")
 }
 
 fn events(n: usize, partitions: i32, seed: u64) -> Vec<(i32, Like)> {
-    like_stream(&LikeStreamConfig {
-        partitions,
-        seed,
-        ..LikeStreamConfig::new(n)
-    })
+    like_stream(&LikeStreamConfig { partitions, seed, ..LikeStreamConfig::new(n) })
 }
 
 fn reference(events: &[(i32, Like)]) -> BTreeMap<u64, u64> {
     like_counts::reference(events.iter().map(|(_, l)| l))
 }
 
-fn replay_then_live(
-    topic: &str,
-    archive: &str,
-    brokers: &str,
-    out: &Path,
-    env: &[(&str, String)],
-    workers: &str,
-) {
+fn replay_then_live(topic: &str, archive: &str, brokers: &str, out: &Path, env: &[(&str, String)], workers: &str) {
     kappa_ok(
         &[
             "replay",
@@ -93,27 +78,11 @@ fn tansu_archive_then_live_equals_batch_whatever_the_split() {
         produce_likes(&tansu, &topic, &all[..split]);
         let dir = tempfile::tempdir().expect("tempdir");
         let archive = format!("file://{}", dir.path().join("archive").display());
-        kappa_ok(
-            &[
-                "archive",
-                "write",
-                "--brokers",
-                &tansu.brokers,
-                "--topic",
-                &topic,
-                "--to",
-                &archive,
-            ],
-            &[],
-        );
+        kappa_ok(&["archive", "write", "--brokers", &tansu.brokers, "--topic", &topic, "--to", &archive], &[]);
         produce_likes(&tansu, &topic, &all[split..]);
         let out = dir.path().join("out.jsonl");
         replay_then_live(&topic, &archive, &tansu.brokers, &out, &[], workers);
-        assert_eq!(
-            summed_output(&out),
-            reference(&all),
-            "split at {split}, {workers} worker(s)"
-        );
+        assert_eq!(summed_output(&out), reference(&all), "split at {split}, {workers} worker(s)");
     }
 }
 
@@ -131,53 +100,20 @@ fn s3_archive_on_moto_gives_the_same_output_as_a_local_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     let local = format!("file://{}", dir.path().join("archive").display());
     let s3 = format!("s3://{bucket}/history/v1");
-    kappa_ok(
-        &[
-            "archive",
-            "write",
-            "--brokers",
-            &tansu.brokers,
-            "--topic",
-            &topic,
-            "--to",
-            &local,
-        ],
-        &[],
-    );
-    kappa_ok(
-        &[
-            "archive",
-            "write",
-            "--brokers",
-            &tansu.brokers,
-            "--topic",
-            &topic,
-            "--to",
-            &s3,
-        ],
-        &env,
-    );
+    kappa_ok(&["archive", "write", "--brokers", &tansu.brokers, "--topic", &topic, "--to", &local], &[]);
+    kappa_ok(&["archive", "write", "--brokers", &tansu.brokers, "--topic", &topic, "--to", &s3], &env);
     produce_likes(&tansu, &topic, &all[1_200..]);
 
     let inspect = kappa_ok(&["archive", "inspect", &s3, "--topic", &topic], &env);
     let listing = String::from_utf8_lossy(&inspect.stdout);
-    assert!(
-        listing.contains("1200") || listing.lines().count() >= 3,
-        "inspect lists partitions:\n{listing}"
-    );
+    assert!(listing.contains("1200") || listing.lines().count() >= 3, "inspect lists partitions:\n{listing}");
 
     let (out_local, out_s3) = (dir.path().join("local.jsonl"), dir.path().join("s3.jsonl"));
     replay_then_live(&topic, &local, &tansu.brokers, &out_local, &[], "2");
     replay_then_live(&topic, &s3, &tansu.brokers, &out_s3, &env, "1");
-    let (a, b) = (
-        std::fs::read(&out_local).expect("local output"),
-        std::fs::read(&out_s3).expect("s3 output"),
-    );
+    let (a, b) = (std::fs::read(&out_local).expect("local output"), std::fs::read(&out_s3).expect("s3 output"));
     assert!(!a.is_empty());
-    assert!(
-        a == b,
-        "replaying from S3 on 1 worker and from a directory on 2 must write identical updates"
-    );
+    assert!(a == b, "replaying from S3 on 1 worker and from a directory on 2 must write identical updates");
     assert_eq!(summed_output(&out_s3), reference(&all));
 }
 
@@ -190,68 +126,19 @@ fn second_archive_write_appends_only_what_is_new() {
     let dir = tempfile::tempdir().expect("tempdir");
     let archive = format!("file://{}", dir.path().display());
     produce_likes(&tansu, &topic, &all[..500]);
-    let first = kappa_ok(
-        &[
-            "archive",
-            "write",
-            "--brokers",
-            &tansu.brokers,
-            "--topic",
-            &topic,
-            "--to",
-            &archive,
-        ],
-        &[],
-    );
+    let first = kappa_ok(&["archive", "write", "--brokers", &tansu.brokers, "--topic", &topic, "--to", &archive], &[]);
     assert!(String::from_utf8_lossy(&first.stdout).contains("archived 500 records"));
     produce_likes(&tansu, &topic, &all[500..]);
-    let second = kappa_ok(
-        &[
-            "archive",
-            "write",
-            "--brokers",
-            &tansu.brokers,
-            "--topic",
-            &topic,
-            "--to",
-            &archive,
-        ],
-        &[],
-    );
-    assert!(
-        String::from_utf8_lossy(&second.stdout).contains("archived 400 records"),
-        "{second:?}"
-    );
-    let third = kappa_ok(
-        &[
-            "archive",
-            "write",
-            "--brokers",
-            &tansu.brokers,
-            "--topic",
-            &topic,
-            "--to",
-            &archive,
-        ],
-        &[],
-    );
+    let second = kappa_ok(&["archive", "write", "--brokers", &tansu.brokers, "--topic", &topic, "--to", &archive], &[]);
+    assert!(String::from_utf8_lossy(&second.stdout).contains("archived 400 records"), "{second:?}");
+    let third = kappa_ok(&["archive", "write", "--brokers", &tansu.brokers, "--topic", &topic, "--to", &archive], &[]);
     assert!(String::from_utf8_lossy(&third.stdout).contains("archived 0 records"));
 
     // Replaying the archive alone now gives the whole answer.
     let out = dir.path().join("out.jsonl");
     let out_arg = out.to_str().expect("utf-8");
     kappa_ok(
-        &[
-            "replay",
-            "--pipeline",
-            "like-counts",
-            "--topic",
-            &topic,
-            "--archive",
-            &archive,
-            "--output",
-            out_arg,
-        ],
+        &["replay", "--pipeline", "like-counts", "--topic", &topic, "--archive", &archive, "--output", out_arg],
         &[],
     );
     assert_eq!(summed_output(&out), reference(&all));
@@ -265,53 +152,21 @@ fn flipped_byte_in_a_segment_names_object_and_offset() {
     produce_likes(&tansu, &topic, &events(300, 1, 5));
     let dir = tempfile::tempdir().expect("tempdir");
     let archive = format!("file://{}", dir.path().display());
-    kappa_ok(
-        &[
-            "archive",
-            "write",
-            "--brokers",
-            &tansu.brokers,
-            "--topic",
-            &topic,
-            "--to",
-            &archive,
-        ],
-        &[],
-    );
+    kappa_ok(&["archive", "write", "--brokers", &tansu.brokers, "--topic", &topic, "--to", &archive], &[]);
     let segment_dir = dir.path().join("kappa").join(&topic).join("0000000000");
-    let segment = std::fs::read_dir(&segment_dir)
-        .expect("segment directory")
-        .next()
-        .expect("a segment")
-        .expect("entry");
+    let segment =
+        std::fs::read_dir(&segment_dir).expect("segment directory").next().expect("a segment").expect("entry");
     let mut bytes = std::fs::read(segment.path()).expect("read segment");
     bytes[200] ^= 0x40;
     std::fs::write(segment.path(), bytes).expect("write damaged segment");
 
-    let out = kappa(
-        &[
-            "replay",
-            "--pipeline",
-            "like-counts",
-            "--topic",
-            &topic,
-            "--archive",
-            &archive,
-        ],
-        &[],
-    );
+    let out = kappa(&["replay", "--pipeline", "like-counts", "--topic", &topic, "--archive", &archive], &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "a damaged archive must fail the replay"
-    );
+    assert!(!out.status.success(), "a damaged archive must fail the replay");
     assert!(!stderr.contains("panicked"), "{stderr}");
     let name = segment.file_name().to_string_lossy().to_string();
     assert!(stderr.contains(&name), "error names the object: {stderr}");
-    assert!(
-        stderr.contains("byte offset 17"),
-        "error names the byte offset (the batch CRC): {stderr}"
-    );
+    assert!(stderr.contains("byte offset 17"), "error names the byte offset (the batch CRC): {stderr}");
 }
 
 #[test]
@@ -322,40 +177,17 @@ fn malformed_records_fail_by_default_and_are_counted_when_skipped() {
     let mut records = outgoing(&events(50, 1, 9));
     records.insert(
         20,
-        OutgoingRecord {
-            partition: 0,
-            key: vec![],
-            value: b"{\"ts\":1,\"user\":2}".to_vec(),
-            timestamp: 0,
-        },
+        OutgoingRecord { partition: 0, key: vec![], value: b"{\"ts\":1,\"user\":2}".to_vec(), timestamp: 0 },
     );
     produce(&tansu.brokers, &topic, records, &|_| ()).expect("produce");
-    let args = [
-        "replay",
-        "--pipeline",
-        "like-counts",
-        "--topic",
-        &topic,
-        "--brokers",
-        &tansu.brokers,
-    ];
+    let args = ["replay", "--pipeline", "like-counts", "--topic", &topic, "--brokers", &tansu.brokers];
 
     let failed = kappa(&args, &[]);
     let stderr = String::from_utf8_lossy(&failed.stderr);
     assert!(!failed.status.success());
-    assert!(
-        stderr.contains(&format!("topic `{topic}` partition 0 at offset 20")),
-        "{stderr}"
-    );
+    assert!(stderr.contains(&format!("topic `{topic}` partition 0 at offset 20")), "{stderr}");
 
-    let skipped = kappa_ok(
-        &[
-            &args[..],
-            &["--on-bad-record", "skip", "--output", "/dev/null"],
-        ]
-        .concat(),
-        &[],
-    );
+    let skipped = kappa_ok(&[&args[..], &["--on-bad-record", "skip", "--output", "/dev/null"]].concat(), &[]);
     assert!(String::from_utf8_lossy(&skipped.stderr).contains("skipped 1 malformed record(s)"));
 }
 
@@ -363,8 +195,5 @@ fn malformed_records_fail_by_default_and_are_counted_when_skipped() {
 fn demo_runs_end_to_end_and_verifies() {
     let out = kappa_ok(&["demo", "--events", "200000", "--workers", "2"], &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("verified: like-counts matches the batch reference"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("verified: like-counts matches the batch reference"), "{stdout}");
 }

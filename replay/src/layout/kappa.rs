@@ -23,16 +23,8 @@ pub struct KappaLayout;
 
 impl KappaLayout {
     /// The key of the segment of `topic`/`partition` covering `base..next`.
-    pub fn segment_key(
-        archive: &Archive,
-        topic: &str,
-        partition: i32,
-        base: Offset,
-        next: Offset,
-    ) -> Path {
-        archive.key(&format!(
-            "kappa/{topic}/{partition:010}/{base:020}-{next:020}.segment"
-        ))
+    pub fn segment_key(archive: &Archive, topic: &str, partition: i32, base: Offset, next: Offset) -> Path {
+        archive.key(&format!("kappa/{topic}/{partition:010}/{base:020}-{next:020}.segment"))
     }
 
     fn parse_segment(name: &str) -> Option<(Offset, Offset)> {
@@ -48,26 +40,16 @@ impl ArchiveLayout for KappaLayout {
         "kappa"
     }
 
-    fn partitions<'a>(
-        &'a self,
-        archive: &'a Archive,
-        topic: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<i32>>> {
+    fn partitions<'a>(&'a self, archive: &'a Archive, topic: &'a str) -> BoxFuture<'a, Result<Vec<i32>>> {
         async move {
             let dir = archive.key(&format!("kappa/{topic}"));
             let listing = archive
                 .store
                 .list_with_delimiter(Some(&dir))
                 .await
-                .map_err(|source| Error::ObjectStore {
-                    object: dir.to_string(),
-                    source,
-                })?;
-            let mut out: Vec<i32> = listing
-                .common_prefixes
-                .iter()
-                .filter_map(|p| p.filename().and_then(|f| f.parse().ok()))
-                .collect();
+                .map_err(|source| Error::ObjectStore { object: dir.to_string(), source })?;
+            let mut out: Vec<i32> =
+                listing.common_prefixes.iter().filter_map(|p| p.filename().and_then(|f| f.parse().ok())).collect();
             out.sort();
             Ok(out)
         }
@@ -82,16 +64,12 @@ impl ArchiveLayout for KappaLayout {
     ) -> BoxFuture<'a, Result<Vec<SegmentRef>>> {
         async move {
             let dir = archive.key(&format!("kappa/{topic}/{partition:010}"));
-            let objects: Vec<_> =
-                archive
-                    .store
-                    .list(Some(&dir))
-                    .try_collect()
-                    .await
-                    .map_err(|source| Error::ObjectStore {
-                        object: dir.to_string(),
-                        source,
-                    })?;
+            let objects: Vec<_> = archive
+                .store
+                .list(Some(&dir))
+                .try_collect()
+                .await
+                .map_err(|source| Error::ObjectStore { object: dir.to_string(), source })?;
             let mut out = Vec::new();
             for meta in objects {
                 let name = meta.location.filename().unwrap_or_default();
@@ -101,12 +79,7 @@ impl ArchiveLayout for KappaLayout {
                         reason: "not a segment key ({base:020}-{next:020}.segment)".into(),
                     });
                 };
-                out.push(SegmentRef {
-                    key: meta.location,
-                    base_offset,
-                    next_offset,
-                    size: meta.size,
-                });
+                out.push(SegmentRef { key: meta.location, base_offset, next_offset, size: meta.size });
             }
             out.sort_by_key(|s| s.base_offset);
             for pair in out.windows(2) {
@@ -133,17 +106,8 @@ mod tests {
         let a = KappaLayout::segment_key(&archive, "likes", 3, 9, 10);
         let b = KappaLayout::segment_key(&archive, "likes", 3, 10, 200);
         assert!(a.as_ref() < b.as_ref());
-        assert_eq!(
-            b.as_ref(),
-            "kappa/likes/0000000003/00000000000000000010-00000000000000000200.segment"
-        );
-        assert_eq!(
-            KappaLayout::parse_segment(b.filename().expect("has a name")),
-            Some((10, 200))
-        );
-        assert_eq!(
-            KappaLayout::parse_segment("00000000000000000010-00000000000000000010.segment"),
-            None
-        );
+        assert_eq!(b.as_ref(), "kappa/likes/0000000003/00000000000000000010-00000000000000000200.segment");
+        assert_eq!(KappaLayout::parse_segment(b.filename().expect("has a name")), Some((10, 200)));
+        assert_eq!(KappaLayout::parse_segment("00000000000000000010-00000000000000000010.segment"), None);
     }
 }

@@ -33,11 +33,7 @@ pub trait ArchiveLayout: Send + Sync {
     /// The layout's name, as `--layout` spells it.
     fn name(&self) -> &'static str;
     /// The partitions of `topic` the archive holds, sorted.
-    fn partitions<'a>(
-        &'a self,
-        archive: &'a Archive,
-        topic: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<i32>>>;
+    fn partitions<'a>(&'a self, archive: &'a Archive, topic: &'a str) -> BoxFuture<'a, Result<Vec<i32>>>;
     /// The segments of one partition, in offset order, not overlapping.
     fn segments<'a>(
         &'a self,

@@ -6,6 +6,8 @@
 //! input; the decoder below is short enough to check by reading, and its fuzz/property tests feed
 //! it mutated segments.
 
+pub mod compression;
 pub mod record_batch;
 
-pub use record_batch::{decode_segment, encode_batch, SegmentSummary};
+pub use compression::Codec;
+pub use record_batch::{decode_segment, decode_segment_rebased, encode_batch, encode_batch_with, SegmentSummary};

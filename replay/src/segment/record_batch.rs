@@ -26,6 +26,7 @@ use bytes::{BufMut, Bytes};
 use kappa_engine::{Offset, Record};
 
 use crate::error::{Error, Result};
+use crate::segment::compression::{compress, decompress, Codec, MAX_DECOMPRESSED};
 
 const HEADER_LEN: usize = 61;
 const CRC_START: usize = 21;
@@ -47,6 +48,8 @@ pub struct SegmentSummary {
     pub offsets: Option<(Offset, Offset)>,
     /// Least and largest record timestamp, if any.
     pub timestamps: Option<(i64, i64)>,
+    /// The codecs of its data batches, each once, in order of first appearance.
+    pub codecs: Vec<Codec>,
 }
 
 /// Appends one uncompressed RecordBatch holding `records` (consecutive offsets not required, but
@@ -55,6 +58,11 @@ pub struct SegmentSummary {
 /// # Panics
 /// If `records` is empty or offsets are not increasing: callers build batches from ordered logs.
 pub fn encode_batch(records: &[Record], out: &mut Vec<u8>) {
+    encode_batch_with(records, Codec::None, out)
+}
+
+/// As [`encode_batch`], with the records section compressed by `codec`.
+pub fn encode_batch_with(records: &[Record], codec: Codec, out: &mut Vec<u8>) {
     assert!(!records.is_empty(), "a batch holds at least one record");
     let base_offset = records[0].offset;
     let timestamp = |r: &Record| r.timestamp.unwrap_or(-1);
@@ -66,24 +74,20 @@ pub fn encode_batch(records: &[Record], out: &mut Vec<u8>) {
     out.put_i32(-1); // partitionLeaderEpoch
     out.put_i8(MAGIC_V2);
     out.put_u32(0); // crc, patched below
-    out.put_i16(0); // attributes: no compression, create time, not transactional
+    out.put_i16(codec.bits()); // attributes: codec, create time, not transactional
     let last = records.last().expect("non-empty");
-    out.put_i32(
-        i32::try_from(last.offset - base_offset).expect("batch spans fewer than 2^31 offsets"),
-    );
+    out.put_i32(i32::try_from(last.offset - base_offset).expect("batch spans fewer than 2^31 offsets"));
     out.put_i64(base_ts);
     out.put_i64(max_ts);
     out.put_i64(-1); // producerId
     out.put_i16(-1); // producerEpoch
     out.put_i32(-1); // baseSequence
     out.put_i32(records.len() as i32);
+    let mut section = Vec::new();
     let mut body = Vec::new();
     let mut prev = None;
     for r in records {
-        assert!(
-            prev.is_none_or(|p| r.offset > p),
-            "offsets increase within a batch"
-        );
+        assert!(prev.is_none_or(|p| r.offset > p), "offsets increase within a batch");
         prev = Some(r.offset);
         body.clear();
         body.put_i8(0);
@@ -92,9 +96,10 @@ pub fn encode_batch(records: &[Record], out: &mut Vec<u8>) {
         put_bytes(&mut body, r.key.as_deref());
         put_bytes(&mut body, r.value.as_deref());
         put_varint(&mut body, 0); // headers
-        put_varint(out, body.len() as i64);
-        out.extend_from_slice(&body);
+        put_varint(&mut section, body.len() as i64);
+        section.extend_from_slice(&body);
     }
+    out.extend_from_slice(&compress(codec, &section));
     let batch_len = (out.len() - start - 12) as i32;
     out[start + 8..start + 12].copy_from_slice(&batch_len.to_be_bytes());
     let crc = crc32c::crc32c(&out[start + CRC_START..]);
@@ -122,32 +127,34 @@ fn put_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
 
 /// Decodes every batch of the segment `bytes` (object `object`), checking each batch's CRC before
 /// reading its contents, and appends its data records (with offset at least `from`) to `out`.
-pub fn decode_segment(
+pub fn decode_segment(object: &str, bytes: &Bytes, from: Offset, out: &mut Vec<Record>) -> Result<SegmentSummary> {
+    decode_segment_rebased(object, bytes, from, None, out)
+}
+
+/// As [`decode_segment`], for layouts whose batches carry offsets relative to the object's key
+/// (Tansu writes base offset 0 and keeps the real one in the key): with `base` given, the first
+/// batch's base offset is taken to be `base`, and later batches shift alike.
+pub fn decode_segment_rebased(
     object: &str,
     bytes: &Bytes,
     from: Offset,
+    base: Option<Offset>,
     out: &mut Vec<Record>,
 ) -> Result<SegmentSummary> {
     let mut summary = SegmentSummary::default();
     let mut pos = 0usize;
     let mut next_expected: Option<Offset> = None;
+    let mut shift: Option<i64> = None;
     while pos < bytes.len() {
-        let batch = Cursor {
-            object,
-            bytes,
-            pos,
-            end: bytes.len(),
-        };
-        let header = batch.header()?;
+        let batch = Cursor { object, bytes, pos, end: bytes.len() };
+        let mut header = batch.header()?;
+        let delta = *shift.get_or_insert_with(|| base.map_or(0, |b| b - header.base_offset));
+        header.base_offset += delta;
         if let Some(expected) = next_expected {
             if header.base_offset < expected {
-                return Err(batch.corrupt(
-                    0,
-                    format!(
-                        "batch base offset {} overlaps the previous batch",
-                        header.base_offset
-                    ),
-                ));
+                return Err(
+                    batch.corrupt(0, format!("batch base offset {} overlaps the previous batch", header.base_offset))
+                );
             }
         }
         next_expected = Some(header.last_offset() + 1);
@@ -158,26 +165,20 @@ pub fn decode_segment(
             summary.control_batches += 1;
         } else {
             let before = out.len();
-            decode_records(
-                &Cursor {
-                    object,
-                    bytes,
-                    pos: pos + HEADER_LEN,
-                    end: batch_end,
-                },
-                &header,
-                from,
-                out,
-            )?;
+            let section = Cursor { object, bytes, pos: pos + HEADER_LEN, end: batch_end };
+            if header.codec == Codec::None {
+                decode_records(&section, &header, from, out)?;
+            } else {
+                decode_compressed(&section, &header, from, out)?;
+            }
+            if !summary.codecs.contains(&header.codec) {
+                summary.codecs.push(header.codec);
+            }
             summary.batches += 1;
             summary.records += out.len() - before;
             for r in &out[before..] {
                 let ts = r.timestamp.unwrap_or(-1);
-                summary.timestamps = Some(
-                    summary
-                        .timestamps
-                        .map_or((ts, ts), |(lo, hi)| (lo.min(ts), hi.max(ts))),
-                );
+                summary.timestamps = Some(summary.timestamps.map_or((ts, ts), |(lo, hi)| (lo.min(ts), hi.max(ts))));
             }
         }
         pos = batch_end;
@@ -187,14 +188,13 @@ pub fn decode_segment(
 
 struct Header {
     base_offset: i64,
+    codec: Codec,
     total_len: usize,
     attributes: i16,
     last_offset_delta: i32,
     base_timestamp: i64,
     max_timestamp: i64,
     record_count: usize,
-    /// Absolute position of the batch in the object.
-    at: usize,
 }
 
 impl Header {
@@ -218,11 +218,7 @@ impl Cursor<'_> {
     fn corrupt(&self, relative: usize, reason: String) -> Error {
         // A field that would start past the end is reported at the end: that is where bytes are missing.
         let byte_offset = (self.pos + relative).min(self.bytes.len()) as u64;
-        Error::CorruptBatch {
-            object: self.object.to_string(),
-            byte_offset,
-            reason,
-        }
+        Error::CorruptBatch { object: self.object.to_string(), byte_offset, reason }
     }
 
     fn fixed<const N: usize>(&self, at: usize) -> Result<[u8; N]> {
@@ -230,12 +226,7 @@ impl Cursor<'_> {
             .get(self.pos + at..self.pos + at + N)
             .filter(|_| self.pos + at + N <= self.end)
             .map(|s| s.try_into().expect("length checked"))
-            .ok_or_else(|| {
-                self.corrupt(
-                    at,
-                    format!("truncated: needs {N} bytes, the object ends first"),
-                )
-            })
+            .ok_or_else(|| self.corrupt(at, format!("truncated: needs {N} bytes, the object ends first")))
     }
 
     fn header(&self) -> Result<Header> {
@@ -253,41 +244,28 @@ impl Cursor<'_> {
         }
         let remaining = self.end - self.pos;
         if batch_len < (HEADER_LEN - 12) as i32 || batch_len as usize + 12 > remaining {
-            return Err(self.corrupt(
-                8,
-                format!("batch length {batch_len} does not fit the {remaining} bytes left"),
-            ));
+            return Err(self.corrupt(8, format!("batch length {batch_len} does not fit the {remaining} bytes left")));
         }
         let total_len = batch_len as usize + 12;
         let stored_crc = u32::from_be_bytes(self.fixed::<4>(17)?);
         let actual_crc = crc32c::crc32c(&self.bytes[self.pos + CRC_START..self.pos + total_len]);
         if stored_crc != actual_crc {
-            return Err(self.corrupt(
-                17,
-                format!("CRC-32C mismatch: stored {stored_crc:#010x}, computed {actual_crc:#010x}"),
-            ));
+            return Err(
+                self.corrupt(17, format!("CRC-32C mismatch: stored {stored_crc:#010x}, computed {actual_crc:#010x}"))
+            );
         }
         let attributes = i16::from_be_bytes(self.fixed::<2>(21)?);
-        let codec = attributes & 0x07;
-        if codec != 0 {
-            let name = ["none", "gzip", "snappy", "lz4", "zstd"]
-                .get(codec as usize)
-                .copied()
-                .unwrap_or("unknown");
-            return Err(Error::UnsupportedFormat {
-                object: self.object.to_string(),
-                byte_offset: (self.pos + 21) as u64,
-                what: format!(
-                    "compressed batch ({name}); this build reads uncompressed batches only"
-                ),
-            });
-        }
+        let codec = Codec::from_attributes(attributes).map_err(|n| Error::UnsupportedFormat {
+            object: self.object.to_string(),
+            byte_offset: (self.pos + 21) as u64,
+            what: format!("unknown compression codec {n}"),
+        })?;
         let last_offset_delta = i32_at(23)?;
         let record_count = i32_at(57)?;
         let body = total_len - HEADER_LEN;
         if last_offset_delta < 0
             || record_count < 0
-            || record_count as usize * MIN_RECORD_LEN > body
+            || (codec == Codec::None && record_count as usize * MIN_RECORD_LEN > body)
         {
             return Err(self.corrupt(
                 57,
@@ -296,13 +274,13 @@ impl Cursor<'_> {
         }
         Ok(Header {
             base_offset,
+            codec,
             total_len,
             attributes,
             last_offset_delta,
             base_timestamp: i64_at(27)?,
             max_timestamp: i64_at(35)?,
             record_count: record_count as usize,
-            at: self.pos,
         })
     }
 
@@ -310,11 +288,7 @@ impl Cursor<'_> {
     fn varint(&self, at: &mut usize) -> Result<i64> {
         let mut value: u64 = 0;
         for i in 0..10 {
-            let Some(&b) = self
-                .bytes
-                .get(self.pos + *at)
-                .filter(|_| self.pos + *at < self.end)
-            else {
+            let Some(&b) = self.bytes.get(self.pos + *at).filter(|_| self.pos + *at < self.end) else {
                 return Err(self.corrupt(*at, "truncated varint".into()));
             };
             *at += 1;
@@ -333,10 +307,7 @@ impl Cursor<'_> {
             return Ok(None);
         }
         if len < 0 || (*at as i64 + len) as usize > limit {
-            return Err(self.corrupt(
-                start,
-                format!("length {len} points past the end of the record"),
-            ));
+            return Err(self.corrupt(start, format!("length {len} points past the end of the record")));
         }
         let from = self.pos + *at;
         *at += len as usize;
@@ -344,24 +315,38 @@ impl Cursor<'_> {
     }
 }
 
-fn decode_records(
-    body: &Cursor<'_>,
-    header: &Header,
-    from: Offset,
-    out: &mut Vec<Record>,
-) -> Result<()> {
+/// Decompresses a batch's records section and decodes it. Damage inside the decompressed bytes is
+/// reported at the section's start in the object, with the position within the decompressed bytes.
+fn decode_compressed(section: &Cursor<'_>, header: &Header, from: Offset, out: &mut Vec<Record>) -> Result<()> {
+    let codec = header.codec.name();
+    let compressed = &section.bytes[section.pos..section.end];
+    let inflated = decompress(header.codec, compressed, MAX_DECOMPRESSED)
+        .map_err(|reason| section.corrupt(0, format!("{codec} records section does not decompress: {reason}")))?;
+    let inflated = Bytes::from(inflated);
+    let inner = Cursor { object: section.object, bytes: &inflated, pos: 0, end: inflated.len() };
+    decode_records(&inner, header, from, out).map_err(|error| match error {
+        Error::CorruptBatch { byte_offset, reason, .. } => {
+            section.corrupt(0, format!("in the {codec}-decompressed records, at their byte {byte_offset}: {reason}"))
+        }
+        other => other,
+    })
+}
+
+fn decode_records(body: &Cursor<'_>, header: &Header, from: Offset, out: &mut Vec<Record>) -> Result<()> {
     let log_append_time = header.attributes & 0x08 != 0;
     let mut at = 0usize;
     let len = body.end - body.pos;
+    if header.record_count * MIN_RECORD_LEN > len {
+        return Err(body.corrupt(0, format!("{} records cannot fit in {len} bytes", header.record_count)));
+    }
     let mut prev_delta = -1i64;
     for _ in 0..header.record_count {
         let record_start = at;
         let record_len = body.varint(&mut at)?;
         if record_len < (MIN_RECORD_LEN - 1) as i64 || at as i64 + record_len > len as i64 {
-            return Err(body.corrupt(
-                record_start,
-                format!("record length {record_len} points past the end of the batch"),
-            ));
+            return Err(
+                body.corrupt(record_start, format!("record length {record_len} points past the end of the batch"))
+            );
         }
         let limit = at + record_len as usize;
         at += 1; // record attributes, unused
@@ -369,10 +354,9 @@ fn decode_records(
         let delta_at = at;
         let offset_delta = body.varint(&mut at)?;
         if offset_delta <= prev_delta || offset_delta > i64::from(header.last_offset_delta) {
-            return Err(body.corrupt(
-                delta_at,
-                format!("offset delta {offset_delta} out of order or past the batch's last"),
-            ));
+            return Err(
+                body.corrupt(delta_at, format!("offset delta {offset_delta} out of order or past the batch's last"))
+            );
         }
         prev_delta = offset_delta;
         let key = body.nullable_bytes(&mut at, limit)?;
@@ -380,43 +364,25 @@ fn decode_records(
         let headers_at = at;
         let headers = body.varint(&mut at)?;
         if headers < 0 || headers as usize * 2 > limit.saturating_sub(at) {
-            return Err(body.corrupt(
-                headers_at,
-                format!("{headers} headers cannot fit in the record"),
-            ));
+            return Err(body.corrupt(headers_at, format!("{headers} headers cannot fit in the record")));
         }
         for _ in 0..headers {
             body.nullable_bytes(&mut at, limit)?;
             body.nullable_bytes(&mut at, limit)?;
         }
         if at != limit {
-            return Err(body.corrupt(
-                record_start,
-                format!("record length {record_len} disagrees with its fields"),
-            ));
+            return Err(body.corrupt(record_start, format!("record length {record_len} disagrees with its fields")));
         }
         let offset = header.base_offset + offset_delta;
         if offset >= from {
-            let timestamp = if log_append_time {
-                header.max_timestamp
-            } else {
-                header.base_timestamp.wrapping_add(ts_delta)
-            };
-            out.push(Record {
-                offset,
-                timestamp: Some(timestamp),
-                key,
-                value,
-            });
+            let timestamp =
+                if log_append_time { header.max_timestamp } else { header.base_timestamp.wrapping_add(ts_delta) };
+            out.push(Record { offset, timestamp: Some(timestamp), key, value });
         }
     }
     if at != len {
-        return Err(body.corrupt(
-            at,
-            format!("{} bytes after the batch's last record", len - at),
-        ));
+        return Err(body.corrupt(at, format!("{} bytes after the batch's last record", len - at)));
     }
-    let _ = header.at;
     Ok(())
 }
 
@@ -435,9 +401,7 @@ mod tests {
     }
 
     fn segment() -> (Vec<Record>, Bytes) {
-        let records: Vec<_> = (0..20)
-            .map(|i| record(100 + i, 1_000 - i * 7, &format!("v{i}")))
-            .collect();
+        let records: Vec<_> = (0..20).map(|i| record(100 + i, 1_000 - i * 7, &format!("v{i}"))).collect();
         let mut buf = Vec::new();
         encode_batch(&records[..12], &mut buf);
         encode_batch(&records[12..], &mut buf);
@@ -456,6 +420,44 @@ mod tests {
     }
 
     #[test]
+    fn compressed_batches_decode_to_the_same_records() {
+        let (records, _) = segment();
+        for codec in crate::segment::compression::CODECS {
+            let mut buf = Vec::new();
+            encode_batch_with(&records[..7], codec, &mut buf);
+            encode_batch_with(&records[7..], codec, &mut buf);
+            let mut out = Vec::new();
+            let summary = decode_segment("seg", &Bytes::from(buf), 0, &mut out).expect("decodes");
+            assert_eq!(out, records, "{codec:?}");
+            assert_eq!(summary.codecs, vec![codec]);
+        }
+    }
+
+    #[test]
+    fn relative_base_offsets_are_rebased_to_the_key() {
+        let (records, _) = segment();
+        let relative: Vec<Record> = records.iter().map(|r| Record { offset: r.offset - 100, ..r.clone() }).collect();
+        let mut buf = Vec::new();
+        encode_batch(&relative, &mut buf);
+        let mut out = Vec::new();
+        decode_segment_rebased("seg", &Bytes::from(buf), 0, Some(100), &mut out).expect("decodes");
+        assert_eq!(out, records);
+    }
+
+    #[test]
+    fn damage_inside_compressed_records_names_the_batch() {
+        let (records, _) = segment();
+        let mut buf = Vec::new();
+        encode_batch_with(&records, Codec::Gzip, &mut buf);
+        let last = buf.len() - 5; // inside the gzip trailer: the CRC still matches the damaged bytes below
+        buf[last] ^= 0xff;
+        let crc = crc32c::crc32c(&buf[CRC_START..]);
+        buf[17..21].copy_from_slice(&crc.to_be_bytes());
+        let err = decode_segment("seg", &Bytes::from(buf), 0, &mut Vec::new()).expect_err("damaged");
+        assert!(matches!(err, Error::CorruptBatch { byte_offset: 61, .. }), "{err}");
+    }
+
+    #[test]
     fn decoding_from_an_offset_skips_earlier_records() {
         let (records, bytes) = segment();
         let mut out = Vec::new();
@@ -468,19 +470,9 @@ mod tests {
         let (_, bytes) = segment();
         let mut damaged = bytes.to_vec();
         damaged[80] ^= 0x01;
-        let err = decode_segment(
-            "topics/likes/3.seg",
-            &Bytes::from(damaged),
-            0,
-            &mut Vec::new(),
-        )
-        .expect_err("damaged");
+        let err = decode_segment("topics/likes/3.seg", &Bytes::from(damaged), 0, &mut Vec::new()).expect_err("damaged");
         match err {
-            Error::CorruptBatch {
-                object,
-                byte_offset,
-                reason,
-            } => {
+            Error::CorruptBatch { object, byte_offset, reason } => {
                 assert_eq!(object, "topics/likes/3.seg");
                 assert_eq!(byte_offset, 17, "the first batch's CRC field");
                 assert!(reason.contains("CRC"), "{reason}");
@@ -495,10 +487,7 @@ mod tests {
         let first_len = 12 + i32::from_be_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
         let cut = bytes.slice(..bytes.len() - 3);
         let err = decode_segment("seg", &cut, 0, &mut Vec::new()).expect_err("truncated");
-        assert!(
-            matches!(err, Error::CorruptBatch { byte_offset, .. } if byte_offset == first_len as u64 + 8),
-            "{err}"
-        );
+        assert!(matches!(err, Error::CorruptBatch { byte_offset, .. } if byte_offset == first_len as u64 + 8), "{err}");
     }
 
     proptest! {
