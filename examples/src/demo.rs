@@ -121,6 +121,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let spec = InputSpec {
         topic: topic.clone(),
         archive: Some(url.clone()),
+        layout: None,
+        cluster: None,
         brokers: Some(brokers.clone()),
         then_live: true,
         exit_when_idle: Some(idle),

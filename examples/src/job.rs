@@ -16,6 +16,10 @@ pub struct InputSpec {
     pub topic: String,
     /// Replay this archive first (URL), if any.
     pub archive: Option<String>,
+    /// The archive's layout (`kappa`, `tansu`); detected when `None`.
+    pub layout: Option<String>,
+    /// The Tansu cluster, when the archive holds several.
+    pub cluster: Option<String>,
     /// Continue on (or read only from) these brokers, if any.
     pub brokers: Option<String>,
     /// After the archive, continue live on `brokers`.
@@ -42,7 +46,7 @@ pub fn open_input(spec: &InputSpec) -> anyhow::Result<OpenedInput> {
     };
     match (&spec.archive, &spec.brokers) {
         (Some(url), brokers) => {
-            let archive = Archive::open(url)?;
+            let archive = Archive::open_layout(url, spec.layout.as_deref(), spec.cluster.as_deref())?;
             let replay = ReplaySource::open(archive, &spec.topic)?;
             if !spec.then_live {
                 return Ok(OpenedInput { source: Arc::new(replay.clone()), replay: Some(replay), switched_at: None });

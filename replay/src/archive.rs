@@ -9,7 +9,7 @@ use object_store::path::Path;
 use object_store::ObjectStore;
 
 use crate::error::{Error, Result};
-use crate::layout::{ArchiveLayout, KappaLayout};
+use crate::layout::ArchiveLayout;
 
 /// A topic archive in object storage.
 #[derive(Clone)]
@@ -37,6 +37,12 @@ impl Archive {
     ///   `AWS_ALLOW_HTTP`), with object_store's retries for transient failures;
     /// - `memory://name`: an in-process store shared by every `Archive` of that name (tests).
     pub fn open(url: &str) -> Result<Archive> {
+        Self::open_layout(url, Some("kappa"), None)
+    }
+
+    /// Opens the archive at `url` (as [`Archive::open`]) with the layout named (`kappa`, `tansu`),
+    /// or, with `None`, the layout its keys show. `cluster` picks a Tansu cluster.
+    pub fn open_layout(url: &str, layout: Option<&str>, cluster: Option<&str>) -> Result<Archive> {
         let invalid = |reason: String| Error::InvalidUrl { url: url.to_string(), reason };
         let (store, prefix): (Arc<dyn ObjectStore>, Path) = if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -61,7 +67,8 @@ impl Archive {
                 .map_err(|e| invalid(format!("cannot open directory: {e}")))?;
             (Arc::new(store), Path::default())
         };
-        Ok(Archive { url: url.to_string(), store, prefix, layout: Arc::new(KappaLayout) })
+        let layout = runtime().block_on(crate::layout::choose(store.as_ref(), &prefix, url, layout, cluster))?;
+        Ok(Archive { url: url.to_string(), store, prefix, layout })
     }
 
     /// The key `relative` under this archive's prefix.

@@ -1,14 +1,16 @@
-//! `kappa archive inspect`: what an archive holds, per partition, read and checked in full.
+//! `kappa archive inspect` and `kappa archive verify`: what an archive holds, read and checked in
+//! full, per partition.
 
 use std::collections::BTreeMap;
 
 use kappa_engine::Offset;
-
 use object_store::ObjectStoreExt;
 
 use crate::archive::{runtime, Archive};
 use crate::error::{Error, Result};
-use crate::segment::decode_segment;
+use crate::layout::SegmentRef;
+use crate::segment::Codec;
+use crate::source::decode_checked_summary;
 
 /// One partition of an archived topic.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -21,39 +23,78 @@ pub struct PartitionSummary {
     pub offsets: Option<(Offset, Offset)>,
     /// Data records.
     pub records: u64,
+    /// Control batches (transaction markers), skipped by replay.
+    pub control_batches: u64,
     /// Least and largest record timestamp (ms).
     pub timestamps: Option<(i64, i64)>,
+    /// Codecs of the data batches.
+    pub codecs: Vec<Codec>,
+    /// Segments that failed their checks: key and reason.
+    pub damaged: Vec<(String, String)>,
 }
 
-/// Reads every segment of `topic` (checking every batch's CRC) and summarises each partition.
-pub fn inspect(archive: &Archive, topic: &str) -> Result<BTreeMap<i32, PartitionSummary>> {
+/// What an archive holds for one topic.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TopicSummary {
+    /// Per partition.
+    pub partitions: BTreeMap<i32, PartitionSummary>,
+}
+
+impl TopicSummary {
+    /// Every damaged segment, over all partitions.
+    pub fn damaged(&self) -> Vec<&(String, String)> {
+        self.partitions.values().flat_map(|p| p.damaged.iter()).collect()
+    }
+}
+
+async fn fetch_and_check(archive: &Archive, segment: &SegmentRef) -> Result<(u64, crate::segment::SegmentSummary)> {
+    let object = segment.key.to_string();
+    let bytes = archive
+        .store
+        .get(&segment.key)
+        .await
+        .map_err(|source| Error::ObjectStore { object: object.clone(), source })?
+        .bytes()
+        .await
+        .map_err(|source| Error::ObjectStore { object, source })?;
+    let (_, summary) = decode_checked_summary(segment, &bytes, Offset::MIN)?;
+    Ok((bytes.len() as u64, summary))
+}
+
+/// Reads every segment of `topic` (checking every batch's CRC and every segment's offsets against
+/// its key) and summarises each partition. Damaged segments are listed, not fatal; listing
+/// failures and transport errors are.
+pub fn summarize(archive: &Archive, topic: &str) -> Result<TopicSummary> {
     runtime().block_on(async {
-        let mut out = BTreeMap::new();
+        let mut out = TopicSummary::default();
         for p in archive.layout.partitions(archive, topic).await? {
             let mut summary = PartitionSummary::default();
             for segment in archive.layout.segments(archive, topic, p).await? {
-                let bytes = archive
-                    .store
-                    .get(&segment.key)
-                    .await
-                    .map_err(|source| Error::ObjectStore { object: segment.key.to_string(), source })?
-                    .bytes()
-                    .await
-                    .map_err(|source| Error::ObjectStore { object: segment.key.to_string(), source })?;
-                let mut records = Vec::new();
-                let seg = decode_segment(segment.key.as_ref(), &bytes, Offset::MIN, &mut records)?;
                 summary.segments += 1;
-                summary.bytes += bytes.len() as u64;
-                summary.records += seg.records as u64;
+                summary.bytes += segment.size;
                 let first = summary.offsets.map_or(segment.base_offset, |(f, _)| f);
                 summary.offsets = Some((first, segment.next_offset));
-                if let Some((lo, hi)) = seg.timestamps {
-                    summary.timestamps = Some(summary.timestamps.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+                match fetch_and_check(archive, &segment).await {
+                    Ok((_, seg)) => {
+                        summary.records += seg.records as u64;
+                        summary.control_batches += seg.control_batches as u64;
+                        if let Some((lo, hi)) = seg.timestamps {
+                            summary.timestamps =
+                                Some(summary.timestamps.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+                        }
+                        for codec in seg.codecs {
+                            if !summary.codecs.contains(&codec) {
+                                summary.codecs.push(codec);
+                            }
+                        }
+                    }
+                    Err(Error::ObjectStore { object, source }) => return Err(Error::ObjectStore { object, source }),
+                    Err(damage) => summary.damaged.push((segment.key.to_string(), damage.to_string())),
                 }
             }
-            out.insert(p, summary);
+            out.partitions.insert(p, summary);
         }
-        if out.is_empty() {
+        if out.partitions.is_empty() {
             return Err(Error::EmptyArchive { url: archive.url.clone(), topic: topic.to_string() });
         }
         Ok(out)

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use crate::archive::{runtime, Archive};
 use crate::error::{Error, Result};
 use crate::layout::SegmentRef;
-use crate::segment::decode_segment;
+use crate::segment::decode_segment_rebased;
 
 /// Segments fetched ahead of the one being decoded, per partition.
 const READ_AHEAD: usize = 4;
@@ -152,12 +152,22 @@ async fn replay_partition(
 
 /// Decodes a segment and checks that its records lie in the range its key claims: the batch
 /// header's base offset is outside the CRC, so this is what catches damage there.
-fn decode_checked(segment: &SegmentRef, bytes: &Bytes, from: Offset) -> Result<Vec<Record>> {
+pub(crate) fn decode_checked(segment: &SegmentRef, bytes: &Bytes, from: Offset) -> Result<Vec<Record>> {
+    decode_checked_summary(segment, bytes, from).map(|(records, _)| records)
+}
+
+/// As [`decode_checked`], with the segment's summary.
+pub(crate) fn decode_checked_summary(
+    segment: &SegmentRef,
+    bytes: &Bytes,
+    from: Offset,
+) -> Result<(Vec<Record>, crate::segment::SegmentSummary)> {
     let object = segment.key.as_ref();
     let mut records = Vec::new();
-    let summary = decode_segment(object, bytes, from, &mut records)?;
+    let base = segment.relative_offsets.then_some(segment.base_offset);
+    let summary = decode_segment_rebased(object, bytes, from, base, &mut records)?;
     match summary.offsets {
-        Some((first, last)) if first >= segment.base_offset && last < segment.next_offset => Ok(records),
+        Some((first, last)) if first >= segment.base_offset && last < segment.next_offset => Ok((records, summary)),
         Some((first, last)) => Err(Error::Inconsistent {
             object: object.to_string(),
             reason: format!(

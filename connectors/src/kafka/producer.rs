@@ -53,7 +53,22 @@ pub fn produce(
     records: impl IntoIterator<Item = OutgoingRecord>,
     progress: &dyn Fn(u64),
 ) -> Result<u64> {
-    let producer: BaseProducer<Deliveries> = client_config(brokers)
+    produce_with(brokers, topic, records, &[], progress)
+}
+
+/// As [`produce`], with extra librdkafka producer settings (`compression.type`, ...).
+pub fn produce_with(
+    brokers: &str,
+    topic: &str,
+    records: impl IntoIterator<Item = OutgoingRecord>,
+    settings: &[(&str, &str)],
+    progress: &dyn Fn(u64),
+) -> Result<u64> {
+    let mut config = client_config(brokers);
+    for (key, value) in settings {
+        config.set(*key, *value);
+    }
+    let producer: BaseProducer<Deliveries> = config
         .set("linger.ms", "5")
         .set("batch.num.messages", "10000")
         .set("queue.buffering.max.messages", "200000")

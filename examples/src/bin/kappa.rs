@@ -51,14 +51,43 @@ enum ArchiveCommand {
         #[arg(long)]
         to: String,
     },
-    /// Per partition: segments, offset ranges, timestamps, record counts (every batch is read and checked).
+    /// Per partition: segments, offset ranges, timestamps, record counts, codecs, damage (reads every batch).
     Inspect {
         /// Archive URL.
         url: String,
         /// The topic.
         #[arg(long)]
         topic: String,
+        #[command(flatten)]
+        layout: LayoutArgs,
     },
+    /// Read and check every segment; list every damaged object and exit non-zero if there is any.
+    Verify {
+        /// Archive URL.
+        url: String,
+        /// The topic.
+        #[arg(long)]
+        topic: String,
+        #[command(flatten)]
+        layout: LayoutArgs,
+    },
+}
+
+/// Which layout an archive has.
+#[derive(Args, Clone, Debug, Default)]
+struct LayoutArgs {
+    /// The archive's layout; detected from its keys when not given.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(kappa_replay::layout::LAYOUTS))]
+    layout: Option<String>,
+    /// The Tansu cluster to read, when the archive holds several.
+    #[arg(long)]
+    cluster: Option<String>,
+}
+
+impl LayoutArgs {
+    fn open(&self, url: &str) -> anyhow::Result<kappa_replay::Archive> {
+        Ok(kappa_replay::Archive::open_layout(url, self.layout.as_deref(), self.cluster.as_deref())?)
+    }
 }
 
 /// Pipelines the command line can run.
@@ -87,6 +116,8 @@ struct ReplayArgs {
     /// Archive URL to replay first.
     #[arg(long)]
     archive: Option<String>,
+    #[command(flatten)]
+    layout: LayoutArgs,
     /// After the archive, continue on the broker at each partition's next offset.
     #[arg(long, requires = "brokers")]
     then_live: bool,
@@ -118,7 +149,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Archive(ArchiveCommand::Write { brokers, topic, to }) => archive_write(&brokers, &topic, &to),
-        Command::Archive(ArchiveCommand::Inspect { url, topic }) => archive_inspect(&url, &topic),
+        Command::Archive(ArchiveCommand::Inspect { url, topic, layout }) => archive_inspect(&url, &topic, &layout),
+        Command::Archive(ArchiveCommand::Verify { url, topic, layout }) => archive_verify(&url, &topic, &layout),
         Command::Replay(args) => replay(args),
     };
     match result {
@@ -149,20 +181,47 @@ fn archive_write(brokers: &str, topic: &str, to: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn archive_inspect(url: &str, topic: &str) -> anyhow::Result<()> {
-    let archive = kappa_replay::Archive::open(url)?;
-    let summary = kappa_replay::inspect::inspect(&archive, topic)?;
+fn archive_inspect(url: &str, topic: &str, layout: &LayoutArgs) -> anyhow::Result<()> {
+    let archive = layout.open(url)?;
+    let summary = kappa_replay::inspect::summarize(&archive, topic)?;
     println!("archive {url} (layout {}), topic `{topic}`", archive.layout.name());
     println!(
-        "{:>9} {:>8} {:>12} {:>24} {:>10} {:>30}",
-        "partition", "segments", "bytes", "offsets", "records", "timestamps (ms)"
+        "{:>9} {:>8} {:>12} {:>24} {:>10} {:>8} {:>32} {:>12} {:>8}",
+        "partition", "segments", "bytes", "offsets", "records", "control", "timestamps (ms)", "codecs", "damaged"
     );
-    for (p, s) in summary {
+    for (p, s) in &summary.partitions {
         let offsets = s.offsets.map_or("-".into(), |(a, b)| format!("{a}..{b}"));
         let times = s.timestamps.map_or("-".into(), |(a, b)| format!("{a}..={b}"));
-        println!("{p:>9} {:>8} {:>12} {offsets:>24} {:>10} {times:>30}", s.segments, s.bytes, s.records);
+        let codecs = s.codecs.iter().map(|c| c.name()).collect::<Vec<_>>().join(",");
+        println!(
+            "{p:>9} {:>8} {:>12} {offsets:>24} {:>10} {:>8} {times:>32} {codecs:>12} {:>8}",
+            s.segments,
+            s.bytes,
+            s.records,
+            s.control_batches,
+            s.damaged.len()
+        );
+    }
+    for (key, reason) in summary.damaged() {
+        println!("damaged: {key}: {reason}");
     }
     Ok(())
+}
+
+fn archive_verify(url: &str, topic: &str, layout: &LayoutArgs) -> anyhow::Result<()> {
+    let archive = layout.open(url)?;
+    let summary = kappa_replay::inspect::summarize(&archive, topic)?;
+    let segments: usize = summary.partitions.values().map(|p| p.segments).sum();
+    let damaged = summary.damaged();
+    for (key, reason) in &damaged {
+        println!("damaged: {key}: {reason}");
+    }
+    if damaged.is_empty() {
+        println!("ok: {segments} segments of `{topic}` in {url} read and checked, no damage");
+        Ok(())
+    } else {
+        anyhow::bail!("{} of {segments} segments of `{topic}` are damaged (listed above)", damaged.len())
+    }
 }
 
 fn replay(args: ReplayArgs) -> anyhow::Result<()> {
@@ -172,6 +231,8 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let spec = InputSpec {
         topic: args.topic.clone(),
         archive: args.archive.clone(),
+        layout: args.layout.layout.clone(),
+        cluster: args.layout.cluster.clone(),
         brokers: args.brokers.clone(),
         then_live: args.then_live,
         exit_when_idle: args.exit_when_idle.map(Duration::from_secs_f64),

@@ -24,6 +24,8 @@ fn archive_ending_before_the_log_start_is_an_error_naming_the_missing_offsets() 
     let spec = InputSpec {
         topic: "likes".into(),
         archive: Some(url),
+        layout: None,
+        cluster: None,
         brokers: Some(brokers),
         then_live: true,
         exit_when_idle: Some(std::time::Duration::from_secs(1)),

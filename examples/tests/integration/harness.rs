@@ -62,11 +62,21 @@ impl Tansu {
 
     /// Starts a broker of its own on a free port.
     pub fn start() -> Tansu {
+        Self::start_with_storage("memory://tansu/", &[])
+    }
+
+    /// Starts a broker of its own storing into `storage` (e.g. `s3://bucket/`, with `env` naming
+    /// the S3 endpoint and credentials).
+    pub fn start_with_storage(storage: &str, env: &[(&str, String)]) -> Tansu {
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
-        let mut child = Command::new(tansu_binary())
+        let mut cmd = Command::new(tansu_binary());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
+            .args(["--storage-engine", storage])
             .env_remove("STORAGE_ENGINE")
             .stdout(Stdio::null())
             .stderr(Stdio::null())

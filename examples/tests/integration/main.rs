@@ -4,3 +4,4 @@ mod cluster;
 mod handoff;
 mod harness;
 mod replay;
+mod tansu_s3;

@@ -79,7 +79,13 @@ impl ArchiveLayout for KappaLayout {
                         reason: "not a segment key ({base:020}-{next:020}.segment)".into(),
                     });
                 };
-                out.push(SegmentRef { key: meta.location, base_offset, next_offset, size: meta.size });
+                out.push(SegmentRef {
+                    key: meta.location,
+                    base_offset,
+                    next_offset,
+                    size: meta.size,
+                    relative_offsets: false,
+                });
             }
             out.sort_by_key(|s| s.base_offset);
             for pair in out.windows(2) {

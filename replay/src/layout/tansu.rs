@@ -1,0 +1,154 @@
+//! The layout a Tansu broker writes with `--storage-engine s3://BUCKET/`:
+//!
+//! ```text
+//! {prefix}/clusters/{cluster}/meta.json
+//! {prefix}/clusters/{cluster}/topics/{topic}/partitions/{partition:010}/watermark.json
+//! {prefix}/clusters/{cluster}/topics/{topic}/partitions/{partition:010}/records/{base_offset:020}.batch
+//! ```
+//!
+//! Each `.batch` object is one RecordBatch exactly as the producer sent it (so compressed with the
+//! producer's codec), whose own base offset field is 0: the real base offset is the key's. A
+//! segment's end is the next segment's base offset; the last segment's end is read from its batch
+//! header (a 61-byte ranged read).
+
+use futures::future::BoxFuture;
+use futures::{FutureExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::ObjectStoreExt;
+
+use super::{ArchiveLayout, SegmentRef};
+use crate::archive::Archive;
+use crate::error::{Error, Result};
+
+/// See the module documentation.
+#[derive(Clone, Debug, Default)]
+pub struct TansuLayout {
+    /// The cluster to read; `None` means the archive's only one.
+    pub cluster: Option<String>,
+}
+
+impl TansuLayout {
+    async fn cluster(&self, archive: &Archive) -> Result<String> {
+        if let Some(c) = &self.cluster {
+            return Ok(c.clone());
+        }
+        let dir = archive.key("clusters");
+        let listing = archive
+            .store
+            .list_with_delimiter(Some(&dir))
+            .await
+            .map_err(|source| Error::ObjectStore { object: dir.to_string(), source })?;
+        let clusters: Vec<String> =
+            listing.common_prefixes.iter().filter_map(|p| p.filename().map(String::from)).collect();
+        match clusters.as_slice() {
+            [only] => Ok(only.clone()),
+            [] => Err(Error::Inconsistent { object: dir.to_string(), reason: "holds no Tansu cluster".into() }),
+            several => Err(Error::Inconsistent {
+                object: dir.to_string(),
+                reason: format!("holds several Tansu clusters ({}): choose one with --cluster", several.join(", ")),
+            }),
+        }
+    }
+
+    fn partition_dir(archive: &Archive, cluster: &str, topic: &str, partition: i32) -> Path {
+        archive.key(&format!("clusters/{cluster}/topics/{topic}/partitions/{partition:010}/records"))
+    }
+}
+
+impl ArchiveLayout for TansuLayout {
+    fn name(&self) -> &'static str {
+        "tansu"
+    }
+
+    fn partitions<'a>(&'a self, archive: &'a Archive, topic: &'a str) -> BoxFuture<'a, Result<Vec<i32>>> {
+        async move {
+            let cluster = self.cluster(archive).await?;
+            let dir = archive.key(&format!("clusters/{cluster}/topics/{topic}/partitions"));
+            let listing = archive
+                .store
+                .list_with_delimiter(Some(&dir))
+                .await
+                .map_err(|source| Error::ObjectStore { object: dir.to_string(), source })?;
+            let mut out: Vec<i32> =
+                listing.common_prefixes.iter().filter_map(|p| p.filename().and_then(|f| f.parse().ok())).collect();
+            out.sort();
+            Ok(out)
+        }
+        .boxed()
+    }
+
+    fn segments<'a>(
+        &'a self,
+        archive: &'a Archive,
+        topic: &'a str,
+        partition: i32,
+    ) -> BoxFuture<'a, Result<Vec<SegmentRef>>> {
+        async move {
+            let cluster = self.cluster(archive).await?;
+            let dir = Self::partition_dir(archive, &cluster, topic, partition);
+            let objects: Vec<_> = archive
+                .store
+                .list(Some(&dir))
+                .try_collect()
+                .await
+                .map_err(|source| Error::ObjectStore { object: dir.to_string(), source })?;
+            let mut found = Vec::new();
+            for meta in objects {
+                let name = meta.location.filename().unwrap_or_default();
+                let Some(base) = name.strip_suffix(".batch").and_then(|b| b.parse::<i64>().ok()) else {
+                    return Err(Error::Inconsistent {
+                        object: meta.location.to_string(),
+                        reason: "not a Tansu batch key ({base_offset:020}.batch)".into(),
+                    });
+                };
+                found.push((base, meta));
+            }
+            found.sort_by_key(|(base, _)| *base);
+            let mut out: Vec<SegmentRef> = Vec::with_capacity(found.len());
+            for (i, (base, meta)) in found.iter().enumerate() {
+                let next_offset = match found.get(i + 1) {
+                    Some((next, _)) => *next,
+                    None => base + last_offset_delta(archive, &meta.location).await? + 1,
+                };
+                if next_offset <= *base {
+                    return Err(Error::Inconsistent {
+                        object: meta.location.to_string(),
+                        reason: format!("ends at offset {next_offset}, before it starts ({base})"),
+                    });
+                }
+                out.push(SegmentRef {
+                    key: meta.location.clone(),
+                    base_offset: *base,
+                    next_offset,
+                    size: meta.size,
+                    relative_offsets: true,
+                });
+            }
+            Ok(out)
+        }
+        .boxed()
+    }
+}
+
+/// The `lastOffsetDelta` field of the batch at the start of `key`.
+async fn last_offset_delta(archive: &Archive, key: &Path) -> Result<i64> {
+    let header = archive
+        .store
+        .get_range(key, 0..61)
+        .await
+        .map_err(|source| Error::ObjectStore { object: key.to_string(), source })?;
+    let field: [u8; 4] = header.get(23..27).and_then(|b| b.try_into().ok()).ok_or_else(|| Error::CorruptBatch {
+        object: key.to_string(),
+        byte_offset: header.len() as u64,
+        reason: "truncated: shorter than a batch header".into(),
+    })?;
+    let delta = i32::from_be_bytes(field);
+    if delta < 0 {
+        return Err(Error::CorruptBatch {
+            object: key.to_string(),
+            byte_offset: 23,
+            reason: format!("negative last offset delta {delta}"),
+        });
+    }
+    Ok(i64::from(delta))
+}
