@@ -27,6 +27,26 @@ use crate::Diff;
 /// Decoded records and bad ones, as one stream of differential updates.
 pub type DecodedStream<'scope, T> = Stream<'scope, Time, Vec<(Result<T, BadRecord>, Time, Diff)>>;
 
+/// How an input turns record timestamps into dataflow times.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TimePolicy {
+    pub lateness_ms: u64,
+    pub backfill_granularity_ms: u64,
+}
+
+impl TimePolicy {
+    /// `time` rounded up to the backfill granularity when the record is a backfill. Rounding up
+    /// keeps the time at or above the capability (the watermark), so frontiers stay correct.
+    fn coarsen(&self, time: Time, backfill: bool) -> Time {
+        let g = self.backfill_granularity_ms;
+        if backfill && g > 1 {
+            time.div_ceil(g).saturating_mul(g)
+        } else {
+            time
+        }
+    }
+}
+
 /// How long an input waits before polling a source that had nothing.
 const BACKOFF: Duration = Duration::from_millis(2);
 
@@ -36,7 +56,7 @@ pub(crate) fn partitioned_input<'scope, T, F>(
     name: &str,
     mut reader: Box<dyn PartitionedSource>,
     owned: Vec<PartitionId>,
-    lateness_ms: u64,
+    times: TimePolicy,
     mut decode: F,
     metrics: Arc<Metrics>,
 ) -> DecodedStream<'scope, T>
@@ -47,7 +67,7 @@ where
     let input_name = name.to_string();
     source::<_, CapacityContainerBuilder<Vec<_>>, _, _>(scope, name, move |capability, info| {
         let activator = scope.activator_for(info.address);
-        let mut assigners = vec![TimeAssigner::new(lateness_ms); owned.len()];
+        let mut assigners = vec![TimeAssigner::new(times.lateness_ms); owned.len()];
         let mut open = vec![true; owned.len()];
         let mut capability = (!owned.is_empty()).then_some(capability);
         let (mut records, mut finished) = (Vec::new(), Vec::new());
@@ -71,13 +91,16 @@ where
                 metrics.add_records(records.len() as u64);
                 // Every time we give is at least the capability's: the capability sits at the least
                 // watermark of the open partitions, and no partition assigns below its watermark.
+                let backfill = reader.backfilling();
                 let mut session = output.session(&*cap);
                 for (index, record) in records.drain(..) {
                     let update = match decode(&record) {
-                        Ok((value, timestamp)) => (Ok(value), assigners[index].assign(timestamp), 1),
+                        Ok((value, timestamp)) => {
+                            (Ok(value), times.coarsen(assigners[index].assign(timestamp), backfill), 1)
+                        }
                         Err(reason) => {
                             let bad = BadRecord { partition: owned[index].clone(), offset: record.offset, reason };
-                            (Err(bad), assigners[index].watermark(), 1)
+                            (Err(bad), times.coarsen(assigners[index].watermark(), backfill), 1)
                         }
                     };
                     session.give(update);

@@ -138,13 +138,22 @@ pub struct JobOptions {
     pub lateness_ms: u64,
     /// What to do with malformed records.
     pub on_bad_record: BadRecordPolicy,
+    /// During a backfill, round record times up to a multiple of this many ms (0: don't). The
+    /// final state is the same; intermediate outputs are coarser, and differential dataflow
+    /// consolidates far more. Live records keep their exact times.
+    pub backfill_granularity_ms: u64,
     /// Counters the caller can watch while the job runs (progress bars).
     pub metrics: Arc<Metrics>,
 }
 
 impl Default for JobOptions {
     fn default() -> Self {
-        JobOptions { lateness_ms: 5_000, on_bad_record: BadRecordPolicy::Fail, metrics: Arc::default() }
+        JobOptions {
+            lateness_ms: 5_000,
+            on_bad_record: BadRecordPolicy::Fail,
+            backfill_granularity_ms: 0,
+            metrics: Arc::default(),
+        }
     }
 }
 
@@ -215,7 +224,11 @@ impl<'scope> Context<'scope> {
         let starts: Vec<_> = owned.iter().map(|p| (p.clone(), None)).collect();
         let reader = factory.open(&starts).map_err(wrap)?;
         let metrics = self.options.metrics.clone();
-        let stream = partitioned_input(self.scope, name, reader, owned, self.options.lateness_ms, decode, metrics);
+        let times = crate::input::TimePolicy {
+            lateness_ms: self.options.lateness_ms,
+            backfill_granularity_ms: self.options.backfill_granularity_ms,
+        };
+        let stream = partitioned_input(self.scope, name, reader, owned, times, decode, metrics);
         let (good, bad) = stream.ok_err(|(result, time, diff)| match result {
             Ok(value) => Ok((value, time, diff)),
             Err(bad) => Err((bad, time, diff)),

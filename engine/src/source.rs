@@ -69,6 +69,13 @@ pub trait PartitionedSource {
     /// position in the list given to [`SourceFactory::open`], each partition's records in offset
     /// order; appends to `finished` the index of every partition that has ended for good.
     fn poll(&mut self, out: &mut Vec<(usize, Record)>, finished: &mut Vec<usize>) -> Result<Poll, BoxError>;
+
+    /// Whether the records of the last [`poll`](Self::poll) are a backfill (history replayed from
+    /// an archive) rather than live. Backfill times may be coarsened
+    /// ([`JobOptions::backfill_granularity_ms`](crate::JobOptions::backfill_granularity_ms)).
+    fn backfilling(&self) -> bool {
+        false
+    }
 }
 
 /// Knows an input's partitions and opens readers over subsets of them.

@@ -126,6 +126,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         brokers: Some(brokers.clone()),
         then_live: true,
         exit_when_idle: Some(idle),
+        read_ahead_bytes: None,
     };
     let input = open_input(&spec)?;
     let replay = input.replay.clone().context("the demo replays an archive")?;

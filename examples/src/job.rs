@@ -26,6 +26,8 @@ pub struct InputSpec {
     pub then_live: bool,
     /// When reading live, stop once caught up and idle this long.
     pub exit_when_idle: Option<Duration>,
+    /// Read-ahead byte budget of the replay (default 256 MiB).
+    pub read_ahead_bytes: Option<u64>,
 }
 
 /// An opened input, with the replay (if any) for its counters.
@@ -47,7 +49,10 @@ pub fn open_input(spec: &InputSpec) -> anyhow::Result<OpenedInput> {
     match (&spec.archive, &spec.brokers) {
         (Some(url), brokers) => {
             let archive = Archive::open_layout(url, spec.layout.as_deref(), spec.cluster.as_deref())?;
-            let replay = ReplaySource::open(archive, &spec.topic)?;
+            let mut replay = ReplaySource::open(archive, &spec.topic)?;
+            if let Some(bytes) = spec.read_ahead_bytes {
+                replay = replay.with_read_ahead_bytes(bytes);
+            }
             if !spec.then_live {
                 return Ok(OpenedInput { source: Arc::new(replay.clone()), replay: Some(replay), switched_at: None });
             }

@@ -19,6 +19,42 @@ pub fn progress(what: &str) -> ProgressBar {
     bar
 }
 
+/// A replay's counters and totals, for a progress bar over the archive's bytes.
+pub struct ReplayProgress {
+    /// The replay's counters.
+    pub metrics: Arc<kappa_replay::source::ReplayMetrics>,
+    /// Bytes in the archive's segments.
+    pub total_bytes: u64,
+    /// Partitions in the archive.
+    pub partitions: usize,
+}
+
+/// A bar over a replay's archive bytes, with records, rate, partitions done and ETA; then the
+/// live records.
+pub fn replay_bar(what: &str, progress: &ReplayProgress, metrics: Arc<Metrics>) -> ProgressWatcher {
+    let bar = ProgressBar::new(progress.total_bytes.max(1));
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {binary_bytes}/{binary_total_bytes} {msg} [{elapsed} < {eta}]",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(what.to_string());
+    let replay = progress.metrics.clone();
+    let partitions = progress.partitions;
+    let started = std::time::Instant::now();
+    ProgressWatcher::with_update(bar, move |bar| {
+        let records = metrics.records();
+        let rate = records as f64 / started.elapsed().as_secs_f64().max(1e-3);
+        bar.set_position(replay.bytes.load(Ordering::Relaxed));
+        bar.set_message(format!(
+            "{records} records ({rate:.0}/s), partitions {}/{partitions} replayed",
+            replay.partitions_done.load(Ordering::Relaxed)
+        ));
+    })
+}
+
 /// Keeps `bar` in step with a job's record counter until dropped.
 pub struct ProgressWatcher {
     stop: Arc<AtomicBool>,
@@ -28,14 +64,19 @@ pub struct ProgressWatcher {
 impl ProgressWatcher {
     /// Follows `metrics` on `bar`.
     pub fn new(bar: ProgressBar, metrics: Arc<Metrics>) -> Self {
+        Self::with_update(bar, move |bar| bar.set_position(metrics.records()))
+    }
+
+    /// Calls `update` on `bar` ten times a second until dropped.
+    pub fn with_update(bar: ProgressBar, update: impl Fn(&ProgressBar) + Send + 'static) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
             while !flag.load(Ordering::Relaxed) {
-                bar.set_position(metrics.records());
+                update(&bar);
                 std::thread::sleep(Duration::from_millis(100));
             }
-            bar.set_position(metrics.records());
+            update(&bar);
             bar.finish_and_clear();
         });
         ProgressWatcher { stop, thread: Some(thread) }

@@ -35,6 +35,8 @@ struct Case {
     workers: usize,
     batch: usize,
     lateness_ms: u64,
+    /// Backfill granularity (0: exact times during the backfill too).
+    granularity_ms: u64,
 }
 
 fn like() -> impl Strategy<Value = (u64, u64, bool, u64)> {
@@ -60,8 +62,20 @@ fn partition() -> impl Strategy<Value = Partition> {
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    (prop::collection::vec(partition(), 1..4), 1usize..=4, 1usize..10, prop::sample::select(vec![0u64, 1_000, 5_000]))
-        .prop_map(|(partitions, workers, batch, lateness_ms)| Case { partitions, workers, batch, lateness_ms })
+    (
+        prop::collection::vec(partition(), 1..4),
+        1usize..=4,
+        1usize..10,
+        prop::sample::select(vec![0u64, 1_000, 5_000]),
+        prop::sample::select(vec![0u64, 0, 1_000, 7_000]),
+    )
+        .prop_map(|(partitions, workers, batch, lateness_ms, granularity_ms)| Case {
+            partitions,
+            workers,
+            batch,
+            lateness_ms,
+            granularity_ms,
+        })
 }
 
 fn record(offset: usize, like: &Like) -> Record {
@@ -105,18 +119,31 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
         Err(e) => panic!("archive fails to open: {e}"),
     };
     let sink = MemorySink::<PostLikes>::new();
-    let options = JobOptions { lateness_ms: case.lateness_ms, ..JobOptions::default() };
+    let options = JobOptions {
+        lateness_ms: case.lateness_ms,
+        backfill_granularity_ms: case.granularity_ms,
+        ..JobOptions::default()
+    };
     let report =
         like_counts::run(&ClusterConfig::threads(case.workers), options, source, sink.clone()).expect("the job runs");
     let total: usize = case.partitions.iter().map(|p| p.likes.len()).sum();
     prop_assert_eq!(report.records, total as u64, "every record read exactly once");
     prop_assert!(sink.is_finished());
 
-    // (time, like) for every record, times by the definition.
+    // (time, like) for every record, times by the definition; archived records' times rounded up
+    // to the backfill granularity.
     let mut timed: Vec<(u64, Like)> = Vec::new();
     for part in &case.partitions {
         let ts: Vec<u64> = part.likes.iter().map(|l| l.ts).collect();
-        timed.extend(reference_times(&ts, case.lateness_ms).into_iter().zip(part.likes.iter().copied()));
+        let times = reference_times(&ts, case.lateness_ms).into_iter().enumerate().map(|(i, t)| {
+            let g = case.granularity_ms;
+            if i < part.split && g > 1 {
+                t.div_ceil(g) * g
+            } else {
+                t
+            }
+        });
+        timed.extend(times.zip(part.likes.iter().copied()));
     }
     let updates = sink.updates();
     let mut times: Vec<u64> = timed.iter().map(|(t, _)| *t).collect();
@@ -168,6 +195,7 @@ fn output_is_identical_across_workers_batchings_and_splits() {
             workers,
             batch,
             lateness_ms: 5_000,
+            granularity_ms: 0,
         };
         run_case(&case).expect("matches the reference");
         let (archive, live) = build_inputs(&case);

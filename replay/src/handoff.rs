@@ -122,7 +122,8 @@ impl PartitionedSource for HandoffReader {
             for index in archive_done {
                 self.archive_open[index] = false;
             }
-            if self.archive_open.iter().any(|&o| o) {
+            if self.archive_open.iter().any(|&o| o) || !out.is_empty() {
+                // Records of one poll are all archive or all live (see `backfilling`).
                 return Ok(poll);
             }
             self.archive = None;
@@ -135,6 +136,10 @@ impl PartitionedSource for HandoffReader {
             Some(live) => live.poll(out, finished),
             None => Ok(Poll::Pending),
         }
+    }
+
+    fn backfilling(&self) -> bool {
+        self.live.is_none()
     }
 }
 

@@ -14,15 +14,17 @@ use bytes::Bytes;
 use futures::{StreamExt, TryFutureExt};
 use kappa_engine::{BoxError, Offset, PartitionId, PartitionedSource, Poll, Record, SourceFactory};
 use object_store::ObjectStoreExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::archive::{runtime, Archive};
 use crate::error::{Error, Result};
 use crate::layout::SegmentRef;
 use crate::segment::decode_segment_rebased;
 
-/// Segments fetched ahead of the one being decoded, per partition.
+/// Segments fetched ahead of the one being decoded, per partition (within the byte budget).
 const READ_AHEAD: usize = 4;
+/// Default byte budget for segments fetched but not yet handed to the dataflow, all partitions.
+pub const DEFAULT_READ_AHEAD_BYTES: u64 = 256 << 20;
 /// Decoded segments waiting for the worker, per partition.
 const CHANNEL_DEPTH: usize = 2;
 
@@ -35,6 +37,8 @@ pub struct ReplayMetrics {
     pub segments: AtomicU64,
     /// Records decoded.
     pub records: AtomicU64,
+    /// Partitions whose archive part has been fully read.
+    pub partitions_done: AtomicU64,
 }
 
 /// A topic's archive as a [`SourceFactory`]: every partition, from its first archived offset to
@@ -45,6 +49,8 @@ pub struct ReplaySource {
     topic: String,
     segments: Arc<BTreeMap<i32, Vec<SegmentRef>>>,
     metrics: Arc<ReplayMetrics>,
+    budget: Arc<Semaphore>,
+    budget_kib: u32,
 }
 
 impl ReplaySource {
@@ -60,7 +66,29 @@ impl ReplaySource {
         if segments.values().all(Vec::is_empty) {
             return Err(Error::EmptyArchive { url: archive.url.clone(), topic: topic.to_string() });
         }
-        Ok(ReplaySource { archive, topic: topic.to_string(), segments: Arc::new(segments), metrics: Arc::default() })
+        let budget_kib = kib(DEFAULT_READ_AHEAD_BYTES);
+        Ok(ReplaySource {
+            archive,
+            topic: topic.to_string(),
+            segments: Arc::new(segments),
+            metrics: Arc::default(),
+            budget: Arc::new(Semaphore::new(budget_kib as usize)),
+            budget_kib,
+        })
+    }
+
+    /// Bounds the bytes of segments fetched but not yet handed to the dataflow, over all
+    /// partitions of this process (default [`DEFAULT_READ_AHEAD_BYTES`]). A segment larger than
+    /// the budget is fetched alone.
+    pub fn with_read_ahead_bytes(mut self, bytes: u64) -> Self {
+        self.budget_kib = kib(bytes).max(1);
+        self.budget = Arc::new(Semaphore::new(self.budget_kib as usize));
+        self
+    }
+
+    /// Number of partitions in the archive.
+    pub fn partition_count(&self) -> usize {
+        self.segments.len()
     }
 
     /// The topic replayed.
@@ -103,12 +131,14 @@ impl SourceFactory for ReplaySource {
                 .map(|segs| segs.iter().filter(|s| start.is_none_or(|o| s.next_offset > o)).cloned().collect())
                 .unwrap_or_default();
             let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+            let budget = Budget { semaphore: self.budget.clone(), kib: self.budget_kib };
             runtime().spawn(replay_partition(
                 self.archive.clone(),
                 segments,
                 start.unwrap_or(Offset::MIN),
                 tx,
                 self.metrics.clone(),
+                budget,
             ));
             channels.push(Some(rx));
         }
@@ -116,38 +146,65 @@ impl SourceFactory for ReplaySource {
     }
 }
 
+fn kib(bytes: u64) -> u32 {
+    bytes.div_ceil(1024).min(u64::from(u32::MAX >> 3)) as u32
+}
+
+/// The read-ahead byte budget, in KiB permits.
+#[derive(Clone)]
+struct Budget {
+    semaphore: Arc<Semaphore>,
+    kib: u32,
+}
+
+/// Decoded records with the budget their segment holds until the worker takes them.
+type Chunk = (Vec<Record>, OwnedSemaphorePermit);
+
 async fn replay_partition(
     archive: Archive,
     segments: Vec<SegmentRef>,
     from: Offset,
-    tx: mpsc::Sender<Result<Vec<Record>>>,
+    tx: mpsc::Sender<Result<Chunk>>,
     metrics: Arc<ReplayMetrics>,
+    budget: Budget,
 ) {
     let store = archive.store.clone();
-    let mut fetches = futures::stream::iter(segments)
-        .map(|segment| {
+    // Permits are taken in offset order (`then`), before a fetch starts: a fetch that holds
+    // permits can always complete, so partitions competing for the budget cannot deadlock.
+    let fetches = futures::stream::iter(segments)
+        .then(|segment| {
+            let budget = budget.clone();
+            async move {
+                let wanted = kib(segment.size).clamp(1, budget.kib);
+                let permit = budget.semaphore.acquire_many_owned(wanted).await.expect("the budget is never closed");
+                (segment, permit)
+            }
+        })
+        .map(|(segment, permit)| {
             let store = store.clone();
             async move {
                 let bytes = store.get(&segment.key).and_then(|r| r.bytes()).await;
                 bytes
-                    .map(|b| (segment.clone(), b))
+                    .map(|b| (segment.clone(), b, permit))
                     .map_err(|source| Error::ObjectStore { object: segment.key.to_string(), source })
             }
         })
         .buffered(READ_AHEAD);
+    let mut fetches = std::pin::pin!(fetches);
     while let Some(fetched) = fetches.next().await {
-        let decoded = fetched.and_then(|(segment, bytes)| {
+        let decoded = fetched.and_then(|(segment, bytes, permit)| {
             metrics.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
             let records = decode_checked(&segment, &bytes, from)?;
             metrics.segments.fetch_add(1, Ordering::Relaxed);
             metrics.records.fetch_add(records.len() as u64, Ordering::Relaxed);
-            Ok(records)
+            Ok((records, permit))
         });
         let failed = decoded.is_err();
         if tx.send(decoded).await.is_err() || failed {
             return;
         }
     }
+    metrics.partitions_done.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Decodes a segment and checks that its records lie in the range its key claims: the batch
@@ -180,7 +237,7 @@ pub(crate) fn decode_checked_summary(
 }
 
 struct ReplayReader {
-    channels: Vec<Option<mpsc::Receiver<Result<Vec<Record>>>>>,
+    channels: Vec<Option<mpsc::Receiver<Result<Chunk>>>>,
 }
 
 impl PartitionedSource for ReplayReader {
@@ -189,7 +246,8 @@ impl PartitionedSource for ReplayReader {
         for (index, slot) in self.channels.iter_mut().enumerate() {
             let Some(rx) = slot else { continue };
             match rx.try_recv() {
-                Ok(Ok(records)) => {
+                Ok(Ok((records, _permit))) => {
+                    // The permit is released here: the records now belong to the dataflow.
                     any = true;
                     out.extend(records.into_iter().map(|r| (index, r)));
                 }
@@ -202,5 +260,60 @@ impl PartitionedSource for ReplayReader {
             }
         }
         Ok(if any { Poll::Ready } else { Poll::Pending })
+    }
+
+    fn backfilling(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::KappaLayout;
+    use crate::segment::encode_batch;
+    use kappa_engine::{execute, ClusterConfig, JobOptions, MemorySink, Sources};
+    use object_store::ObjectStoreExt;
+
+    fn archive_with(name: &str, partitions: i32, segments: i64, per_segment: i64) -> Archive {
+        let archive = Archive::open(&format!("memory://{name}")).expect("memory archive");
+        for p in 0..partitions {
+            for s in 0..segments {
+                let records: Vec<Record> = (0..per_segment)
+                    .map(|i| {
+                        let offset = s * per_segment + i;
+                        Record {
+                            offset,
+                            timestamp: Some(offset * 10),
+                            key: None,
+                            value: Some(Bytes::from(vec![7u8; 300])),
+                        }
+                    })
+                    .collect();
+                let mut bytes = Vec::new();
+                encode_batch(&records, &mut bytes);
+                let key = KappaLayout::segment_key(&archive, "t", p, s * per_segment, (s + 1) * per_segment);
+                runtime().block_on(archive.store.put(&key, bytes.into())).expect("put");
+            }
+        }
+        archive
+    }
+
+    #[test]
+    fn a_budget_smaller_than_one_segment_still_replays_everything_in_order() {
+        let archive = archive_with("tiny-budget", 3, 40, 20);
+        let replay = ReplaySource::open(archive, "t").expect("opens").with_read_ahead_bytes(1);
+        assert_eq!(replay.end_offsets(), BTreeMap::from([(0, 800), (1, 800), (2, 800)]));
+        let sink = MemorySink::new();
+        let out = sink.clone();
+        let report =
+            execute(&ClusterConfig::threads(2), JobOptions::default(), Sources::new().with("t", replay), move |ctx| {
+                let offsets = ctx.input("t", |r| Ok((r.offset, r.offset as u64 * 10)))?;
+                ctx.output(offsets.map(|_| ()).count(), out.clone());
+                Ok(())
+            })
+            .expect("runs");
+        assert_eq!(report.records, 2_400);
+        assert_eq!(sink.accumulated(), vec![(((), 2_400), 1)]);
     }
 }

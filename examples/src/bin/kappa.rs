@@ -13,7 +13,7 @@ use kappa_examples::job::{open_input, ClusterArgs, InputSpec};
 use kappa_examples::like_counts;
 
 use kappa_examples::demo;
-use kappa_examples::progress::{progress, ProgressWatcher};
+use kappa_examples::progress::{progress, replay_bar, ProgressWatcher, ReplayProgress};
 
 #[derive(Parser)]
 #[command(
@@ -136,6 +136,13 @@ struct ReplayArgs {
     /// Allowed lateness, ms: how far behind its partition's largest timestamp a record keeps its own time.
     #[arg(long, default_value_t = 5_000)]
     lateness_ms: u64,
+    /// During the backfill, round record times up to this granularity (e.g. 1s, 1m): far more
+    /// consolidation, the same final state; live records keep exact times.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    backfill_granularity: Option<Duration>,
+    /// Bytes of segments fetched ahead of the dataflow, at most, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 256)]
+    read_ahead_mib: u64,
     #[command(flatten)]
     cluster: ClusterArgs,
 }
@@ -236,6 +243,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         brokers: args.brokers.clone(),
         then_live: args.then_live,
         exit_when_idle: args.exit_when_idle.map(Duration::from_secs_f64),
+        read_ahead_bytes: Some(args.read_ahead_mib.max(1) << 20),
     };
     let input = open_input(&spec)?;
     let options = JobOptions {
@@ -244,9 +252,21 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
             OnBadRecord::Fail => BadRecordPolicy::Fail,
             OnBadRecord::Skip => BadRecordPolicy::Skip,
         },
+        backfill_granularity_ms: args.backfill_granularity.map_or(0, |d| d.as_millis() as u64),
         ..JobOptions::default()
     };
-    let watcher = ProgressWatcher::new(progress(&format!("{:?}", args.pipeline)), options.metrics.clone());
+    let name = format!("{:?}", args.pipeline);
+    let watcher = match &input.replay {
+        Some(replay) => {
+            let totals = ReplayProgress {
+                metrics: replay.metrics(),
+                total_bytes: replay.total_bytes(),
+                partitions: replay.partition_count(),
+            };
+            replay_bar(&name, &totals, options.metrics.clone())
+        }
+        None => ProgressWatcher::new(progress(&name), options.metrics.clone()),
+    };
     let started = Instant::now();
     let sink = JsonLinesSink::new(args.output.clone());
     let report = match args.pipeline {
