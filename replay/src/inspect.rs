@@ -29,6 +29,10 @@ pub struct PartitionSummary {
     pub timestamps: Option<(i64, i64)>,
     /// Codecs of the data batches.
     pub codecs: Vec<Codec>,
+    /// Transactional data batches.
+    pub transactional_batches: u64,
+    /// Batches of aborted transactions, skipped.
+    pub aborted_batches: u64,
     /// Segments that failed their checks: key and reason.
     pub damaged: Vec<(String, String)>,
 }
@@ -38,6 +42,26 @@ pub struct PartitionSummary {
 pub struct TopicSummary {
     /// Per partition.
     pub partitions: BTreeMap<i32, PartitionSummary>,
+    /// Whether the layout records aborted transactions (if not, their records are replayed).
+    pub carries_aborts: bool,
+}
+
+impl TopicSummary {
+    /// A sentence on transactions, when the archive holds transactional batches.
+    pub fn transactions_note(&self) -> Option<String> {
+        let txn: u64 = self.partitions.values().map(|p| p.transactional_batches).sum();
+        let aborted: u64 = self.partitions.values().map(|p| p.aborted_batches).sum();
+        match (txn, self.carries_aborts) {
+            (0, _) => None,
+            (_, true) => {
+                Some(format!("transactions: {txn} transactional batches, {aborted} of aborted transactions skipped"))
+            }
+            (_, false) => Some(format!(
+                "transactions: {txn} transactional batches, but this layout does not record which transactions \
+                 were aborted: replay reads them all"
+            )),
+        }
+    }
 }
 
 impl TopicSummary {
@@ -66,7 +90,7 @@ async fn fetch_and_check(archive: &Archive, segment: &SegmentRef) -> Result<(u64
 /// failures and transport errors are.
 pub fn summarize(archive: &Archive, topic: &str) -> Result<TopicSummary> {
     runtime().block_on(async {
-        let mut out = TopicSummary::default();
+        let mut out = TopicSummary { carries_aborts: archive.layout.carries_aborts(), ..TopicSummary::default() };
         for p in archive.layout.partitions(archive, topic).await? {
             let mut summary = PartitionSummary::default();
             for segment in archive.layout.segments(archive, topic, p).await? {
@@ -78,6 +102,8 @@ pub fn summarize(archive: &Archive, topic: &str) -> Result<TopicSummary> {
                     Ok((_, seg)) => {
                         summary.records += seg.records as u64;
                         summary.control_batches += seg.control_batches as u64;
+                        summary.transactional_batches += seg.transactional_batches as u64;
+                        summary.aborted_batches += seg.aborted_batches as u64;
                         if let Some((lo, hi)) = seg.timestamps {
                             summary.timestamps =
                                 Some(summary.timestamps.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));

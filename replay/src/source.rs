@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use crate::archive::{runtime, Archive};
 use crate::error::{Error, Result};
 use crate::layout::SegmentRef;
-use crate::segment::decode_segment_rebased;
+use crate::segment::{decode_segment_with, DecodeOptions};
 
 /// Segments fetched ahead of the one being decoded, per partition (within the byte budget).
 const READ_AHEAD: usize = 4;
@@ -221,8 +221,12 @@ pub(crate) fn decode_checked_summary(
 ) -> Result<(Vec<Record>, crate::segment::SegmentSummary)> {
     let object = segment.key.as_ref();
     let mut records = Vec::new();
-    let base = segment.relative_offsets.then_some(segment.base_offset);
-    let summary = decode_segment_rebased(object, bytes, from, base, &mut records)?;
+    let options = DecodeOptions {
+        from: Some(from),
+        base: segment.relative_offsets.then_some(segment.base_offset),
+        aborted: &segment.aborted,
+    };
+    let summary = decode_segment_with(object, bytes, &options, &mut records)?;
     match summary.offsets {
         Some((first, last)) if first >= segment.base_offset && last < segment.next_offset => Ok((records, summary)),
         Some((first, last)) => Err(Error::Inconsistent {

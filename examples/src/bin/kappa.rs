@@ -209,6 +209,9 @@ fn archive_inspect(url: &str, topic: &str, layout: &LayoutArgs) -> anyhow::Resul
             s.damaged.len()
         );
     }
+    if let Some(note) = summary.transactions_note() {
+        println!("{note}");
+    }
     for (key, reason) in summary.damaged() {
         println!("damaged: {key}: {reason}");
     }

@@ -85,6 +85,7 @@ impl ArchiveLayout for KappaLayout {
                     next_offset,
                     size: meta.size,
                     relative_offsets: false,
+                    aborted: Default::default(),
                 });
             }
             out.sort_by_key(|s| s.base_offset);
@@ -105,6 +106,28 @@ impl ArchiveLayout for KappaLayout {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout::conformance::{check_layout, history};
+    use crate::segment::encode_batch;
+    use object_store::ObjectStoreExt;
+
+    #[test]
+    fn kappa_layout_conforms() {
+        let archive = Archive::open("memory://conformance-kappa").expect("opens");
+        let mut victim = None;
+        for (p, records) in history() {
+            for chunk in records.chunks(11) {
+                let mut bytes = Vec::new();
+                for batch in chunk.chunks(4) {
+                    encode_batch(batch, &mut bytes);
+                }
+                let key =
+                    KappaLayout::segment_key(&archive, "t", p, chunk[0].offset, chunk[chunk.len() - 1].offset + 1);
+                crate::archive::runtime().block_on(archive.store.put(&key, bytes.into())).expect("put");
+                victim.get_or_insert(key);
+            }
+        }
+        check_layout(&archive, "t", &history(), &victim.expect("written"));
+    }
 
     #[test]
     fn keys_sort_in_offset_order_and_parse_back() {

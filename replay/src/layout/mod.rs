@@ -4,6 +4,9 @@
 //! segments, in offset order, each partition has. Everything else (fetching, decoding, checking,
 //! handing off to live) is shared.
 
+#[cfg(test)]
+pub(crate) mod conformance;
+mod kafka_logdir;
 mod kappa;
 mod tansu;
 
@@ -11,6 +14,7 @@ use futures::future::BoxFuture;
 use kappa_engine::Offset;
 use object_store::path::Path;
 
+pub use kafka_logdir::{encode_txn_index, parse_txn_index, KafkaLogDirLayout};
 pub use kappa::KappaLayout;
 pub use tansu::TansuLayout;
 
@@ -31,12 +35,18 @@ pub struct SegmentRef {
     /// Whether the batches inside carry offsets relative to `base_offset` (Tansu) rather than
     /// absolute ones.
     pub relative_offsets: bool,
+    /// Aborted transactions of the partition, where the layout records them.
+    pub aborted: std::sync::Arc<Vec<crate::segment::AbortedTxn>>,
 }
 
 /// The key scheme of one platform's archives.
 pub trait ArchiveLayout: Send + Sync {
     /// The layout's name, as `--layout` spells it.
     fn name(&self) -> &'static str;
+    /// Whether the layout records aborted transactions (so their records can be skipped).
+    fn carries_aborts(&self) -> bool {
+        false
+    }
     /// The partitions of `topic` the archive holds, sorted.
     fn partitions<'a>(&'a self, archive: &'a Archive, topic: &'a str) -> BoxFuture<'a, Result<Vec<i32>>>;
     /// The segments of one partition, in offset order, not overlapping.
@@ -49,7 +59,7 @@ pub trait ArchiveLayout: Send + Sync {
 }
 
 /// The layouts `--layout` accepts.
-pub const LAYOUTS: [&str; 2] = ["kappa", "tansu"];
+pub const LAYOUTS: [&str; 3] = ["kappa", "tansu", "kafka-logdir"];
 
 /// Picks the layout of an archive: the one named, or the one its top-level keys show.
 ///
@@ -65,6 +75,7 @@ pub(crate) async fn choose(
     match name {
         Some("kappa") => return Ok(std::sync::Arc::new(KappaLayout)),
         Some("tansu") => return Ok(tansu()),
+        Some("kafka-logdir") => return Ok(std::sync::Arc::new(KafkaLogDirLayout)),
         Some(other) => {
             return Err(Error::InvalidUrl {
                 url: url.to_string(),
@@ -78,14 +89,17 @@ pub(crate) async fn choose(
         .await
         .map_err(|source| Error::ObjectStore { object: prefix.to_string(), source })?;
     let tops: Vec<&str> = listing.common_prefixes.iter().filter_map(|p| p.filename()).collect();
-    match (tops.contains(&"kappa"), tops.contains(&"clusters")) {
-        (true, false) => Ok(std::sync::Arc::new(KappaLayout)),
-        (false, true) => Ok(tansu()),
-        (true, true) => Err(Error::InvalidUrl {
-            url: url.to_string(),
-            reason: "holds both a `kappa/` and a `clusters/` tree: choose one with --layout".into(),
-        }),
+    // A Kafka log directory has `{topic}-{partition}` directories (and no `kappa/`, `clusters/`).
+    let logdir = tops.iter().any(|t| t.rsplit_once('-').is_some_and(|(_, p)| p.parse::<u32>().is_ok()));
+    match (tops.contains(&"kappa"), tops.contains(&"clusters"), logdir) {
+        (true, false, false) => Ok(std::sync::Arc::new(KappaLayout)),
+        (false, true, false) => Ok(tansu()),
+        (false, false, true) => Ok(std::sync::Arc::new(KafkaLogDirLayout)),
         // Empty (or not yet written): Kappa's own layout, which `archive write` creates.
-        (false, false) => Ok(std::sync::Arc::new(KappaLayout)),
+        (false, false, false) => Ok(std::sync::Arc::new(KappaLayout)),
+        _ => Err(Error::InvalidUrl {
+            url: url.to_string(),
+            reason: format!("its top-level keys ({}) fit several layouts: choose one with --layout", tops.join(", ")),
+        }),
     }
 }

@@ -122,6 +122,7 @@ impl ArchiveLayout for TansuLayout {
                     next_offset,
                     size: meta.size,
                     relative_offsets: true,
+                    aborted: Default::default(),
                 });
             }
             Ok(out)
@@ -151,4 +152,35 @@ async fn last_offset_delta(archive: &Archive, key: &Path) -> Result<i64> {
         });
     }
     Ok(i64::from(delta))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::conformance::{check_layout, history};
+    use crate::segment::{encode_batch_with, Codec};
+    use kappa_engine::Record;
+
+    #[test]
+    fn tansu_layout_conforms() {
+        let archive = Archive::open_layout("memory://conformance-tansu", Some("tansu"), None).expect("opens");
+        let mut victim = None;
+        for (p, records) in history() {
+            // One batch per object, offsets relative to the key, as Tansu writes them.
+            for (n, chunk) in records.chunks(7).enumerate() {
+                let base = chunk[0].offset;
+                let relative: Vec<Record> =
+                    chunk.iter().map(|r| Record { offset: r.offset - base, ..r.clone() }).collect();
+                let mut bytes = Vec::new();
+                encode_batch_with(&relative, if n % 2 == 0 { Codec::Zstd } else { Codec::None }, &mut bytes);
+                let key = archive.key(&format!("clusters/c1/topics/t/partitions/{p:010}/records/{base:020}.batch"));
+                crate::archive::runtime().block_on(archive.store.put(&key, bytes.into())).expect("put");
+                victim.get_or_insert(key);
+            }
+        }
+        check_layout(&archive, "t", &history(), &victim.expect("written"));
+        // Detection by keys.
+        let detected = Archive::open_layout("memory://conformance-tansu", None, None).expect("opens");
+        assert_eq!(detected.layout.name(), "tansu");
+    }
 }

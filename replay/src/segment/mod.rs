@@ -10,4 +10,7 @@ pub mod compression;
 pub mod record_batch;
 
 pub use compression::Codec;
-pub use record_batch::{decode_segment, decode_segment_rebased, encode_batch, encode_batch_with, SegmentSummary};
+pub use record_batch::{
+    control_record, decode_segment, decode_segment_rebased, decode_segment_with, encode_batch, encode_batch_full,
+    encode_batch_with, AbortedTxn, BatchOptions, DecodeOptions, SegmentSummary,
+};

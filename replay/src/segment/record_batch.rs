@@ -50,6 +50,33 @@ pub struct SegmentSummary {
     pub timestamps: Option<(i64, i64)>,
     /// The codecs of its data batches, each once, in order of first appearance.
     pub codecs: Vec<Codec>,
+    /// Transactional data batches (replayed unless listed as aborted).
+    pub transactional_batches: usize,
+    /// Data batches skipped because their transaction was aborted.
+    pub aborted_batches: usize,
+}
+
+/// An aborted transaction, as a Kafka log directory's `.txnindex` lists it: the producer's
+/// transactional batches with offsets in `first..=last` are not to be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AbortedTxn {
+    /// The producer.
+    pub producer_id: i64,
+    /// First offset of the transaction.
+    pub first: Offset,
+    /// Last offset of the transaction (its abort marker).
+    pub last: Offset,
+}
+
+/// What the decoder needs to know besides the bytes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DecodeOptions<'a> {
+    /// Records before this offset are skipped.
+    pub from: Option<Offset>,
+    /// For layouts with relative offsets: the first batch's real base offset.
+    pub base: Option<Offset>,
+    /// Aborted transactions whose batches are skipped.
+    pub aborted: &'a [AbortedTxn],
 }
 
 /// Appends one uncompressed RecordBatch holding `records` (consecutive offsets not required, but
@@ -63,6 +90,42 @@ pub fn encode_batch(records: &[Record], out: &mut Vec<u8>) {
 
 /// As [`encode_batch`], with the records section compressed by `codec`.
 pub fn encode_batch_with(records: &[Record], codec: Codec, out: &mut Vec<u8>) {
+    encode_batch_full(records, &BatchOptions { codec, ..BatchOptions::default() }, out)
+}
+
+/// How a batch is written: codec, and the producer and transaction fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchOptions {
+    /// Compression of the records section.
+    pub codec: Codec,
+    /// Producer id (-1: none).
+    pub producer_id: i64,
+    /// Part of a transaction.
+    pub transactional: bool,
+    /// A control batch (transaction marker).
+    pub control: bool,
+}
+
+impl Default for BatchOptions {
+    fn default() -> Self {
+        BatchOptions { codec: Codec::None, producer_id: -1, transactional: false, control: false }
+    }
+}
+
+/// A transaction marker record at `offset`: commit or abort, as the broker writes it.
+pub fn control_record(offset: Offset, timestamp: i64, commit: bool) -> Record {
+    // Key: version 0, type (0 abort, 1 commit); value: version 0, coordinator epoch 0.
+    Record {
+        offset,
+        timestamp: Some(timestamp),
+        key: Some(Bytes::from(vec![0, 0, 0, u8::from(commit)])),
+        value: Some(Bytes::from(vec![0, 0, 0, 0, 0, 0])),
+    }
+}
+
+/// As [`encode_batch`], with all of [`BatchOptions`].
+pub fn encode_batch_full(records: &[Record], options: &BatchOptions, out: &mut Vec<u8>) {
+    let codec = options.codec;
     assert!(!records.is_empty(), "a batch holds at least one record");
     let base_offset = records[0].offset;
     let timestamp = |r: &Record| r.timestamp.unwrap_or(-1);
@@ -74,13 +137,15 @@ pub fn encode_batch_with(records: &[Record], codec: Codec, out: &mut Vec<u8>) {
     out.put_i32(-1); // partitionLeaderEpoch
     out.put_i8(MAGIC_V2);
     out.put_u32(0); // crc, patched below
-    out.put_i16(codec.bits()); // attributes: codec, create time, not transactional
+    let attributes =
+        codec.bits() | if options.transactional { 0x10 } else { 0 } | if options.control { 0x20 } else { 0 };
+    out.put_i16(attributes); // codec, create time, transactional, control
     let last = records.last().expect("non-empty");
     out.put_i32(i32::try_from(last.offset - base_offset).expect("batch spans fewer than 2^31 offsets"));
     out.put_i64(base_ts);
     out.put_i64(max_ts);
-    out.put_i64(-1); // producerId
-    out.put_i16(-1); // producerEpoch
+    out.put_i64(options.producer_id);
+    out.put_i16(if options.producer_id >= 0 { 0 } else { -1 }); // producerEpoch
     out.put_i32(-1); // baseSequence
     out.put_i32(records.len() as i32);
     let mut section = Vec::new();
@@ -141,6 +206,17 @@ pub fn decode_segment_rebased(
     base: Option<Offset>,
     out: &mut Vec<Record>,
 ) -> Result<SegmentSummary> {
+    decode_segment_with(object, bytes, &DecodeOptions { from: Some(from), base, aborted: &[] }, out)
+}
+
+/// Decodes a segment with all of [`DecodeOptions`].
+pub fn decode_segment_with(
+    object: &str,
+    bytes: &Bytes,
+    options: &DecodeOptions<'_>,
+    out: &mut Vec<Record>,
+) -> Result<SegmentSummary> {
+    let (from, base) = (options.from.unwrap_or(Offset::MIN), options.base);
     let mut summary = SegmentSummary::default();
     let mut pos = 0usize;
     let mut next_expected: Option<Offset> = None;
@@ -161,8 +237,17 @@ pub fn decode_segment_rebased(
         let first = summary.offsets.map_or(header.base_offset, |(f, _)| f);
         summary.offsets = Some((first, header.last_offset()));
         let batch_end = pos + header.total_len;
+        let aborted = header.transactional()
+            && options.aborted.iter().any(|a| {
+                a.producer_id == header.producer_id && a.first <= header.base_offset && header.base_offset <= a.last
+            });
+        if header.transactional() && !header.is_control() {
+            summary.transactional_batches += 1;
+        }
         if header.is_control() {
             summary.control_batches += 1;
+        } else if aborted {
+            summary.aborted_batches += 1;
         } else {
             let before = out.len();
             let section = Cursor { object, bytes, pos: pos + HEADER_LEN, end: batch_end };
@@ -188,6 +273,7 @@ pub fn decode_segment_rebased(
 
 struct Header {
     base_offset: i64,
+    producer_id: i64,
     codec: Codec,
     total_len: usize,
     attributes: i16,
@@ -203,6 +289,9 @@ impl Header {
     }
     fn is_control(&self) -> bool {
         self.attributes & 0x20 != 0
+    }
+    fn transactional(&self) -> bool {
+        self.attributes & 0x10 != 0
     }
 }
 
@@ -274,6 +363,7 @@ impl Cursor<'_> {
         }
         Ok(Header {
             base_offset,
+            producer_id: i64_at(43)?,
             codec,
             total_len,
             attributes,
