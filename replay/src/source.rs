@@ -39,6 +39,8 @@ pub struct ReplayMetrics {
     pub records: AtomicU64,
     /// Partitions whose archive part has been fully read.
     pub partitions_done: AtomicU64,
+    /// Most bytes of the read-ahead budget in use at once (KiB granularity).
+    pub peak_read_ahead_bytes: AtomicU64,
 }
 
 /// A topic's archive as a [`SourceFactory`]: every partition, from its first archived offset to
@@ -174,9 +176,13 @@ async fn replay_partition(
     let fetches = futures::stream::iter(segments)
         .then(|segment| {
             let budget = budget.clone();
+            let metrics = metrics.clone();
             async move {
                 let wanted = kib(segment.size).clamp(1, budget.kib);
-                let permit = budget.semaphore.acquire_many_owned(wanted).await.expect("the budget is never closed");
+                let permit =
+                    budget.semaphore.clone().acquire_many_owned(wanted).await.expect("the budget is never closed");
+                let in_use = u64::from(budget.kib).saturating_sub(budget.semaphore.available_permits() as u64) * 1024;
+                metrics.peak_read_ahead_bytes.fetch_max(in_use, Ordering::Relaxed);
                 (segment, permit)
             }
         })

@@ -31,6 +31,8 @@ use crate::segment::compression::{compress, decompress, Codec, MAX_DECOMPRESSED}
 const HEADER_LEN: usize = 61;
 const CRC_START: usize = 21;
 const MAGIC_V2: i8 = 2;
+/// Offsets above this are refused, so offset arithmetic never overflows.
+const MAX_OFFSET: i64 = i64::MAX / 4;
 /// The smallest possible encoded record: length, attributes, three one-byte varints, two null
 /// lengths and a zero header count.
 const MIN_RECORD_LEN: usize = 7;
@@ -224,8 +226,12 @@ pub fn decode_segment_with(
     while pos < bytes.len() {
         let batch = Cursor { object, bytes, pos, end: bytes.len() };
         let mut header = batch.header()?;
-        let delta = *shift.get_or_insert_with(|| base.map_or(0, |b| b - header.base_offset));
-        header.base_offset += delta;
+        let delta = *shift.get_or_insert_with(|| base.map_or(0, |b| b.saturating_sub(header.base_offset)));
+        header.base_offset = header
+            .base_offset
+            .checked_add(delta)
+            .filter(|b| (0..=MAX_OFFSET).contains(b))
+            .ok_or_else(|| batch.corrupt(0, format!("batch base offset {} is impossible", header.base_offset)))?;
         if let Some(expected) = next_expected {
             if header.base_offset < expected {
                 return Err(
@@ -396,7 +402,7 @@ impl Cursor<'_> {
         if len == -1 {
             return Ok(None);
         }
-        if len < 0 || (*at as i64 + len) as usize > limit {
+        if len < 0 || (*at as i64).saturating_add(len) > limit as i64 {
             return Err(self.corrupt(start, format!("length {len} points past the end of the record")));
         }
         let from = self.pos + *at;
@@ -433,7 +439,7 @@ fn decode_records(body: &Cursor<'_>, header: &Header, from: Offset, out: &mut Ve
     for _ in 0..header.record_count {
         let record_start = at;
         let record_len = body.varint(&mut at)?;
-        if record_len < (MIN_RECORD_LEN - 1) as i64 || at as i64 + record_len > len as i64 {
+        if record_len < (MIN_RECORD_LEN - 1) as i64 || (at as i64).saturating_add(record_len) > len as i64 {
             return Err(
                 body.corrupt(record_start, format!("record length {record_len} points past the end of the batch"))
             );
@@ -453,7 +459,7 @@ fn decode_records(body: &Cursor<'_>, header: &Header, from: Offset, out: &mut Ve
         let value = body.nullable_bytes(&mut at, limit)?;
         let headers_at = at;
         let headers = body.varint(&mut at)?;
-        if headers < 0 || headers as usize * 2 > limit.saturating_sub(at) {
+        if headers < 0 || headers.saturating_mul(2) > limit.saturating_sub(at) as i64 {
             return Err(body.corrupt(headers_at, format!("{headers} headers cannot fit in the record")));
         }
         for _ in 0..headers {
@@ -604,5 +610,30 @@ mod tests {
                 Err(other) => prop_assert!(false, "unexpected error {other}"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod fuzz_regressions {
+    use super::*;
+
+    /// Inputs the fuzz target found; each must fail cleanly, not panic.
+    #[test]
+    fn fuzz_found_inputs_fail_cleanly() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).expect("fuzz/regressions exists") {
+            let data = std::fs::read(entry.expect("entry").path()).expect("readable");
+            let (mode, body) = data.split_first().unwrap_or((&0, &data));
+            let aborted = [AbortedTxn { producer_id: 1, first: 0, last: 1 << 20 }];
+            let options = DecodeOptions {
+                from: Some(i64::from(*mode & 0x0f)),
+                base: (mode & 0x10 != 0).then_some(1_000),
+                aborted: if mode & 0x20 != 0 { &aborted } else { &[] },
+            };
+            let _ = decode_segment_with("fuzz", &Bytes::copy_from_slice(body), &options, &mut Vec::new());
+            seen += 1;
+        }
+        assert!(seen > 0);
     }
 }
