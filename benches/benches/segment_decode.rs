@@ -21,5 +21,10 @@ fn decode(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decode);
+mod group {
+    #![allow(missing_docs)] // criterion's macro generates an undocumented function
+    use super::*;
+    criterion_group!(benches, decode);
+}
+use group::benches;
 criterion_main!(benches);

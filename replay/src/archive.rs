@@ -51,6 +51,7 @@ impl Archive {
             }
             let store = object_store::aws::AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
+                .with_retry(retry_policy())
                 .build()
                 .map_err(|e| invalid(format!("{e}; set AWS_ENDPOINT, AWS_REGION and credentials")))?;
             (Arc::new(store), Path::from(prefix))
@@ -76,6 +77,21 @@ impl Archive {
         let mut parts: Vec<String> = self.prefix.parts().map(|p| p.as_ref().to_string()).collect();
         parts.extend(relative.split('/').filter(|s| !s.is_empty()).map(String::from));
         Path::from_iter(parts)
+    }
+}
+
+/// Retries for transient object-store failures. object_store's default gives up after about two
+/// seconds when connections are refused (its backoff is randomised from zero); a store restarting
+/// or failing over takes longer, so back off up to 5 s between tries, for up to 3 minutes.
+fn retry_policy() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        backoff: object_store::BackoffConfig {
+            init_backoff: std::time::Duration::from_millis(200),
+            max_backoff: std::time::Duration::from_secs(5),
+            base: 2.0,
+        },
+        max_retries: 40,
+        retry_timeout: std::time::Duration::from_secs(180),
     }
 }
 

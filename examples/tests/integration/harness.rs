@@ -184,3 +184,101 @@ pub fn kappa_ok(args: &[&str], env: &[(&str, String)]) -> Output {
     assert!(out.status.success(), "kappa {} failed:\n{}", args.join(" "), String::from_utf8_lossy(&out.stderr));
     out
 }
+
+/// A TCP forwarder in front of a server that can go down and come back: while down its port is
+/// closed and every open connection is cut, as when the server behind it is stopped and
+/// restarted. The server keeps its state (moto's would be lost by a real restart).
+pub struct Outages {
+    port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Connections cut by outages.
+    pub cut: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Outages {
+    /// Forwards a free loopback port to `target` (`host:port`).
+    pub fn start(target: &str) -> Outages {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+        use std::sync::Arc;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let (up, generation, cut) =
+            (Arc::new(AtomicBool::new(true)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (up2, gen2, cut2, target) = (up.clone(), generation.clone(), cut.clone(), target.to_string());
+        std::thread::spawn(move || {
+            let mut listener = Some(listener);
+            loop {
+                if !up2.load(SeqCst) {
+                    listener = None; // the port is closed: connections are refused
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+                let l = listener.get_or_insert_with(|| {
+                    let l = TcpListener::bind(("127.0.0.1", port)).expect("rebind proxy port");
+                    l.set_nonblocking(true).expect("nonblocking");
+                    l
+                });
+                l.set_nonblocking(true).expect("nonblocking");
+                match l.accept() {
+                    Ok((client, _)) => {
+                        let Ok(server) = TcpStream::connect(&target) else { continue };
+                        let my_gen = gen2.load(SeqCst);
+                        for (mut from, mut to) in
+                            [(client.try_clone().expect("clone"), server.try_clone().expect("clone")), (server, client)]
+                        {
+                            let (gen3, cut3) = (gen2.clone(), cut2.clone());
+                            std::thread::spawn(move || {
+                                use std::io::{Read, Write};
+                                from.set_nonblocking(false).ok();
+                                from.set_read_timeout(Some(Duration::from_millis(50))).ok();
+                                let mut buf = [0u8; 64 * 1024];
+                                loop {
+                                    if gen3.load(SeqCst) != my_gen {
+                                        cut3.fetch_add(1, SeqCst);
+                                        let _ = from.shutdown(std::net::Shutdown::Both);
+                                        let _ = to.shutdown(std::net::Shutdown::Both);
+                                        return;
+                                    }
+                                    match from.read(&mut buf) {
+                                        Ok(0) => {
+                                            let _ = to.shutdown(std::net::Shutdown::Write);
+                                            return;
+                                        }
+                                        Ok(n) => {
+                                            if to.write_all(&buf[..n]).is_err() {
+                                                return;
+                                            }
+                                        }
+                                        Err(e)
+                                            if matches!(
+                                                e.kind(),
+                                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                                            ) => {}
+                                        Err(_) => return,
+                                    }
+                                }
+                            });
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        Outages { port, up, generation, cut }
+    }
+
+    /// The forwarded endpoint, `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Takes the server away for `down`: closes the port, cuts every connection, then reopens.
+    pub fn outage(&self, down: Duration) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.up.store(false, SeqCst);
+        self.generation.fetch_add(1, SeqCst);
+        std::thread::sleep(down);
+        self.up.store(true, SeqCst);
+    }
+}

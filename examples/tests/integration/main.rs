@@ -4,4 +4,5 @@ mod cluster;
 mod handoff;
 mod harness;
 mod replay;
+mod s3_outage;
 mod tansu_s3;
