@@ -1,6 +1,8 @@
 //! Kappa's showcase pipelines and the `kappa` command.
 //!
 //! - [`like_counts`]: per post, how many users like it now, from a stream of likes and unlikes.
+//! - [`fraud_alerts`]: rings of cards sharing devices (iteration to a fixpoint), over a one-hour
+//!   window by retraction.
 //! - [`generator`]: synthetic, seeded inputs for the demo, the tests and the benches.
 //! - [`job`]: wiring shared by the command line, the demo and the tests: which source (archive,
 //!   broker, or archive then broker), which pipeline, which sink.
@@ -29,6 +31,7 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod demo;
+pub mod fraud_alerts;
 pub mod generator;
 pub mod job;
 pub mod like_counts;

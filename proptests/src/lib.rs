@@ -1,9 +1,64 @@
 //! Property tests of Kappa's pipelines against plain-Rust batch references.
 //!
 //! The tests live in `tests/`; this library holds what they share: the reference semantics of
-//! dataflow time ([`reference_times`]), written independently of the engine's implementation.
+//! dataflow time ([`reference_times`]), written independently of the engine's implementation, and
+//! [`split_input`], which serves a history partly from an archive and partly "live".
 #![forbid(missing_docs)]
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use kappa_engine::{MemorySource, PartitionId, Record, SourceFactory};
+use kappa_replay::segment::encode_batch;
+use kappa_replay::{Archive, Handoff, KappaLayout, ReplaySource};
+use object_store::ObjectStoreExt;
+
+/// One partition of a test history and how it is served.
+#[derive(Clone, Debug)]
+pub struct SplitPartition {
+    /// The partition's records, offsets 0, 1, ...
+    pub records: Vec<Record>,
+    /// Records before this index come from the archive, the rest from the live source.
+    pub split: usize,
+    /// Records per archived segment (at least 1).
+    pub segment: usize,
+}
+
+/// Serves `topic` as an archive (in a fresh in-memory store, segments of the given sizes) handed
+/// off to a live in-memory source delivering `batch` records per poll, exactly as the replay
+/// command joins an archive to a broker.
+pub fn split_input(topic: &str, partitions: &[SplitPartition], batch: usize) -> Arc<dyn SourceFactory> {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let name = format!("memory://proptest-{topic}-{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    let archive = Archive::open(&name).expect("memory archive");
+    let mut live = Vec::new();
+    for (p, part) in partitions.iter().enumerate() {
+        for chunk in part.records[..part.split].chunks(part.segment.max(1)) {
+            let mut bytes = Vec::new();
+            encode_batch(chunk, &mut bytes);
+            let (base, next) = (chunk[0].offset, chunk[chunk.len() - 1].offset + 1);
+            let key = KappaLayout::segment_key(&archive, topic, p as i32, base, next);
+            kappa_replay::archive::runtime().block_on(archive.store.put(&key, bytes.into())).expect("put");
+        }
+        live.push((PartitionId::new(topic, p as i32), part.records.clone()));
+    }
+    let live = MemorySource::new(live).with_batch(batch);
+    let watermarks: BTreeMap<i32, (i64, i64)> =
+        partitions.iter().enumerate().map(|(p, part)| (p as i32, (0, part.records.len() as i64))).collect();
+    match ReplaySource::open(archive, topic) {
+        Ok(replay) => Arc::new(Handoff::new(replay, Arc::new(live), &watermarks).expect("no gap by construction")),
+        // Nothing archived at all: the whole history is live.
+        Err(kappa_replay::Error::EmptyArchive { .. }) => Arc::new(live),
+        Err(e) => panic!("archive fails to open: {e}"),
+    }
+}
+
+/// A record at `offset` whose value is `value` as JSON.
+pub fn json_record<T: serde::Serialize>(offset: usize, value: &T) -> Record {
+    let json = serde_json::to_vec(value).expect("test values serialize");
+    Record { offset: offset as i64, timestamp: None, key: None, value: Some(bytes::Bytes::from(json)) }
+}
 /// Dataflow times by the definition: for each partition, in offset order, a record's time is its
 /// timestamp raised to the largest timestamp seen before it in that partition minus `lateness_ms`.
 ///

@@ -7,17 +7,12 @@
 //!
 //! Re-run a failure with the seed proptest prints, or raise `PROPTEST_CASES` for a longer search.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kappa_engine::{ClusterConfig, JobOptions, MemorySink, MemorySource, PartitionId, Record};
+use kappa_engine::{ClusterConfig, JobOptions, MemorySink, Record};
 use kappa_examples::like_counts::{self, Kind, Like, PostLikes};
-use kappa_proptests::reference_times;
-use kappa_replay::segment::encode_batch;
-use kappa_replay::{Archive, Handoff, KappaLayout, ReplaySource};
-use object_store::ObjectStoreExt;
+use kappa_proptests::{reference_times, split_input, SplitPartition};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -87,37 +82,22 @@ fn record(offset: usize, like: &Like) -> Record {
     }
 }
 
-/// Writes each partition's archived prefix as segments of the case's size into a fresh in-memory
-/// archive, and returns the archive plus a live source holding every record.
-fn build_inputs(case: &Case) -> (Archive, MemorySource) {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let archive = Archive::open(&format!("memory://like-counts-prop-{}", NEXT.fetch_add(1, Ordering::Relaxed)))
-        .expect("memory archive");
-    let mut live = Vec::new();
-    for (p, part) in case.partitions.iter().enumerate() {
-        let records: Vec<Record> = part.likes.iter().enumerate().map(|(i, l)| record(i, l)).collect();
-        for chunk in records[..part.split].chunks(part.segment) {
-            let mut bytes = Vec::new();
-            encode_batch(chunk, &mut bytes);
-            let (base, next) = (chunk[0].offset, chunk[chunk.len() - 1].offset + 1);
-            let key = KappaLayout::segment_key(&archive, "likes", p as i32, base, next);
-            kappa_replay::archive::runtime().block_on(archive.store.put(&key, bytes.into())).expect("put");
-        }
-        live.push((PartitionId::new("likes", p as i32), records));
-    }
-    (archive, MemorySource::new(live).with_batch(case.batch))
+/// The case's history served as an archive handed off to a live source.
+fn build_source(case: &Case) -> Arc<dyn kappa_engine::SourceFactory> {
+    let parts: Vec<SplitPartition> = case
+        .partitions
+        .iter()
+        .map(|part| SplitPartition {
+            records: part.likes.iter().enumerate().map(|(i, l)| record(i, l)).collect(),
+            split: part.split,
+            segment: part.segment,
+        })
+        .collect();
+    split_input("likes", &parts, case.batch)
 }
 
 fn run_case(case: &Case) -> Result<(), TestCaseError> {
-    let (archive, live) = build_inputs(case);
-    let watermarks: BTreeMap<i32, (i64, i64)> =
-        case.partitions.iter().enumerate().map(|(p, part)| (p as i32, (0, part.likes.len() as i64))).collect();
-    let source: Arc<dyn kappa_engine::SourceFactory> = match ReplaySource::open(archive, "likes") {
-        Ok(replay) => Arc::new(Handoff::new(replay, Arc::new(live), &watermarks).expect("no gap by construction")),
-        // Nothing archived at all: the whole history is live.
-        Err(kappa_replay::Error::EmptyArchive { .. }) => Arc::new(live),
-        Err(e) => panic!("archive fails to open: {e}"),
-    };
+    let source = build_source(case);
     let sink = MemorySink::<PostLikes>::new();
     let options = JobOptions {
         lateness_ms: case.lateness_ms,
@@ -198,12 +178,7 @@ fn output_is_identical_across_workers_batchings_and_splits() {
             granularity_ms: 0,
         };
         run_case(&case).expect("matches the reference");
-        let (archive, live) = build_inputs(&case);
-        let marks = BTreeMap::from([(0, (0, 30)), (1, (0, 30))]);
-        let source: Arc<dyn kappa_engine::SourceFactory> = match ReplaySource::open(archive, "likes") {
-            Ok(replay) => Arc::new(Handoff::new(replay, Arc::new(live), &marks).expect("no gap")),
-            Err(_) => Arc::new(live),
-        };
+        let source = build_source(&case);
         let sink = MemorySink::<PostLikes>::new();
         like_counts::run(&ClusterConfig::threads(workers), JobOptions::default(), source, sink.clone()).expect("runs");
         outputs.push(sink.updates());

@@ -1,0 +1,192 @@
+//! Fraud alerts: rings of cards linked by shared devices, with their active spend.
+//!
+//! Input: topic `payments`, JSON values
+//! `{"ts","payment","card","device","merchant","amount_cents"}`.
+//! - A payment is *active* from its dataflow time `t` until `t + 1 hour`: it is inserted at `t`
+//!   and retracted at `t + 3,600,000` (a window by retraction, exact at every timestamp).
+//! - Cards are linked when active payments share a device; a *ring* is a connected component of
+//!   cards (computed by iteration to a fixpoint), labelled by its smallest card id.
+//! - Output `{"ring","cards","devices","amount_cents"}` for every ring with at least 3 cards and at
+//!   least 100,000 active cents. Integer arithmetic throughout.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use differential_dataflow::operators::iterate::Iterate;
+use kappa_engine::{execute, ClusterConfig, Collection, JobOptions, JobReport, Record, Sink, SourceFactory, Sources};
+use serde::{Deserialize, Serialize};
+
+/// The input's name in the pipeline.
+pub const INPUT: &str = "payments";
+/// How long a payment stays active, ms.
+pub const WINDOW_MS: u64 = 3_600_000;
+/// Least number of cards of an alerting ring.
+pub const MIN_CARDS: u64 = 3;
+/// Least active spend of an alerting ring, cents.
+pub const MIN_CENTS: u64 = 100_000;
+
+/// One payment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Payment {
+    /// Event time, ms.
+    pub ts: u64,
+    /// Payment id.
+    pub payment: u64,
+    /// Card used.
+    pub card: u64,
+    /// Device used.
+    pub device: u64,
+    /// Merchant paid.
+    pub merchant: u64,
+    /// Amount, cents.
+    pub amount_cents: u64,
+}
+
+/// One alert row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Ring {
+    /// The ring's smallest card id.
+    pub ring: u64,
+    /// Cards in the ring.
+    pub cards: u64,
+    /// Distinct devices of the ring's active payments.
+    pub devices: u64,
+    /// Active spend of the ring's cards, cents.
+    pub amount_cents: u64,
+}
+
+/// Decodes a record's JSON value; the event time is its `ts`.
+pub fn decode(record: &Record) -> Result<(Payment, u64), String> {
+    let value = record.value.as_deref().ok_or("record has no value")?;
+    let p: Payment = serde_json::from_slice(value).map_err(|e| format!("not a payment: {e}"))?;
+    Ok((p, p.ts))
+}
+
+/// The dataflow: payments in, alerting rings out.
+pub fn fraud_alerts(payments: Collection<'_, Payment>) -> Collection<'_, Ring> {
+    // The window by retraction: every payment is retracted one hour after it arrived.
+    let active = payments.clone().concat(payments.delay(|t| t.saturating_add(WINDOW_MS)).negate());
+
+    let card_device = active.clone().map(|p| (p.device, p.card)).distinct();
+    let links = card_device.clone().join_map(card_device.clone(), |_device, &a, &b| (a, b));
+    let cards = card_device.clone().map(|(_device, card)| card).distinct();
+
+    // Connected components: every card takes the smallest label among its linked cards, to a
+    // fixpoint. A card is linked to itself through any device, so it keeps a label.
+    let seeds = cards.clone().map(|c| (c, c));
+    let labels = seeds.clone().iterate(|scope, inner| {
+        let links = links.enter(scope);
+        let seeds = seeds.enter(scope);
+        inner
+            .join_map(links, |_card, &label, &other| (other, label))
+            .concat(seeds)
+            .reduce(|_card, labels, out| out.push((*labels[0].0, 1)))
+    });
+
+    let ring_cards = labels.clone().map(|(_card, ring)| ring).count();
+    let ring_devices = card_device
+        .map(|(device, card)| (card, device))
+        .join_map(labels.clone(), |_card, &device, &ring| (ring, device))
+        .distinct()
+        .map(|(ring, _device)| ring)
+        .count();
+    let ring_cents = active
+        .explode(|p| Some(((p.card, ()), p.amount_cents as isize)))
+        .join_map(labels, |_card, &(), &ring| ring)
+        .count();
+
+    ring_cards.join(ring_devices).join(ring_cents).flat_map(|(ring, ((cards, devices), cents))| {
+        let (cards, devices, cents) = (cards as u64, devices as u64, cents.max(0) as u64);
+        (cards >= MIN_CARDS && cents >= MIN_CENTS).then_some(Ring { ring, cards, devices, amount_cents: cents })
+    })
+}
+
+/// Runs fraud alerts over `payments` (read as input [`INPUT`]) into `sink`.
+pub fn run<S: Sink<Ring>>(
+    cluster: &ClusterConfig,
+    options: JobOptions,
+    payments: Arc<dyn SourceFactory>,
+    sink: S,
+) -> kappa_engine::Result<JobReport> {
+    execute(cluster, options, Sources::new().with_shared(INPUT, payments), move |ctx| {
+        let payments = ctx.input(INPUT, decode)?;
+        ctx.output(fraud_alerts(payments), sink.clone());
+        Ok(())
+    })
+}
+
+/// The batch reference at time `at`: from `(time, payment)` records, the payments active at `at`
+/// (`time <= at < time + 1 h`), their card components by union-find, and the alerting rings.
+pub fn reference_at(payments: &[(u64, Payment)], at: u64) -> BTreeSet<Ring> {
+    let active: Vec<&Payment> =
+        payments.iter().filter(|(t, _)| *t <= at && at < t.saturating_add(WINDOW_MS)).map(|(_, p)| p).collect();
+    // Union-find over cards, joining cards that share a device.
+    let mut parent: BTreeMap<u64, u64> = BTreeMap::new();
+    fn find(parent: &mut BTreeMap<u64, u64>, x: u64) -> u64 {
+        let p = *parent.entry(x).or_insert(x);
+        if p == x {
+            return x;
+        }
+        let root = find(parent, p);
+        parent.insert(x, root);
+        root
+    }
+    let mut first_card_of_device: BTreeMap<u64, u64> = BTreeMap::new();
+    for p in &active {
+        find(&mut parent, p.card);
+        if let Some(&other) = first_card_of_device.get(&p.device) {
+            let (a, b) = (find(&mut parent, p.card), find(&mut parent, other));
+            let (lo, hi) = (a.min(b), a.max(b));
+            parent.insert(hi, lo);
+        } else {
+            first_card_of_device.insert(p.device, p.card);
+        }
+    }
+    let mut cards: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+    let mut devices: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+    let mut cents: BTreeMap<u64, u64> = BTreeMap::new();
+    for p in &active {
+        let root = find(&mut parent, p.card);
+        cards.entry(root).or_default().insert(p.card);
+        devices.entry(root).or_default().insert(p.device);
+        *cents.entry(root).or_default() += p.amount_cents;
+    }
+    cards
+        .into_iter()
+        .filter_map(|(root, members)| {
+            let ring = *members.iter().next().expect("a component has a card");
+            let ring = Ring {
+                ring,
+                cards: members.len() as u64,
+                devices: devices[&root].len() as u64,
+                amount_cents: cents[&root],
+            };
+            (ring.cards >= MIN_CARDS && ring.amount_cents >= MIN_CENTS).then_some(ring)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pay(ts: u64, card: u64, device: u64, amount_cents: u64) -> (u64, Payment) {
+        (ts, Payment { ts, payment: ts, card, device, merchant: 1, amount_cents })
+    }
+
+    #[test]
+    fn reference_finds_a_ring_while_its_payments_are_active() {
+        let payments = vec![
+            pay(0, 5, 100, 40_000),
+            pay(1_000, 7, 100, 40_000),
+            pay(2_000, 7, 200, 10_000),
+            pay(3_000, 9, 200, 20_000),
+            pay(4_000, 11, 300, 99_000), // its own component
+        ];
+        let ring = Ring { ring: 5, cards: 3, devices: 2, amount_cents: 110_000 };
+        assert_eq!(reference_at(&payments, 3_000), BTreeSet::from([ring]));
+        assert!(reference_at(&payments, 2_000).is_empty(), "two cards only");
+        // The first payment expires at 3,600,000: card 5 leaves, the rest is too small.
+        assert!(reference_at(&payments, WINDOW_MS).is_empty());
+    }
+}
