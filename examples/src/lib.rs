@@ -1,6 +1,7 @@
 //! Kappa's showcase pipelines and the `kappa` command.
 //!
 //! - [`like_counts`]: per post, how many users like it now, from a stream of likes and unlikes.
+//! - [`ranked_feed`]: per user, the best posts of followed authors by integer PageRank.
 //! - [`fraud_alerts`]: rings of cards sharing devices (iteration to a fixpoint), over a one-hour
 //!   window by retraction.
 //! - [`generator`]: synthetic, seeded inputs for the demo, the tests and the benches.
@@ -36,6 +37,7 @@ pub mod generator;
 pub mod job;
 pub mod like_counts;
 pub mod progress;
+pub mod ranked_feed;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
