@@ -84,3 +84,150 @@ mod tests {
         assert!(a.iter().all(|(p, l)| *p == (l.user % 4) as i32));
     }
 }
+
+/// Shape of a generated social graph: follows, posts, and likes of those posts.
+#[derive(Clone, Debug)]
+pub struct SocialConfig {
+    /// Users.
+    pub users: u64,
+    /// Follow and unfollow events.
+    pub follows: usize,
+    /// Posts.
+    pub posts: u64,
+    /// Like and unlike events on those posts.
+    pub likes: usize,
+    /// Partitions of each topic.
+    pub partitions: i32,
+    /// Seed.
+    pub seed: u64,
+}
+
+impl Default for SocialConfig {
+    fn default() -> Self {
+        SocialConfig { users: 300, follows: 3_000, posts: 500, likes: 8_000, partitions: 4, seed: 7 }
+    }
+}
+
+/// A power-law draw in `0..n`: low values are far more likely (cubing a uniform draw).
+fn skewed(rng: &mut SmallRng, n: u64) -> u64 {
+    let r: f64 = rng.random();
+    ((r * r * r) * n as f64) as u64
+}
+
+/// Follow events: followees drawn with power-law popularity, about one in six an unfollow of an
+/// earlier follow. Partitioned by follower.
+pub fn follow_stream(config: &SocialConfig) -> Vec<(i32, crate::ranked_feed::Follow)> {
+    use crate::ranked_feed::{Follow, FollowKind};
+    let mut rng = SmallRng::seed_from_u64(config.seed);
+    let mut edges: Vec<(u64, u64)> = Vec::new();
+    let mut out = Vec::with_capacity(config.follows);
+    for i in 0..config.follows as u64 {
+        let ts = START_MS + i * 20 + rng.random_range(0..2_000);
+        let (follower, followee, kind) = if !edges.is_empty() && rng.random_bool(1.0 / 6.0) {
+            let (a, b) = edges.swap_remove(rng.random_range(0..edges.len()));
+            (a, b, FollowKind::Unfollow)
+        } else {
+            let follower = rng.random_range(0..config.users);
+            let mut followee = skewed(&mut rng, config.users);
+            if followee == follower {
+                followee = (followee + 1) % config.users;
+            }
+            edges.push((follower, followee));
+            (follower, followee, FollowKind::Follow)
+        };
+        out.push(((follower % config.partitions as u64) as i32, Follow { ts, follower, followee, kind }));
+    }
+    out
+}
+
+/// Posts `0..posts`, authors drawn with power-law activity, published over the follow stream's span.
+pub fn post_stream(config: &SocialConfig) -> Vec<(i32, crate::ranked_feed::Post)> {
+    let mut rng = SmallRng::seed_from_u64(config.seed + 1);
+    (0..config.posts)
+        .map(|post| {
+            let ts = START_MS + post * 100 + rng.random_range(0..2_000);
+            let author = skewed(&mut rng, config.users);
+            ((post % config.partitions as u64) as i32, crate::ranked_feed::Post { ts, post, author })
+        })
+        .collect()
+}
+
+/// Likes of the social graph's posts.
+pub fn social_likes(config: &SocialConfig) -> Vec<(i32, Like)> {
+    like_stream(&LikeStreamConfig {
+        events: config.likes,
+        partitions: config.partitions,
+        users: config.users,
+        posts: config.posts,
+        jitter_ms: 3_000,
+        seed: config.seed + 2,
+    })
+}
+
+/// Shape of a generated payment stream.
+#[derive(Clone, Debug)]
+pub struct PaymentConfig {
+    /// Honest payments.
+    pub payments: usize,
+    /// Cards (each honest card mostly uses its own device).
+    pub cards: u64,
+    /// Fraud rings planted among the honest traffic.
+    pub rings: usize,
+    /// Partitions, by card.
+    pub partitions: i32,
+    /// Seed.
+    pub seed: u64,
+}
+
+impl Default for PaymentConfig {
+    fn default() -> Self {
+        PaymentConfig { payments: 30_000, cards: 5_000, rings: 12, partitions: 4, seed: 11 }
+    }
+}
+
+/// Honest payments (a card on its own device, now and then on a random one) with fraud rings
+/// planted among them: 3 to 5 cards sharing one or two devices within minutes, spending big.
+pub fn payment_stream(config: &PaymentConfig) -> Vec<(i32, crate::fraud_alerts::Payment)> {
+    use crate::fraud_alerts::Payment;
+    let mut rng = SmallRng::seed_from_u64(config.seed);
+    let mut out = Vec::new();
+    let span = config.payments as u64 * 1_000;
+    let mut id = 0u64;
+    for i in 0..config.payments as u64 {
+        let card = rng.random_range(0..config.cards);
+        let device = if rng.random_bool(0.02) { rng.random_range(0..config.cards) } else { card };
+        let ts = START_MS + i * 1_000 + rng.random_range(0..3_000);
+        out.push(Payment {
+            ts,
+            payment: id,
+            card,
+            device,
+            merchant: rng.random_range(0..500),
+            amount_cents: rng.random_range(100..20_000),
+        });
+        id += 1;
+    }
+    for r in 0..config.rings as u64 {
+        let start = START_MS + rng.random_range(0..span);
+        let members = rng.random_range(3..=5u64);
+        let devices = [config.cards + 2 * r, config.cards + 2 * r + 1];
+        for m in 0..members {
+            let card = config.cards + 100 * r + m;
+            for k in 0..2u64 {
+                let ts = start + (m * 2 + k) * 30_000;
+                let device = devices[((m + k) % 2) as usize];
+                out.push(Payment {
+                    ts,
+                    payment: id,
+                    card,
+                    device,
+                    merchant: 7,
+                    amount_cents: rng.random_range(20_000..60_000),
+                });
+                id += 1;
+            }
+        }
+    }
+    out.sort_by_key(|p| p.ts);
+    out.into_iter().map(|p| ((p.card % config.partitions as u64) as i32, p)).collect()
+}

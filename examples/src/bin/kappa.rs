@@ -93,8 +93,23 @@ impl LayoutArgs {
 /// Pipelines the command line can run.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Pipeline {
-    /// Per post, how many users like it now.
+    /// Per post, how many users like it now (input `likes`).
     LikeCounts,
+    /// Per user, the ten best posts of followed authors (inputs `follows`, `posts`, `likes`).
+    RankedFeed,
+    /// Rings of cards sharing devices, with their active spend (input `payments`).
+    FraudAlerts,
+}
+
+impl Pipeline {
+    /// The pipeline's inputs, by their default topic names.
+    fn inputs(self) -> &'static [&'static str] {
+        match self {
+            Pipeline::LikeCounts => &["likes"],
+            Pipeline::RankedFeed => &["follows", "posts", "likes"],
+            Pipeline::FraudAlerts => &["payments"],
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -110,9 +125,10 @@ struct ReplayArgs {
     /// The pipeline to run.
     #[arg(long, value_enum)]
     pipeline: Pipeline,
-    /// The topic the pipeline's input reads.
+    /// The topic an input reads: `TOPIC` for a pipeline with one input, or `INPUT=TOPIC` (repeatable)
+    /// to rename any input; inputs not named read the topic of their own name.
     #[arg(long)]
-    topic: String,
+    topic: Vec<String>,
     /// Archive URL to replay first.
     #[arg(long)]
     archive: Option<String>,
@@ -238,17 +254,21 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     if args.archive.is_none() && args.brokers.is_none() {
         anyhow::bail!("give --archive URL (and --then-live --brokers HOST:PORT to continue live), or --brokers alone");
     }
-    let spec = InputSpec {
-        topic: args.topic.clone(),
-        archive: args.archive.clone(),
-        layout: args.layout.layout.clone(),
-        cluster: args.layout.cluster.clone(),
-        brokers: args.brokers.clone(),
-        then_live: args.then_live,
-        exit_when_idle: args.exit_when_idle.map(Duration::from_secs_f64),
-        read_ahead_bytes: Some(args.read_ahead_mib.max(1) << 20),
+    let topics = topics_of(args.pipeline, &args.topic)?;
+    let open = |input: &str| -> anyhow::Result<kappa_examples::job::OpenedInput> {
+        let spec = InputSpec {
+            topic: topics[input].clone(),
+            archive: args.archive.clone(),
+            layout: args.layout.layout.clone(),
+            cluster: args.layout.cluster.clone(),
+            brokers: args.brokers.clone(),
+            then_live: args.then_live,
+            exit_when_idle: args.exit_when_idle.map(Duration::from_secs_f64),
+            read_ahead_bytes: Some(args.read_ahead_mib.max(1) << 20),
+        };
+        open_input(&spec).with_context(|| format!("opening input `{input}` (topic `{}`)", topics[input]))
     };
-    let input = open_input(&spec)?;
+    let inputs: Vec<_> = args.pipeline.inputs().iter().map(|i| open(i)).collect::<anyhow::Result<_>>()?;
     let options = JobOptions {
         lateness_ms: args.lateness_ms,
         on_bad_record: match args.on_bad_record {
@@ -259,7 +279,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         ..JobOptions::default()
     };
     let name = format!("{:?}", args.pipeline);
-    let watcher = match &input.replay {
+    let watcher = match &inputs[0].replay {
         Some(replay) => {
             let totals = ReplayProgress {
                 metrics: replay.metrics(),
@@ -272,11 +292,17 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     };
     let started = Instant::now();
     let sink = JsonLinesSink::new(args.output.clone());
+    let cluster = args.cluster.config();
+    let source = |i: usize| inputs[i].source.clone();
     let report = match args.pipeline {
-        Pipeline::LikeCounts => like_counts::run(&args.cluster.config(), options, input.source, sink),
+        Pipeline::LikeCounts => like_counts::run(&cluster, options, source(0), sink),
+        Pipeline::RankedFeed => {
+            kappa_examples::ranked_feed::run(&cluster, options, source(0), source(1), source(2), sink)
+        }
+        Pipeline::FraudAlerts => kappa_examples::fraud_alerts::run(&cluster, options, source(0), sink),
     };
     drop(watcher);
-    let report = report.with_context(|| format!("running {:?} over topic `{}`", args.pipeline, args.topic))?;
+    let report = report.with_context(|| format!("running {:?} over {:?}", args.pipeline, topics))?;
     let seconds = started.elapsed().as_secs_f64();
     eprintln!(
         "processed {} records in {seconds:.1}s ({:.0} records/s)",
@@ -287,4 +313,31 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         eprintln!("skipped {} malformed record(s)", report.bad_records);
     }
     Ok(())
+}
+
+/// Which topic each input of `pipeline` reads, from `--topic` values.
+fn topics_of(pipeline: Pipeline, given: &[String]) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let inputs = pipeline.inputs();
+    let mut topics: std::collections::BTreeMap<String, String> =
+        inputs.iter().map(|i| (i.to_string(), i.to_string())).collect();
+    for value in given {
+        match value.split_once('=') {
+            Some((input, topic)) => {
+                anyhow::ensure!(
+                    topics.contains_key(input),
+                    "--topic {value}: {pipeline:?} has no input `{input}` (its inputs: {})",
+                    inputs.join(", ")
+                );
+                topics.insert(input.to_string(), topic.to_string());
+            }
+            None if inputs.len() == 1 => {
+                topics.insert(inputs[0].to_string(), value.clone());
+            }
+            None => anyhow::bail!(
+                "--topic {value}: {pipeline:?} reads several inputs ({}); name one as INPUT=TOPIC",
+                inputs.join(", ")
+            ),
+        }
+    }
+    Ok(topics)
 }

@@ -195,5 +195,7 @@ fn malformed_records_fail_by_default_and_are_counted_when_skipped() {
 fn demo_runs_end_to_end_and_verifies() {
     let out = kappa_ok(&["demo", "--events", "200000", "--workers", "2"], &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("verified: like-counts matches the batch reference"), "{stdout}");
+    for pipeline in ["like-counts", "ranked-feed", "fraud-alerts"] {
+        assert!(stdout.contains(&format!("verified: {pipeline} matches the batch reference")), "{stdout}");
+    }
 }
