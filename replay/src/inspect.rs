@@ -33,6 +33,8 @@ pub struct PartitionSummary {
     pub transactional_batches: u64,
     /// Batches of aborted transactions, skipped.
     pub aborted_batches: u64,
+    /// What the layout noted about segments (choices among uploads, say).
+    pub notes: Vec<String>,
     /// Segments that failed their checks: key and reason.
     pub damaged: Vec<(String, String)>,
 }
@@ -96,6 +98,7 @@ pub fn summarize(archive: &Archive, topic: &str) -> Result<TopicSummary> {
             for segment in archive.layout.segments(archive, topic, p).await? {
                 summary.segments += 1;
                 summary.bytes += segment.size;
+                summary.notes.extend(segment.note.clone());
                 let first = summary.offsets.map_or(segment.base_offset, |(f, _)| f);
                 summary.offsets = Some((first, segment.next_offset));
                 match fetch_and_check(archive, &segment).await {

@@ -226,6 +226,7 @@ pub(crate) fn decode_checked_summary(
     from: Offset,
 ) -> Result<(Vec<Record>, crate::segment::SegmentSummary)> {
     let object = segment.key.as_ref();
+    let bytes = &segment.transform.apply(object, bytes)?;
     let mut records = Vec::new();
     let options = DecodeOptions {
         from: Some(from),

@@ -228,6 +228,11 @@ fn archive_inspect(url: &str, topic: &str, layout: &LayoutArgs) -> anyhow::Resul
     if let Some(note) = summary.transactions_note() {
         println!("{note}");
     }
+    for (p, s) in &summary.partitions {
+        for note in &s.notes {
+            println!("partition {p}: {note}");
+        }
+    }
     for (key, reason) in summary.damaged() {
         println!("damaged: {key}: {reason}");
     }

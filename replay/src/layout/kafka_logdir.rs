@@ -151,6 +151,8 @@ impl ArchiveLayout for KafkaLogDirLayout {
                     size: meta.size,
                     relative_offsets: false,
                     aborted: aborted.clone(),
+                    transform: Default::default(),
+                    note: None,
                 });
             }
             Ok(out)

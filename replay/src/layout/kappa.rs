@@ -86,6 +86,8 @@ impl ArchiveLayout for KappaLayout {
                     size: meta.size,
                     relative_offsets: false,
                     aborted: Default::default(),
+                    transform: Default::default(),
+                    note: None,
                 });
             }
             out.sort_by_key(|s| s.base_offset);

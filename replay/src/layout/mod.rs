@@ -8,6 +8,7 @@
 pub(crate) mod conformance;
 mod kafka_logdir;
 mod kappa;
+mod kip405;
 mod tansu;
 
 use futures::future::BoxFuture;
@@ -16,6 +17,7 @@ use object_store::path::Path;
 
 pub use kafka_logdir::{encode_txn_index, parse_txn_index, KafkaLogDirLayout};
 pub use kappa::KappaLayout;
+pub use kip405::{Chunks, Kip405Layout, Manifest};
 pub use tansu::TansuLayout;
 
 use crate::archive::Archive;
@@ -37,6 +39,30 @@ pub struct SegmentRef {
     pub relative_offsets: bool,
     /// Aborted transactions of the partition, where the layout records them.
     pub aborted: std::sync::Arc<Vec<crate::segment::AbortedTxn>>,
+    /// How the object's bytes turn into the segment's batches.
+    pub transform: Transform,
+    /// Something `inspect` should say about this segment (a choice among uploads, say).
+    pub note: Option<String>,
+}
+
+/// How a segment object's bytes turn into RecordBatches.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Transform {
+    /// The object is the batches.
+    #[default]
+    None,
+    /// Chunked and transformed by a remote storage manager (KIP-405).
+    Chunked(std::sync::Arc<Chunks>),
+}
+
+impl Transform {
+    /// The batches of `bytes`, the object `object`.
+    pub fn apply(&self, object: &str, bytes: &bytes::Bytes) -> Result<bytes::Bytes> {
+        match self {
+            Transform::None => Ok(bytes.clone()),
+            Transform::Chunked(chunks) => chunks.untransform(object, bytes),
+        }
+    }
 }
 
 /// The key scheme of one platform's archives.
@@ -59,7 +85,7 @@ pub trait ArchiveLayout: Send + Sync {
 }
 
 /// The layouts `--layout` accepts.
-pub const LAYOUTS: [&str; 3] = ["kappa", "tansu", "kafka-logdir"];
+pub const LAYOUTS: [&str; 4] = ["kappa", "tansu", "kafka-logdir", "kip405"];
 
 /// Picks the layout of an archive: the one named, or the one its top-level keys show.
 ///
@@ -76,6 +102,7 @@ pub(crate) async fn choose(
         Some("kappa") => return Ok(std::sync::Arc::new(KappaLayout)),
         Some("tansu") => return Ok(tansu()),
         Some("kafka-logdir") => return Ok(std::sync::Arc::new(KafkaLogDirLayout)),
+        Some("kip405") => return Ok(std::sync::Arc::new(Kip405Layout)),
         Some(other) => {
             return Err(Error::InvalidUrl {
                 url: url.to_string(),
@@ -91,12 +118,15 @@ pub(crate) async fn choose(
     let tops: Vec<&str> = listing.common_prefixes.iter().filter_map(|p| p.filename()).collect();
     // A Kafka log directory has `{topic}-{partition}` directories (and no `kappa/`, `clusters/`).
     let logdir = tops.iter().any(|t| t.rsplit_once('-').is_some_and(|(_, p)| p.parse::<u32>().is_ok()));
-    match (tops.contains(&"kappa"), tops.contains(&"clusters"), logdir) {
-        (true, false, false) => Ok(std::sync::Arc::new(KappaLayout)),
-        (false, true, false) => Ok(tansu()),
-        (false, false, true) => Ok(std::sync::Arc::new(KafkaLogDirLayout)),
+    // KIP-405 uploads sit under `{topic}-{topicId}`.
+    let kip405 = tops.iter().any(|t| kip405::strip_topic_id(t).is_some());
+    match (tops.contains(&"kappa"), tops.contains(&"clusters"), logdir, kip405) {
+        (true, false, false, false) => Ok(std::sync::Arc::new(KappaLayout)),
+        (false, true, false, false) => Ok(tansu()),
+        (false, false, true, false) => Ok(std::sync::Arc::new(KafkaLogDirLayout)),
+        (false, false, false, true) => Ok(std::sync::Arc::new(Kip405Layout)),
         // Empty (or not yet written): Kappa's own layout, which `archive write` creates.
-        (false, false, false) => Ok(std::sync::Arc::new(KappaLayout)),
+        (false, false, false, false) => Ok(std::sync::Arc::new(KappaLayout)),
         _ => Err(Error::InvalidUrl {
             url: url.to_string(),
             reason: format!("its top-level keys ({}) fit several layouts: choose one with --layout", tops.join(", ")),

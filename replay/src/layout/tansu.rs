@@ -123,6 +123,8 @@ impl ArchiveLayout for TansuLayout {
                     size: meta.size,
                     relative_offsets: true,
                     aborted: Default::default(),
+                    transform: Default::default(),
+                    note: None,
                 });
             }
             Ok(out)
