@@ -31,6 +31,11 @@ pub trait Sink<D>: Clone + Send + Sync + 'static {
     fn finish(&mut self) -> Result<(), BoxError> {
         Ok(())
     }
+    /// Called when every time before `upper` is complete and written (whether or not it had
+    /// updates): for progress reports, latency measurements, durable progress records.
+    fn advanced(&mut self, _upper: Time) -> Result<(), BoxError> {
+        Ok(())
+    }
 }
 
 /// Attaches `sink` to `collection` behind the consistency protocol. Returns nothing: completion is
@@ -50,6 +55,7 @@ pub(crate) fn consistent_sink<D, S>(
     let writes = collection.inner.scope().index() == 0;
     let mut pending: BTreeMap<Time, Vec<(D, Diff)>> = BTreeMap::new();
     let mut done = false;
+    let mut last_upper: Option<Time> = None;
     let route_all_to_worker_zero = Exchange::new(|_update: &(D, Time, Diff)| 0u64);
     collection.inner.sink(route_all_to_worker_zero, "ConsistentSink", move |(input, frontier)| {
         input.for_each(|_time, data| {
@@ -71,6 +77,17 @@ pub(crate) fn consistent_sink<D, S>(
                 if let Err(source) = sink.write(time, &updates) {
                     metrics.fail(Error::Sink { time, source });
                     return;
+                }
+            }
+        }
+        if writes {
+            if let Some(&upper) = frontier.frontier().first() {
+                if last_upper != Some(upper) {
+                    last_upper = Some(upper);
+                    if let Err(source) = sink.advanced(upper) {
+                        metrics.fail(Error::Sink { time: upper, source });
+                        return;
+                    }
                 }
             }
         }
