@@ -28,3 +28,27 @@ pub fn like_segment(n: usize, batch: usize) -> Bytes {
     }
     Bytes::from(out)
 }
+
+/// The machine a figure came from: cores and CPU model (and memory, with `with_memory`).
+pub fn machine(with_memory: bool) -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let mut text = format!("{cores} cores ({model})");
+    if with_memory {
+        let gib = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<u64>().ok())
+            })
+            .map_or(0, |kb| kb / (1 << 20));
+        text.push_str(&format!(", {gib} GiB"));
+    }
+    text
+}

@@ -5,7 +5,7 @@
 //! [`split_input`], which serves a history partly from an archive and partly "live".
 #![forbid(missing_docs)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -75,4 +75,29 @@ pub fn reference_times(timestamps: &[u64], lateness_ms: u64) -> Vec<u64> {
             ts.max(floor)
         })
         .collect()
+}
+
+/// The output collection at time `t`: updates at times up to `t`, summed per row. Fails if a row
+/// is left with a multiplicity other than 0 or 1, which a set-valued pipeline never produces.
+pub fn accumulated_at<D: Ord + Clone + std::fmt::Debug>(
+    updates: &[(D, u64, isize)],
+    t: u64,
+) -> Result<BTreeSet<D>, String> {
+    let mut sums: BTreeMap<&D, isize> = BTreeMap::new();
+    for (row, time, diff) in updates {
+        if *time <= t {
+            *sums.entry(row).or_default() += diff;
+        }
+    }
+    let mut out = BTreeSet::new();
+    for (row, n) in sums {
+        match n {
+            0 => {}
+            1 => {
+                out.insert(row.clone());
+            }
+            n => return Err(format!("row {row:?} has multiplicity {n} at time {t}")),
+        }
+    }
+    Ok(out)
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use kappa_engine::{ClusterConfig, JobOptions, MemorySink};
 use kappa_examples::fraud_alerts::{self, Payment, Ring, WINDOW_MS};
-use kappa_proptests::{json_record, reference_times, split_input, SplitPartition};
+use kappa_proptests::{accumulated_at, json_record, reference_times, split_input, SplitPartition};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -79,15 +79,7 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
     }
     for &t in &times {
         let expected = fraud_alerts::reference_at(&timed, t);
-        let mut acc: std::collections::BTreeMap<Ring, isize> = Default::default();
-        for (ring, ut, diff) in &updates {
-            if *ut <= t {
-                *acc.entry(*ring).or_default() += diff;
-            }
-        }
-        acc.retain(|_, d| *d != 0);
-        prop_assert!(acc.values().all(|&d| d == 1), "a ring with multiplicity other than 1 at {}: {:?}", t, acc);
-        let actual: BTreeSet<Ring> = acc.into_keys().collect();
+        let actual = accumulated_at(&updates, t).map_err(TestCaseError::fail)?;
         prop_assert_eq!(actual, expected, "accumulated output at time {} differs from the reference", t);
     }
     Ok(())

@@ -1,12 +1,10 @@
 //! Ranked feed, from three topics replayed from archives and continued live, against the batch
 //! reference (plain-Rust PageRank, like counts and top-10 per user) at every completed time.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use kappa_engine::{ClusterConfig, JobOptions, MemorySink};
 use kappa_examples::like_counts::{Kind, Like};
 use kappa_examples::ranked_feed::{self, FeedEntry, Follow, FollowKind, Post};
-use kappa_proptests::{json_record, reference_times, split_input, SplitPartition};
+use kappa_proptests::{accumulated_at, json_record, reference_times, split_input, SplitPartition};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -99,15 +97,7 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
     for &t in &times {
         let (f, p, l) = (upto(&tf, t), upto(&tp, t), upto(&tl, t));
         let expected = ranked_feed::reference(&f, &p, &l);
-        let mut acc: BTreeMap<FeedEntry, isize> = BTreeMap::new();
-        for (row, ut, diff) in &updates {
-            if *ut <= t {
-                *acc.entry(*row).or_default() += diff;
-            }
-        }
-        acc.retain(|_, d| *d != 0);
-        prop_assert!(acc.values().all(|&d| d == 1), "multiplicity other than 1 at {}", t);
-        let actual: BTreeSet<FeedEntry> = acc.into_keys().collect();
+        let actual = accumulated_at(&updates, t).map_err(TestCaseError::fail)?;
         prop_assert_eq!(actual, expected, "accumulated output at time {} differs from the reference", t);
     }
     Ok(())

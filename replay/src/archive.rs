@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::error::{Error, Result};
 use crate::layout::ArchiveLayout;
@@ -70,6 +70,38 @@ impl Archive {
         };
         let layout = runtime().block_on(crate::layout::choose(store.as_ref(), &prefix, url, layout, cluster))?;
         Ok(Archive { url: url.to_string(), store, prefix, layout })
+    }
+
+    /// The whole object `key`.
+    pub async fn fetch(&self, key: &Path) -> Result<bytes::Bytes> {
+        let object = key.to_string();
+        self.store
+            .get(key)
+            .await
+            .map_err(|source| Error::ObjectStore { object: object.clone(), source })?
+            .bytes()
+            .await
+            .map_err(|source| Error::ObjectStore { object, source })
+    }
+
+    /// The names of the "directories" directly under `dir`.
+    pub async fn list_dirs(&self, dir: &Path) -> Result<Vec<String>> {
+        let listing = self
+            .store
+            .list_with_delimiter(Some(dir))
+            .await
+            .map_err(|source| Error::ObjectStore { object: dir.to_string(), source })?;
+        Ok(listing.common_prefixes.iter().filter_map(|p| p.filename().map(String::from)).collect())
+    }
+
+    /// Every object under `dir`, at any depth.
+    pub async fn list_objects(&self, dir: &Path) -> Result<Vec<object_store::ObjectMeta>> {
+        use futures::TryStreamExt;
+        self.store
+            .list(Some(dir))
+            .try_collect()
+            .await
+            .map_err(|source| Error::ObjectStore { object: dir.to_string(), source })
     }
 
     /// The key `relative` under this archive's prefix.

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use kappa_engine::Offset;
-use object_store::ObjectStoreExt;
 
 use crate::archive::{runtime, Archive};
 use crate::error::{Error, Result};
@@ -74,15 +73,7 @@ impl TopicSummary {
 }
 
 async fn fetch_and_check(archive: &Archive, segment: &SegmentRef) -> Result<(u64, crate::segment::SegmentSummary)> {
-    let object = segment.key.to_string();
-    let bytes = archive
-        .store
-        .get(&segment.key)
-        .await
-        .map_err(|source| Error::ObjectStore { object: object.clone(), source })?
-        .bytes()
-        .await
-        .map_err(|source| Error::ObjectStore { object, source })?;
+    let bytes = archive.fetch(&segment.key).await?;
     let (_, summary) = decode_checked_summary(segment, &bytes, Offset::MIN)?;
     Ok((bytes.len() as u64, summary))
 }

@@ -325,19 +325,7 @@ fn fraud(args: &Args, md: &mut String) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let machine = format!(
-        "{} cores ({})",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l
-                .split(':')
-                .nth(1)
-                .unwrap_or("")
-                .trim()
-                .to_string()))
-            .unwrap_or_default()
-    );
+    let machine = kappa_benches::machine(false);
     let mut md = format!("# Pipeline benchmarks\n\nMachine: {machine}. Command: `cargo run --release -p kappa-benches --bin pipelines_bench -- --users {} --edges {} --updates {} --payments {}`.\n\n", args.users, args.edges, args.updates, args.payments);
     fraud(&args, &mut md)?;
     ranked_feed_latency(&args, &mut md)?;

@@ -320,27 +320,7 @@ fn main() -> anyhow::Result<()> {
         rows.push((variant.clone(), outcome));
     }
 
-    let machine = format!(
-        "{} cores ({}), {} GiB",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l
-                .split(':')
-                .nth(1)
-                .unwrap_or("")
-                .trim()
-                .to_string()))
-            .unwrap_or_default(),
-        std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|m| m
-                .lines()
-                .next()
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok()))
-            .map_or(0, |kb| kb / (1 << 20)),
-    );
+    let machine = kappa_benches::machine(true);
     let mut md = String::new();
     md.push_str(&format!(
         "# Replay benchmark\n\nLike counts over {} records ({} partitions, {} MiB archive, {codec:?} batches of 1000, {} records per segment).\nMachine: {machine}. Command: `cargo run --release -p kappa-benches --bin replay_bench -- --records {}`.\n\n",

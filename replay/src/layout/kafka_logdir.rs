@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use futures::{FutureExt, TryStreamExt};
+use futures::FutureExt;
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
 
@@ -80,16 +80,10 @@ impl ArchiveLayout for KafkaLogDirLayout {
 
     fn partitions<'a>(&'a self, archive: &'a Archive, topic: &'a str) -> BoxFuture<'a, Result<Vec<i32>>> {
         async move {
-            let listing = archive
-                .store
-                .list_with_delimiter(Some(&archive.prefix))
-                .await
-                .map_err(|source| Error::ObjectStore { object: archive.prefix.to_string(), source })?;
-            let mut out: Vec<i32> = listing
-                .common_prefixes
+            let dirs = archive.list_dirs(&archive.prefix).await?;
+            let mut out: Vec<i32> = dirs
                 .iter()
-                .filter_map(|p| {
-                    let name = p.filename()?;
+                .filter_map(|name| {
                     let (t, partition) = name.rsplit_once('-')?;
                     (t == topic).then(|| partition.parse().ok()).flatten()
                 })
@@ -108,12 +102,7 @@ impl ArchiveLayout for KafkaLogDirLayout {
     ) -> BoxFuture<'a, Result<Vec<SegmentRef>>> {
         async move {
             let dir = Self::dir(archive, topic, partition);
-            let objects: Vec<_> = archive
-                .store
-                .list(Some(&dir))
-                .try_collect()
-                .await
-                .map_err(|source| Error::ObjectStore { object: dir.to_string(), source })?;
+            let objects = archive.list_objects(&dir).await?;
             let mut logs = Vec::new();
             let mut aborted = Vec::new();
             for meta in &objects {
@@ -123,15 +112,7 @@ impl ArchiveLayout for KafkaLogDirLayout {
                         logs.push((base, meta.clone()));
                     }
                 } else if name.ends_with(".txnindex") {
-                    let object = meta.location.to_string();
-                    let bytes = archive
-                        .store
-                        .get(&meta.location)
-                        .await
-                        .map_err(|source| Error::ObjectStore { object: object.clone(), source })?
-                        .bytes()
-                        .await
-                        .map_err(|source| Error::ObjectStore { object, source })?;
+                    let bytes = archive.fetch(&meta.location).await?;
                     aborted.extend(parse_txn_index(meta.location.as_ref(), &bytes)?);
                 }
             }

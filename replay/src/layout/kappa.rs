@@ -9,7 +9,7 @@
 //! next offset in the key gives a partition's end without reading any segment.
 
 use futures::future::BoxFuture;
-use futures::{FutureExt, TryStreamExt};
+use futures::FutureExt;
 use kappa_engine::Offset;
 use object_store::path::Path;
 
@@ -43,13 +43,8 @@ impl ArchiveLayout for KappaLayout {
     fn partitions<'a>(&'a self, archive: &'a Archive, topic: &'a str) -> BoxFuture<'a, Result<Vec<i32>>> {
         async move {
             let dir = archive.key(&format!("kappa/{topic}"));
-            let listing = archive
-                .store
-                .list_with_delimiter(Some(&dir))
-                .await
-                .map_err(|source| Error::ObjectStore { object: dir.to_string(), source })?;
-            let mut out: Vec<i32> =
-                listing.common_prefixes.iter().filter_map(|p| p.filename().and_then(|f| f.parse().ok())).collect();
+            let dirs = archive.list_dirs(&dir).await?;
+            let mut out: Vec<i32> = dirs.iter().filter_map(|f| f.parse().ok()).collect();
             out.sort();
             Ok(out)
         }
@@ -64,12 +59,7 @@ impl ArchiveLayout for KappaLayout {
     ) -> BoxFuture<'a, Result<Vec<SegmentRef>>> {
         async move {
             let dir = archive.key(&format!("kappa/{topic}/{partition:010}"));
-            let objects: Vec<_> = archive
-                .store
-                .list(Some(&dir))
-                .try_collect()
-                .await
-                .map_err(|source| Error::ObjectStore { object: dir.to_string(), source })?;
+            let objects = archive.list_objects(&dir).await?;
             let mut out = Vec::new();
             for meta in objects {
                 let name = meta.location.filename().unwrap_or_default();

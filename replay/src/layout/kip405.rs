@@ -25,9 +25,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use futures::{FutureExt, TryStreamExt};
+use futures::FutureExt;
 use object_store::path::Path;
-use object_store::ObjectStoreExt;
 use serde::Deserialize;
 
 use super::{ArchiveLayout, SegmentRef, Transform};
@@ -264,18 +263,14 @@ fn base64_encode(bytes: &[u8]) -> String {
 impl Kip405Layout {
     /// The directory of `topic` (whatever its topic id) under the archive.
     async fn topic_dir(archive: &Archive, topic: &str) -> Result<Option<Path>> {
-        let listing = archive
-            .store
-            .list_with_delimiter(Some(&archive.prefix))
-            .await
-            .map_err(|source| Error::ObjectStore { object: archive.prefix.to_string(), source })?;
-        let mut dirs: Vec<Path> = listing
-            .common_prefixes
+        let mut dirs: Vec<String> = archive
+            .list_dirs(&archive.prefix)
+            .await?
             .into_iter()
-            .filter(|p| p.filename().is_some_and(|f| strip_topic_id(f) == Some(topic)))
+            .filter(|name| strip_topic_id(name) == Some(topic))
             .collect();
         dirs.sort();
-        Ok(dirs.into_iter().next())
+        Ok(dirs.into_iter().next().map(|name| archive.prefix.clone().join(name)))
     }
 }
 
@@ -302,13 +297,8 @@ impl ArchiveLayout for Kip405Layout {
     fn partitions<'a>(&'a self, archive: &'a Archive, topic: &'a str) -> BoxFuture<'a, Result<Vec<i32>>> {
         async move {
             let Some(dir) = Self::topic_dir(archive, topic).await? else { return Ok(Vec::new()) };
-            let listing = archive
-                .store
-                .list_with_delimiter(Some(&dir))
-                .await
-                .map_err(|source| Error::ObjectStore { object: dir.to_string(), source })?;
-            let mut out: Vec<i32> =
-                listing.common_prefixes.iter().filter_map(|p| p.filename().and_then(|f| f.parse().ok())).collect();
+            let dirs = archive.list_dirs(&dir).await?;
+            let mut out: Vec<i32> = dirs.iter().filter_map(|f| f.parse().ok()).collect();
             out.sort();
             Ok(out)
         }
@@ -324,12 +314,7 @@ impl ArchiveLayout for Kip405Layout {
         async move {
             let Some(topic_dir) = Self::topic_dir(archive, topic).await? else { return Ok(Vec::new()) };
             let dir = topic_dir.clone().join(partition.to_string());
-            let objects: Vec<_> = archive
-                .store
-                .list(Some(&dir))
-                .try_collect()
-                .await
-                .map_err(|source| Error::ObjectStore { object: dir.to_string(), source })?;
+            let objects = archive.list_objects(&dir).await?;
             // Per base offset, every upload: (segment id, log object).
             let mut uploads: BTreeMap<i64, Vec<(String, object_store::ObjectMeta)>> = BTreeMap::new();
             for meta in &objects {
@@ -344,7 +329,7 @@ impl ArchiveLayout for Kip405Layout {
                 let mut read = Vec::new();
                 for (id, meta) in candidates.drain(..) {
                     let manifest_key = dir.clone().join(format!("{base:020}-{id}.rsm-manifest"));
-                    let manifest = fetch(archive, &manifest_key).await?;
+                    let manifest = archive.fetch(&manifest_key).await?;
                     let manifest: Manifest = serde_json::from_slice(&manifest).map_err(|e| Error::Inconsistent {
                         object: manifest_key.to_string(),
                         reason: format!("not an RSM manifest: {e}"),
@@ -354,7 +339,7 @@ impl ArchiveLayout for Kip405Layout {
                         byte_offset: 0,
                         what,
                     })?;
-                    let bytes = fetch(archive, &meta.location).await?;
+                    let bytes = archive.fetch(&meta.location).await?;
                     // A damaged upload still lists (its end then unknown): replay and `verify`
                     // report the damage by object when they read it.
                     let next = match chunks.untransform(meta.location.as_ref(), &bytes) {
@@ -401,18 +386,6 @@ impl ArchiveLayout for Kip405Layout {
     }
 }
 
-async fn fetch(archive: &Archive, key: &Path) -> Result<Bytes> {
-    let object = key.to_string();
-    archive
-        .store
-        .get(key)
-        .await
-        .map_err(|source| Error::ObjectStore { object: object.clone(), source })?
-        .bytes()
-        .await
-        .map_err(|source| Error::ObjectStore { object, source })
-}
-
 /// The last offset of the batches in an untransformed segment.
 fn last_offset(object: &str, plain: &Bytes) -> Result<Option<i64>> {
     let mut records = Vec::new();
@@ -425,6 +398,7 @@ mod tests {
     use super::*;
     use crate::layout::conformance::{check_layout, history};
     use crate::segment::{encode_batch_with, Codec};
+    use object_store::ObjectStoreExt;
 
     #[test]
     fn variable_size_lists_decode_like_the_published_example() {

@@ -12,7 +12,7 @@
 //! header (a 61-byte ranged read).
 
 use futures::future::BoxFuture;
-use futures::{FutureExt, TryStreamExt};
+use futures::FutureExt;
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
 
@@ -33,13 +33,8 @@ impl TansuLayout {
             return Ok(c.clone());
         }
         let dir = archive.key("clusters");
-        let listing = archive
-            .store
-            .list_with_delimiter(Some(&dir))
-            .await
-            .map_err(|source| Error::ObjectStore { object: dir.to_string(), source })?;
-        let clusters: Vec<String> =
-            listing.common_prefixes.iter().filter_map(|p| p.filename().map(String::from)).collect();
+        let dirs = archive.list_dirs(&dir).await?;
+        let clusters: Vec<String> = dirs;
         match clusters.as_slice() {
             [only] => Ok(only.clone()),
             [] => Err(Error::Inconsistent { object: dir.to_string(), reason: "holds no Tansu cluster".into() }),
@@ -64,13 +59,8 @@ impl ArchiveLayout for TansuLayout {
         async move {
             let cluster = self.cluster(archive).await?;
             let dir = archive.key(&format!("clusters/{cluster}/topics/{topic}/partitions"));
-            let listing = archive
-                .store
-                .list_with_delimiter(Some(&dir))
-                .await
-                .map_err(|source| Error::ObjectStore { object: dir.to_string(), source })?;
-            let mut out: Vec<i32> =
-                listing.common_prefixes.iter().filter_map(|p| p.filename().and_then(|f| f.parse().ok())).collect();
+            let dirs = archive.list_dirs(&dir).await?;
+            let mut out: Vec<i32> = dirs.iter().filter_map(|f| f.parse().ok()).collect();
             out.sort();
             Ok(out)
         }
@@ -86,12 +76,7 @@ impl ArchiveLayout for TansuLayout {
         async move {
             let cluster = self.cluster(archive).await?;
             let dir = Self::partition_dir(archive, &cluster, topic, partition);
-            let objects: Vec<_> = archive
-                .store
-                .list(Some(&dir))
-                .try_collect()
-                .await
-                .map_err(|source| Error::ObjectStore { object: dir.to_string(), source })?;
+            let objects = archive.list_objects(&dir).await?;
             let mut found = Vec::new();
             for meta in objects {
                 let name = meta.location.filename().unwrap_or_default();
