@@ -397,7 +397,7 @@ fn last_offset(object: &str, plain: &Bytes) -> Result<Option<i64>> {
 mod tests {
     use super::*;
     use crate::layout::conformance::{check_layout, history};
-    use crate::segment::{encode_batch_with, Codec};
+    use crate::segment::{control_record, encode_batch_full, encode_batch_with, BatchOptions, Codec};
     use object_store::ObjectStoreExt;
 
     #[test]
@@ -413,10 +413,20 @@ mod tests {
     fn write_kip405(archive: &Archive) -> Path {
         let mut victim = None;
         for (p, records) in history() {
+            let last_chunk = (records.len() - 1) / 16;
             for (n, chunk) in records.chunks(16).enumerate() {
                 let mut plain = Vec::new();
+                // Partition 0 ends with a committed transaction: its batches and the commit marker.
+                let txn = p == 0 && n == last_chunk;
+                let codec = if n % 2 == 0 { Codec::Lz4 } else { Codec::None };
+                let options =
+                    BatchOptions { codec, producer_id: if txn { 9 } else { -1 }, transactional: txn, control: false };
                 for batch in chunk.chunks(5) {
-                    encode_batch_with(batch, if n % 2 == 0 { Codec::Lz4 } else { Codec::None }, &mut plain);
+                    encode_batch_full(batch, &options, &mut plain);
+                }
+                if txn {
+                    let marker = control_record(chunk[chunk.len() - 1].offset + 1, 0, true);
+                    encode_batch_full(&[marker], &BatchOptions { control: true, ..options }, &mut plain);
                 }
                 let base = chunk[0].offset;
                 let dir = format!("t-AAAAAAAAAAAAAAAAAAAAAA/{p}");
@@ -466,6 +476,9 @@ mod tests {
         assert!(segments[0].note.as_deref().is_some_and(|n| n.contains("2 uploads, reading segment 5f1d")));
         let detected = Archive::open_layout("memory://conformance-kip405", None, None).expect("opens");
         assert_eq!(detected.layout.name(), "kip405");
+        let summary = crate::inspect::summarize(&archive, "t").expect("summarizes");
+        assert_eq!(summary.partitions[&0].control_batches, 1, "the commit marker is skipped");
+        assert!(summary.transactions_note().expect("has a transaction").contains("does not record"));
         check_layout(&archive, "t", &history(), &victim);
     }
 
