@@ -94,6 +94,13 @@ impl Archive {
         Ok(listing.common_prefixes.iter().filter_map(|p| p.filename().map(String::from)).collect())
     }
 
+    /// The numbered "directories" directly under `dir` (partitions, in every layout), sorted.
+    pub async fn list_numbered_dirs(&self, dir: &Path) -> Result<Vec<i32>> {
+        let mut out: Vec<i32> = self.list_dirs(dir).await?.iter().filter_map(|f| f.parse().ok()).collect();
+        out.sort();
+        Ok(out)
+    }
+
     /// Every object under `dir`, at any depth.
     pub async fn list_objects(&self, dir: &Path) -> Result<Vec<object_store::ObjectMeta>> {
         use futures::TryStreamExt;

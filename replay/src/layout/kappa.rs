@@ -43,10 +43,7 @@ impl ArchiveLayout for KappaLayout {
     fn partitions<'a>(&'a self, archive: &'a Archive, topic: &'a str) -> BoxFuture<'a, Result<Vec<i32>>> {
         async move {
             let dir = archive.key(&format!("kappa/{topic}"));
-            let dirs = archive.list_dirs(&dir).await?;
-            let mut out: Vec<i32> = dirs.iter().filter_map(|f| f.parse().ok()).collect();
-            out.sort();
-            Ok(out)
+            archive.list_numbered_dirs(&dir).await
         }
         .boxed()
     }

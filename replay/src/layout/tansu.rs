@@ -59,10 +59,7 @@ impl ArchiveLayout for TansuLayout {
         async move {
             let cluster = self.cluster(archive).await?;
             let dir = archive.key(&format!("clusters/{cluster}/topics/{topic}/partitions"));
-            let dirs = archive.list_dirs(&dir).await?;
-            let mut out: Vec<i32> = dirs.iter().filter_map(|f| f.parse().ok()).collect();
-            out.sort();
-            Ok(out)
+            archive.list_numbered_dirs(&dir).await
         }
         .boxed()
     }
