@@ -20,9 +20,9 @@ use kappa_connectors::kafka::producer::{produce, OutgoingRecord};
 use kappa_engine::{JobOptions, MemorySink};
 use rdkafka::mocking::MockCluster;
 
-use crate::generator::{like_stream, LikeStreamConfig};
+use crate::generator::{like_records, like_stream, LikeStreamConfig};
 use crate::job::{open_input, ClusterArgs, InputSpec};
-use crate::like_counts::{self, Like, PostLikes};
+use crate::like_counts::{self, PostLikes};
 use crate::progress::{progress, ProgressWatcher};
 
 /// Options of `kappa demo`.
@@ -53,15 +53,6 @@ pub struct DemoArgs {
 
 /// Events per partition produced between two archive runs, well inside the mock broker's retention.
 const ROUND_EVENTS_PER_PARTITION: usize = 40_000;
-
-fn outgoing(events: &[(i32, Like)]) -> impl Iterator<Item = OutgoingRecord> + '_ {
-    events.iter().map(|(partition, like)| OutgoingRecord {
-        partition: *partition,
-        key: like.user.to_string().into_bytes(),
-        value: serde_json::to_vec(like).expect("likes serialize"),
-        timestamp: like.ts as i64,
-    })
-}
 
 /// Runs the demo; an error if anything fails or the result does not match the reference.
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -107,7 +98,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let (mut archived, mut segments, mut rounds) = (0, 0, 0);
     let bar = progress("producing and archiving history");
     for chunk in events[..split].chunks(round) {
-        produce(&brokers, &topic, outgoing(chunk), &|_| ())?;
+        produce(&brokers, &topic, like_records(chunk), &|_| ())?;
         let written = kappa_replay::writer::write_archive(&archive, &brokers, &topic, &|_| ())?;
         archived += written.records;
         segments += written.partitions.values().map(|(_, _, s)| s).sum::<usize>();
@@ -118,7 +109,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("archived {archived} records into {segments} segments in {rounds} rounds at {url}");
 
     let bar = progress("producing live");
-    produce(&brokers, &topic, outgoing(&events[split..]), &|n| bar.set_position(n))?;
+    produce(&brokers, &topic, like_records(&events[split..]), &|n| bar.set_position(n))?;
     bar.finish_and_clear();
 
     let idle = Duration::from_secs(1);

@@ -231,3 +231,16 @@ pub fn payment_stream(config: &PaymentConfig) -> Vec<(i32, crate::fraud_alerts::
     out.sort_by_key(|p| p.ts);
     out.into_iter().map(|p| ((p.card % config.partitions as u64) as i32, p)).collect()
 }
+
+/// Like events as Kafka records: keyed by user, JSON value, timestamped by `ts`.
+pub fn like_records(events: &[(i32, Like)]) -> Vec<kappa_connectors::kafka::producer::OutgoingRecord> {
+    events
+        .iter()
+        .map(|(partition, like)| kappa_connectors::kafka::producer::OutgoingRecord {
+            partition: *partition,
+            key: like.user.to_string().into_bytes(),
+            value: serde_json::to_vec(like).expect("likes serialize"),
+            timestamp: like.ts as i64,
+        })
+        .collect()
+}

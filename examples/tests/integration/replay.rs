@@ -4,25 +4,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use kappa_connectors::kafka::producer::{produce, OutgoingRecord};
-use kappa_examples::generator::{like_stream, LikeStreamConfig};
+use kappa_examples::generator::{like_records, like_stream, LikeStreamConfig};
 use kappa_examples::like_counts::{self, Like, PostLikes};
 
 use crate::harness::{kappa, kappa_ok, unique, Moto, Tansu};
 
-fn outgoing(events: &[(i32, Like)]) -> Vec<OutgoingRecord> {
-    events
-        .iter()
-        .map(|(p, l)| OutgoingRecord {
-            partition: *p,
-            key: l.user.to_string().into_bytes(),
-            value: serde_json::to_vec(l).expect("serializes"),
-            timestamp: l.ts as i64,
-        })
-        .collect()
-}
-
 fn produce_likes(tansu: &Tansu, topic: &str, events: &[(i32, Like)]) {
-    produce(&tansu.brokers, topic, outgoing(events), &|_| ()).expect("produce to tansu");
+    produce(&tansu.brokers, topic, like_records(events), &|_| ()).expect("produce to tansu");
 }
 
 /// Sums `diff` per `data` over a JSON-lines output file.
@@ -174,7 +162,7 @@ fn malformed_records_fail_by_default_and_are_counted_when_skipped() {
     let tansu = Tansu::shared();
     let topic = unique("likes");
     tansu.create_topic(&topic, 1);
-    let mut records = outgoing(&events(50, 1, 9));
+    let mut records = like_records(&events(50, 1, 9));
     records.insert(
         20,
         OutgoingRecord { partition: 0, key: vec![], value: b"{\"ts\":1,\"user\":2}".to_vec(), timestamp: 0 },

@@ -1,8 +1,8 @@
 //! Replaying what a real Tansu broker writes to S3 (moto) gives the output of consuming the topic
 //! from the broker, for every compression codec librdkafka produces.
 
-use kappa_connectors::kafka::producer::{produce_with, OutgoingRecord};
-use kappa_examples::generator::{like_stream, LikeStreamConfig};
+use kappa_connectors::kafka::producer::produce_with;
+use kappa_examples::generator::{like_records, like_stream, LikeStreamConfig};
 use kappa_examples::like_counts;
 
 use crate::harness::{kappa_ok, unique, Moto, Tansu};
@@ -15,15 +15,7 @@ fn tansu_s3_archives_replay_like_the_broker_for_every_codec() {
     let env = moto.env();
     let tansu = Tansu::start_with_storage(&format!("s3://{bucket}/"), &env);
     let events = like_stream(&LikeStreamConfig { partitions: 2, ..LikeStreamConfig::new(1_500) });
-    let records: Vec<OutgoingRecord> = events
-        .iter()
-        .map(|(p, l)| OutgoingRecord {
-            partition: *p,
-            key: l.user.to_string().into_bytes(),
-            value: serde_json::to_vec(l).expect("serializes"),
-            timestamp: l.ts as i64,
-        })
-        .collect();
+    let records = like_records(&events);
     let dir = tempfile::tempdir().expect("tempdir");
     for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
         let topic = unique(&format!("likes-{codec}"));
