@@ -19,6 +19,17 @@ pub fn progress(what: &str) -> ProgressBar {
     bar
 }
 
+/// A bar over `total` steps of `what`, with rate and ETA, on stderr.
+pub fn counted(total: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} {bar:30} {human_pos}/{human_len} ({per_sec}, ETA {eta}) {msg}")
+            .expect("valid template"),
+    );
+    bar.set_prefix(what.to_string());
+    bar
+}
+
 /// A replay's counters and totals, for a progress bar over the archive's bytes.
 pub struct ReplayProgress {
     /// The replay's counters.

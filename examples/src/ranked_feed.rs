@@ -19,6 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use differential_dataflow::operators::{CountTotal, ThresholdTotal};
 use kappa_engine::{execute, ClusterConfig, Collection, JobOptions, JobReport, Record, Sink, SourceFactory, Sources};
 use serde::{Deserialize, Serialize};
 
@@ -98,19 +99,24 @@ pub fn decode_post(record: &Record) -> Result<(Post, u64), String> {
 }
 
 /// Integer PageRank over `edges` (each present once), exactly [`ROUNDS`] rounds.
+///
+/// Each round is a join and a sum. The sum is carried in differences (`explode` the share into the
+/// diff, then `count_total`), so a changed share is one update `new − old` on its target instead of
+/// a retraction and an insertion that a `reduce` would re-sum over all in-edges; the edges with
+/// their source's out-degree are arranged once and shared by all twenty joins.
 pub fn author_ranks<'s>(edges: Collection<'s, (u64, u64)>) -> Collection<'s, (u64, u64)> {
-    let users = edges.clone().flat_map(|(u, v)| [u, v]).distinct();
-    let out_degree = edges.clone().map(|(u, _)| u).count();
-    let edges_with_degree = edges.join_map(out_degree, |&u, &v, &degree| (u, (v, degree as u64)));
-    let mut ranks = users.clone().map(|u| (u, 1_000_000u64));
-    // Exactly twenty rounds, unrolled: each is a join and a sum, maintained incrementally.
+    let users = edges.clone().flat_map(|(u, v)| [u, v]).distinct_core::<isize>();
+    let out_degree = edges.clone().map(|(u, _)| u).count_total();
+    let edges_by_source =
+        edges.join_map(out_degree, |&u, &v, &degree| (u, (v, degree as u64))).arrange_by_key_named("EdgesBySource");
+    let base = users.clone().explode(|u| Some((u, 150_000isize)));
+    let mut ranks = users.map(|u| (u, 1_000_000u64));
+    // Exactly twenty rounds, unrolled: each is maintained incrementally.
     for _ in 0..ROUNDS {
-        let shares =
-            ranks.join_map(edges_with_degree.clone(), |_u, &rank, &(v, degree)| (v, rank * 85 / (100 * degree)));
-        ranks = users.clone().map(|u| (u, 0u64)).concat(shares).reduce(|_v, shares, out| {
-            let sum: u64 = shares.iter().map(|(share, times)| **share * *times as u64).sum();
-            out.push((150_000 + sum, 1));
-        });
+        let shares = ranks
+            .join_core(edges_by_source.clone(), |_u, &rank, &(v, degree)| Some((v, rank * 85 / (100 * degree))))
+            .explode(|(v, share)| Some((v, share as isize)));
+        ranks = base.clone().concat(shares).count_total().map(|(v, sum)| (v, sum as u64));
     }
     ranks
 }
@@ -123,7 +129,7 @@ pub fn ranked_feed<'s>(
 ) -> Collection<'s, FeedEntry> {
     let edges = follows
         .explode(|f| Some(((f.follower, f.followee), if f.kind == FollowKind::Follow { 1isize } else { -1 })))
-        .threshold(|_pair, &net| isize::from(net > 0));
+        .threshold_total(|_pair, &net| isize::from(net > 0));
     let ranks = author_ranks(edges.clone());
     let post_author = posts.map(|p| (p.post, p.author)).reduce(|_post, authors, out| out.push((*authors[0].0, 1)));
     let by_author = post_author.clone().map(|(post, author)| (author, post));
@@ -214,14 +220,16 @@ pub fn reference<'a>(
     let score = |post: u64, author: u64| {
         ranks.get(&author).map_or(0, |r| (like_counts.get(&post).copied().unwrap_or(0) + 1) * r)
     };
+    let mut posts_by: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for (&post, &author) in &author_of {
+        posts_by.entry(author).or_default().push(post);
+    }
     let mut feeds = BTreeSet::new();
     let followers: BTreeSet<u64> = edges.iter().map(|(u, _)| *u).collect();
     for user in followers {
         let mut candidates: Vec<(u64, u64)> = edges
             .range((user, 0)..=(user, u64::MAX))
-            .flat_map(|&(_, followee)| {
-                author_of.iter().filter(move |(_, &a)| a == followee).map(|(&post, &a)| (post, a))
-            })
+            .flat_map(|&(_, followee)| posts_by.get(&followee).into_iter().flatten().map(move |&post| (post, followee)))
             .map(|(post, author)| (score(post, author), post))
             .collect();
         candidates.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
