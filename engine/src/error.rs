@@ -47,6 +47,23 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A checkpoint location holds checkpoints this job must not use (another pipeline, other
+    /// settings, another format). Not a fallback case: using them would give wrong results.
+    #[error("checkpoint at {location} cannot be used by this job: {reason}; point --checkpoint elsewhere or delete it to start from scratch")]
+    CheckpointIncompatible {
+        /// The checkpoint location.
+        location: String,
+        /// What differs.
+        reason: String,
+    },
+    /// Writing or reading a checkpoint failed.
+    #[error("checkpoint object {object}: {reason}")]
+    Checkpoint {
+        /// The object.
+        object: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A worker thread panicked or could not start.
     #[error("worker failed: {reason}")]
     Worker {

@@ -11,6 +11,8 @@
 //! is released. A source error is recorded and the capability is *kept*: a failed input must never
 //! look like a completed one to the sinks.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +20,7 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{Scope, Stream};
 
+use crate::checkpoint::{compact, part_object_name, CutPart, PartHeader, Retention, Updates, Writer};
 use crate::error::{BadRecord, Error};
 use crate::runtime::Metrics;
 use crate::source::{PartitionId, PartitionedSource, Poll, Record};
@@ -50,7 +53,52 @@ impl TimePolicy {
 /// How long an input waits before polling a source that had nothing.
 const BACKOFF: Duration = Duration::from_millis(2);
 
+/// What a durable input adds to the operator: where its state goes, and what it starts from.
+pub(crate) struct Durable<T> {
+    pub input: String,
+    pub retention: Retention,
+    /// Encodes a part (the codec, bound to `T`).
+    pub encode: crate::runtime::PartEncoder<T>,
+    pub every_ms: u64,
+    pub writer: Arc<Writer>,
+    /// The frontiers of this worker's sinks: the output computed so far.
+    pub output_frontier: OutputFrontiers,
+    /// Per owned partition, the part restored from a checkpoint.
+    pub restored: Vec<Option<(PartHeader, Updates<T>)>>,
+}
+
+/// The input frontier of each of a worker's sinks (all workers see the same global frontiers).
+#[derive(Clone, Default)]
+pub(crate) struct OutputFrontiers(Rc<RefCell<Vec<Time>>>);
+
+impl OutputFrontiers {
+    pub fn register(&self) -> usize {
+        self.0.borrow_mut().push(0);
+        self.0.borrow().len() - 1
+    }
+    pub fn set(&self, sink: usize, frontier: Time) {
+        self.0.borrow_mut()[sink] = frontier;
+    }
+    /// Every output before this time has been computed (0 before any sink exists).
+    pub fn least(&self) -> Time {
+        self.0.borrow().iter().copied().min().unwrap_or(0)
+    }
+}
+
+/// One owned partition's state, kept only for durable inputs.
+struct PartitionLog<T> {
+    next_offset: Option<crate::source::Offset>,
+    updates: Vec<(T, Time, Diff)>,
+    compacted_len: usize,
+}
+
+fn generation(every_ms: u64) -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    now.as_millis() as u64 / every_ms.max(1)
+}
+
 /// Builds the input operator for one worker over the partitions it `owned`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn partitioned_input<'scope, T, F>(
     scope: Scope<'scope, Time>,
     name: &str,
@@ -59,10 +107,11 @@ pub(crate) fn partitioned_input<'scope, T, F>(
     times: TimePolicy,
     mut decode: F,
     metrics: Arc<Metrics>,
+    durable: Option<Durable<T>>,
 ) -> DecodedStream<'scope, T>
 where
-    T: Clone + 'static,
-    F: FnMut(&Record) -> Result<(T, u64), String> + 'static,
+    T: differential_dataflow::Data,
+    F: FnMut(&Record) -> Result<(T, u64, Diff), String> + 'static,
 {
     let input_name = name.to_string();
     source::<_, CapacityContainerBuilder<Vec<_>>, _, _>(scope, name, move |capability, info| {
@@ -71,12 +120,70 @@ where
         let mut open = vec![true; owned.len()];
         let mut capability = (!owned.is_empty()).then_some(capability);
         let (mut records, mut finished) = (Vec::new(), Vec::new());
+        // Durable inputs: the partitions' logs, and the restored updates still to be emitted.
+        let mut durable = durable;
+        let mut logs: Vec<PartitionLog<T>> = Vec::new();
+        let mut to_restore: Vec<(T, Time, Diff)> = Vec::new();
+        let mut last_generation = 0;
+        if let Some(d) = durable.as_mut() {
+            last_generation = generation(d.every_ms);
+            for (index, restored) in std::mem::take(&mut d.restored).into_iter().enumerate() {
+                let mut log = PartitionLog { next_offset: None, updates: Vec::new(), compacted_len: 0 };
+                if let Some((header, updates)) = restored {
+                    assigners[index] = TimeAssigner::resume(times.lateness_ms, header.max_seen);
+                    log.next_offset = header.next_offset;
+                    to_restore.extend(updates.iter().cloned());
+                    log.compacted_len = updates.len();
+                    log.updates = updates;
+                }
+                logs.push(log);
+            }
+        }
         move |output| {
+            if metrics.failed() {
+                return;
+            }
+            if let Some(d) = durable.as_ref() {
+                // A checkpoint is cut by every input operator on its own clock tick; the writer
+                // completes the generation once every partition's part has arrived.
+                let now = generation(d.every_ms);
+                if now > last_generation {
+                    last_generation = now;
+                    let frontier = d.output_frontier.least();
+                    for (index, log) in logs.iter_mut().enumerate() {
+                        compact(&mut log.updates, frontier, d.retention);
+                        log.compacted_len = log.updates.len();
+                        let header = PartHeader {
+                            input: d.input.clone(),
+                            partition: owned[index].clone(),
+                            next_offset: log.next_offset,
+                            max_seen: assigners[index].max_seen(),
+                            frontier,
+                            data_type: std::any::type_name::<T>().to_string(),
+                            updates: log.updates.len() as u64,
+                        };
+                        d.writer.send(CutPart {
+                            generation: now,
+                            name: part_object_name(&d.input, &owned[index], frontier),
+                            bytes: (d.encode)(&header, &log.updates),
+                        });
+                    }
+                }
+                if capability.is_none() {
+                    // Finished partitions still belong in every later checkpoint.
+                    activator.activate_after(Duration::from_millis(d.every_ms.max(1)));
+                    return;
+                }
+            }
             let Some(cap) = capability.as_mut() else {
                 return;
             };
-            if metrics.failed() {
-                return;
+            if !to_restore.is_empty() {
+                // The restored state, at its own (compacted) times, before any new record.
+                let mut session = output.session(&*cap);
+                for (value, time, diff) in to_restore.drain(..) {
+                    session.give((Ok(value), time, diff));
+                }
             }
             records.clear();
             finished.clear();
@@ -95,15 +202,29 @@ where
                 let mut session = output.session(&*cap);
                 for (index, record) in records.drain(..) {
                     let update = match decode(&record) {
-                        Ok((value, timestamp)) => {
-                            (Ok(value), times.coarsen(assigners[index].assign(timestamp), backfill), 1)
+                        Ok((value, timestamp, diff)) => {
+                            let time = times.coarsen(assigners[index].assign(timestamp), backfill);
+                            if let Some(log) = logs.get_mut(index) {
+                                log.updates.push((value.clone(), time, diff));
+                            }
+                            (Ok(value), time, diff)
                         }
                         Err(reason) => {
                             let bad = BadRecord { partition: owned[index].clone(), offset: record.offset, reason };
                             (Err(bad), times.coarsen(assigners[index].watermark(), backfill), 1)
                         }
                     };
+                    if let Some(log) = logs.get_mut(index) {
+                        log.next_offset = Some(record.offset + 1);
+                    }
                     session.give(update);
+                }
+                if let Some(d) = durable.as_ref() {
+                    // Consolidate now and then, so memory follows the state, not the history.
+                    for log in logs.iter_mut().filter(|l| l.updates.len() > 2 * l.compacted_len + 4_096) {
+                        compact(&mut log.updates, d.output_frontier.least(), d.retention);
+                        log.compacted_len = log.updates.len();
+                    }
                 }
             }
             for &index in &finished {
@@ -118,7 +239,12 @@ where
                         Poll::Pending => activator.activate_after(BACKOFF),
                     }
                 }
-                None => capability = None,
+                None => {
+                    capability = None;
+                    if durable.is_some() {
+                        activator.activate();
+                    }
+                }
             }
         }
     })

@@ -44,6 +44,7 @@
 #![forbid(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
+pub mod checkpoint;
 mod error;
 pub mod input;
 pub mod runtime;
@@ -51,6 +52,7 @@ pub mod sink;
 pub mod source;
 pub mod time;
 
+pub use checkpoint::{CheckpointConfig, Codec, Retention};
 pub use error::{BadRecord, BoxError, Error, Result};
 pub use runtime::{execute, BadRecordPolicy, ClusterConfig, Context, JobOptions, JobReport, Metrics, Sources};
 pub use sink::{JsonLinesSink, MemorySink, Sink};

@@ -5,7 +5,7 @@
 //! workers until every sink has seen the empty frontier, or something failed.
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,10 +18,14 @@ use timely::{CommunicationConfig, WorkerConfig};
 
 use differential_dataflow::AsCollection;
 
+use crate::checkpoint::{
+    decode_part, encode_part, CheckpointConfig, CheckpointData, Codec, DurableProgress, PartHeader, Restored,
+    Retention, Writer,
+};
 use crate::error::{BadRecord, Error, Result};
-use crate::input::partitioned_input;
-use crate::sink::{consistent_sink, Sink};
-use crate::source::{owner, Record, SourceFactory};
+use crate::input::{partitioned_input, Durable, OutputFrontiers};
+use crate::sink::{consistent_sink, Sink, SinkDurability};
+use crate::source::{owner, PartitionId, Record, SourceFactory};
 use crate::time::Time;
 use crate::Collection;
 
@@ -144,6 +148,9 @@ pub struct JobOptions {
     pub backfill_granularity_ms: u64,
     /// Counters the caller can watch while the job runs (progress bars).
     pub metrics: Arc<Metrics>,
+    /// Checkpoints: makes the job restartable (see [`crate::checkpoint`]). Every input must then
+    /// be a [`Context::durable_input`] and every sink durable.
+    pub checkpoint: Option<CheckpointConfig>,
 }
 
 impl Default for JobOptions {
@@ -153,6 +160,7 @@ impl Default for JobOptions {
             on_bad_record: BadRecordPolicy::Fail,
             backfill_granularity_ms: 0,
             metrics: Arc::default(),
+            checkpoint: None,
         }
     }
 }
@@ -187,6 +195,8 @@ pub struct JobReport {
     pub records: u64,
     /// Malformed records skipped under [`BadRecordPolicy::Skip`].
     pub bad_records: u64,
+    /// Checkpoints completed (manifests written) by this process.
+    pub checkpoints: u64,
 }
 
 /// A pipeline's view of the worker it is being built on.
@@ -195,6 +205,25 @@ pub struct Context<'scope> {
     sources: Arc<Sources>,
     options: JobOptions,
     open_sinks: Rc<Cell<usize>>,
+    durability: Option<Arc<Durability>>,
+    output_frontiers: OutputFrontiers,
+}
+
+/// Encodes and decodes one input's parts (bound to its data type by `durable_input`).
+pub(crate) type PartEncoder<T> = Box<dyn Fn(&PartHeader, &[(T, Time, crate::Diff)]) -> Vec<u8>>;
+type PartDecoder<T> = Box<dyn Fn(&str, &[u8]) -> Result<(PartHeader, crate::checkpoint::Updates<T>)>>;
+struct PartCodec<T> {
+    encode: PartEncoder<T>,
+    decode: PartDecoder<T>,
+}
+
+/// A process's share of a restartable job: what was restored, and where new checkpoints go.
+struct Durability {
+    config: CheckpointConfig,
+    restored: Option<Restored>,
+    writer: Arc<Writer>,
+    expected: Arc<Mutex<BTreeSet<(String, PartitionId)>>>,
+    progress: Arc<DurableProgress>,
 }
 
 impl<'scope> Context<'scope> {
@@ -206,10 +235,50 @@ impl<'scope> Context<'scope> {
     /// Reads input `name` as a collection, decoding each record with `decode` into a value and the
     /// event timestamp (ms) from which its dataflow time is derived. Records `decode` rejects
     /// follow the job's [`BadRecordPolicy`].
-    pub fn input<T, F>(&mut self, name: &str, decode: F) -> Result<Collection<'scope, T>>
+    ///
+    /// Such an input cannot be checkpointed: a job with [`JobOptions::checkpoint`] must read its
+    /// inputs with [`durable_input`](Self::durable_input).
+    pub fn input<T, F>(&mut self, name: &str, mut decode: F) -> Result<Collection<'scope, T>>
     where
         T: differential_dataflow::Data,
         F: FnMut(&Record) -> Result<(T, u64), String> + 'static,
+    {
+        if let Some(d) = &self.durability {
+            return Err(Error::CheckpointIncompatible {
+                location: d.config.location.clone(),
+                reason: format!("input `{name}` is read with Context::input, which cannot be checkpointed (the pipeline must use Context::durable_input)"),
+            });
+        }
+        self.build_input(name, move |r| decode(r).map(|(v, ts)| (v, ts, 1)), None)
+    }
+
+    /// Reads input `name` as a collection that checkpoints can save and restore: `decode` turns
+    /// each record into a value, its event timestamp (ms) and a difference, so that records that
+    /// cancel (a like and its unlike) consolidate in the checkpoint. `retention` says how far back
+    /// the pipeline looks at this input ([`Retention`]). Without [`JobOptions::checkpoint`] this is
+    /// an ordinary input.
+    pub fn durable_input<T, F>(&mut self, name: &str, decode: F, retention: Retention) -> Result<Collection<'scope, T>>
+    where
+        T: CheckpointData,
+        F: FnMut(&Record) -> Result<(T, u64, crate::Diff), String> + 'static,
+    {
+        let codec = self.durability.as_ref().map_or(Codec::Postcard, |d| d.config.codec);
+        let codec = PartCodec {
+            encode: Box::new(move |h: &PartHeader, u: &[(T, Time, crate::Diff)]| encode_part(h, u, codec)),
+            decode: Box::new(|object: &str, bytes: &[u8]| decode_part::<T>(object, bytes)),
+        };
+        self.build_input(name, decode, Some((retention, codec)))
+    }
+
+    fn build_input<T, F>(
+        &mut self,
+        name: &str,
+        decode: F,
+        durable: Option<(Retention, PartCodec<T>)>,
+    ) -> Result<Collection<'scope, T>>
+    where
+        T: differential_dataflow::Data,
+        F: FnMut(&Record) -> Result<(T, u64, crate::Diff), String> + 'static,
     {
         let factory = self.sources.inputs.get(name).ok_or_else(|| Error::UnknownInput {
             name: name.to_string(),
@@ -220,15 +289,43 @@ impl<'scope> Context<'scope> {
         partitions.sort();
         let (index, peers) = (self.scope.index(), self.scope.peers());
         let owned: Vec<_> =
-            partitions.into_iter().enumerate().filter(|(i, _)| owner(*i, peers) == index).map(|(_, p)| p).collect();
-        let starts: Vec<_> = owned.iter().map(|p| (p.clone(), None)).collect();
+            partitions.iter().enumerate().filter(|(i, _)| owner(*i, peers) == index).map(|(_, p)| p.clone()).collect();
+        let mut durable_state = None;
+        let mut starts: Vec<_> = owned.iter().map(|p| (p.clone(), None)).collect();
+        if let (Some(d), Some((retention, codec))) = (self.durability.clone(), durable) {
+            if index == 0 {
+                let mut expected = d.expected.lock().unwrap_or_else(|p| p.into_inner());
+                expected.extend(partitions.iter().map(|p| (name.to_string(), p.clone())));
+            }
+            let mut restored = Vec::new();
+            for (pid, start) in starts.iter_mut() {
+                let part = match d.restored.as_ref().and_then(|r| r.parts.get(&(name.to_string(), pid.clone()))) {
+                    Some((object, bytes)) => {
+                        let (header, updates) = (codec.decode)(object, bytes)?;
+                        *start = header.next_offset;
+                        Some((header, updates))
+                    }
+                    None => None,
+                };
+                restored.push(part);
+            }
+            durable_state = Some(Durable {
+                input: name.to_string(),
+                retention,
+                encode: codec.encode,
+                every_ms: d.config.every.as_millis().max(1) as u64,
+                writer: d.writer.clone(),
+                output_frontier: self.output_frontiers.clone(),
+                restored,
+            });
+        }
         let reader = factory.open(&starts).map_err(wrap)?;
         let metrics = self.options.metrics.clone();
         let times = crate::input::TimePolicy {
             lateness_ms: self.options.lateness_ms,
             backfill_granularity_ms: self.options.backfill_granularity_ms,
         };
-        let stream = partitioned_input(self.scope, name, reader, owned, times, decode, metrics);
+        let stream = partitioned_input(self.scope, name, reader, owned, times, decode, metrics, durable_state);
         let (good, bad) = stream.ok_err(|(result, time, diff)| match result {
             Ok(value) => Ok((value, time, diff)),
             Err(bad) => Err((bad, time, diff)),
@@ -259,7 +356,18 @@ impl<'scope> Context<'scope> {
         D: differential_dataflow::ExchangeData + Ord,
         S: Sink<D>,
     {
-        consistent_sink(collection, sink, self.options.metrics.clone(), self.open_sinks.clone());
+        let durable = self.durability.as_ref().map(|d| SinkDurability {
+            progress: d.progress.clone(),
+            restored_frontier: d.restored.as_ref().map_or(0, |r| r.frontier),
+        });
+        consistent_sink(
+            collection,
+            sink,
+            self.options.metrics.clone(),
+            self.open_sinks.clone(),
+            self.output_frontiers.clone(),
+            durable,
+        );
     }
 }
 
@@ -271,13 +379,43 @@ where
 {
     let config = cluster.timely()?;
     let metrics = options.metrics.clone();
+    let durability = match &options.checkpoint {
+        Some(checkpoint) => {
+            let restored = crate::checkpoint::restore(checkpoint)?;
+            let expected = Arc::new(Mutex::new(BTreeSet::new()));
+            let progress = Arc::new(DurableProgress::default());
+            let failed = metrics.clone();
+            let writer = Writer::start(
+                checkpoint.clone(),
+                cluster.process == 0,
+                expected.clone(),
+                progress.clone(),
+                Arc::new(move |e| failed.fail(e)),
+            )?;
+            Some(Arc::new(Durability {
+                config: checkpoint.clone(),
+                restored,
+                writer: Arc::new(writer),
+                expected,
+                progress,
+            }))
+        }
+        None => None,
+    };
     let sources = Arc::new(sources);
     let worker_metrics = metrics.clone();
+    let worker_durability = durability.clone();
     let guards = timely::execute(config, move |worker| {
         let open_sinks = Rc::new(Cell::new(0));
         let built = worker.dataflow::<Time, _, _>(|scope| {
-            let mut ctx =
-                Context { scope, sources: sources.clone(), options: options.clone(), open_sinks: open_sinks.clone() };
+            let mut ctx = Context {
+                scope,
+                sources: sources.clone(),
+                options: options.clone(),
+                open_sinks: open_sinks.clone(),
+                durability: worker_durability.clone(),
+                output_frontiers: OutputFrontiers::default(),
+            };
             pipeline(&mut ctx)
         });
         if let Err(error) = built {
@@ -294,7 +432,13 @@ where
         }
     })
     .map_err(|reason| Error::Cluster { reason })?;
-    for result in guards.join() {
+    let joined: Vec<_> = guards.join();
+    let mut checkpoints = 0;
+    if let Some(d) = &durability {
+        d.writer.close();
+        checkpoints = d.writer.completed.load(Ordering::Relaxed);
+    }
+    for result in joined {
         if let Err(reason) = result {
             return Err(Error::Worker { reason });
         }
@@ -302,7 +446,7 @@ where
     if let Some(error) = metrics.take_error() {
         return Err(error);
     }
-    Ok(JobReport { records: metrics.records(), bad_records: metrics.bad_records() })
+    Ok(JobReport { records: metrics.records(), bad_records: metrics.bad_records(), checkpoints })
 }
 
 #[cfg(test)]
@@ -333,7 +477,7 @@ mod tests {
     #[test]
     fn skip_policy_counts_bad_records_and_goes_on() {
         let (report, sink) = run(BadRecordPolicy::Skip, 2);
-        assert_eq!(report.expect("job runs"), JobReport { records: 4, bad_records: 1 });
+        assert_eq!(report.expect("job runs"), JobReport { records: 4, bad_records: 1, checkpoints: 0 });
         assert_eq!(sink.accumulated(), vec![((1, 2), 1), ((2, 1), 1)]);
         assert!(sink.is_finished());
     }
@@ -391,5 +535,194 @@ mod file_sink_tests {
         assert_eq!(text.lines().count(), 2_000, "one line per record, none lost to another worker's truncation");
         assert!(text.lines().all(|l| l.starts_with("{\"time\":")));
         let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+#[cfg(test)]
+mod restart_tests {
+    use super::*;
+    use crate::source::{Offset, PartitionedSource, Poll};
+    use crate::{Codec, JsonLinesSink, MemorySource, Retention};
+    use bytes::Bytes;
+    use object_store::memory::InMemory;
+    use object_store::ObjectStore;
+
+    /// A source that hands out records slowly and fails (a "crash") after `crash_after` of them.
+    struct Crashing {
+        inner: MemorySource,
+        /// Records left before the crash, shared by all readers.
+        left: Option<Arc<std::sync::atomic::AtomicI64>>,
+    }
+
+    impl Crashing {
+        fn after(records: Option<i64>) -> Self {
+            Crashing { inner: history(), left: records.map(|n| Arc::new(std::sync::atomic::AtomicI64::new(n))) }
+        }
+    }
+
+    struct CrashingReader {
+        inner: Box<dyn PartitionedSource>,
+        left: Option<Arc<std::sync::atomic::AtomicI64>>,
+    }
+
+    impl SourceFactory for Crashing {
+        fn partitions(&self) -> std::result::Result<Vec<PartitionId>, crate::BoxError> {
+            self.inner.partitions()
+        }
+        fn open(
+            &self,
+            owned: &[(PartitionId, Option<Offset>)],
+        ) -> std::result::Result<Box<dyn PartitionedSource>, crate::BoxError> {
+            Ok(Box::new(CrashingReader { inner: self.inner.open(owned)?, left: self.left.clone() }))
+        }
+    }
+
+    impl PartitionedSource for CrashingReader {
+        fn poll(
+            &mut self,
+            out: &mut Vec<(usize, Record)>,
+            finished: &mut Vec<usize>,
+        ) -> std::result::Result<Poll, crate::BoxError> {
+            std::thread::sleep(Duration::from_millis(1));
+            if self.left.as_ref().is_some_and(|left| left.load(Ordering::SeqCst) <= 0) {
+                return Err("simulated crash".into());
+            }
+            let before = out.len();
+            let poll = self.inner.poll(out, finished)?;
+            if let Some(left) = self.left.as_ref() {
+                left.fetch_sub((out.len() - before) as i64, Ordering::SeqCst);
+            }
+            Ok(poll)
+        }
+    }
+
+    fn history() -> MemorySource {
+        // Three partitions of words with jittered timestamps; "-w" retracts a "w".
+        let partitions = (0..3)
+            .map(|p| {
+                let records = (0..1_500u64)
+                    .map(|i| {
+                        let word = format!("{}w{}", if i % 7 == 3 { "-" } else { "" }, (i * 31 + p) % 23);
+                        Record {
+                            offset: i as Offset,
+                            timestamp: Some((i * 10 + (i * 7919 + p) % 40) as i64),
+                            key: None,
+                            value: Some(Bytes::from(word)),
+                        }
+                    })
+                    .collect();
+                (PartitionId::new("words", p as i32), records)
+            })
+            .collect();
+        MemorySource::new(partitions).with_batch(5)
+    }
+
+    fn decode(record: &Record) -> std::result::Result<(String, u64, crate::Diff), String> {
+        let text = std::str::from_utf8(record.value.as_deref().unwrap_or_default()).map_err(|e| e.to_string())?;
+        let ts = record.timestamp.unwrap_or(0) as u64;
+        Ok(match text.strip_prefix('-') {
+            Some(word) => (word.to_string(), ts, -1),
+            None => (text.to_string(), ts, 1),
+        })
+    }
+
+    fn config(store: Arc<dyn ObjectStore>, pipeline: &str, codec: Codec) -> CheckpointConfig {
+        CheckpointConfig {
+            store,
+            prefix: object_store::path::Path::from("ckpt"),
+            location: "memory:///ckpt".into(),
+            every: Duration::from_millis(15),
+            pipeline: pipeline.into(),
+            fingerprint: "lateness=50".into(),
+            codec,
+            keep: 2,
+        }
+    }
+
+    fn run(
+        source: Crashing,
+        out: &std::path::Path,
+        checkpoint: Option<CheckpointConfig>,
+        workers: usize,
+    ) -> Result<JobReport> {
+        let sink = JsonLinesSink::new(Some(out.to_path_buf()));
+        let options = JobOptions { lateness_ms: 50, checkpoint, ..JobOptions::default() };
+        execute(&ClusterConfig::threads(workers), options, Sources::new().with("words", source), move |ctx| {
+            let words = ctx.durable_input("words", decode, Retention::Collapse)?;
+            ctx.output(words.count(), sink.clone());
+            Ok(())
+        })
+    }
+
+    #[test]
+    fn crashed_and_restarted_runs_write_the_uninterrupted_output_byte_for_byte() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let reference = dir.path().join("reference.jsonl");
+        run(Crashing::after(None), &reference, None, 2).expect("uninterrupted run");
+        let expected = std::fs::read_to_string(&reference).expect("reference output");
+        assert!(expected.lines().count() > 100);
+
+        for (codec, workers) in [(Codec::Postcard, 2), (Codec::Abomonation, 1)] {
+            let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+            let out = dir.path().join(format!("restarted-{codec:?}.jsonl"));
+            let mut restored_runs = 0;
+            for crash_after in [900, 1_200, 600] {
+                let crashing = Crashing::after(Some(crash_after));
+                let err = run(crashing, &out, Some(config(store.clone(), "count", codec)), workers)
+                    .expect_err("the run crashes");
+                assert!(err.to_string().contains("words"), "{err}");
+            }
+            let report = run(Crashing::after(None), &out, Some(config(store.clone(), "count", codec)), workers)
+                .expect("the last run completes");
+            if report.records < 4_500 {
+                restored_runs += 1;
+            }
+            assert_eq!(std::fs::read_to_string(&out).expect("output"), expected, "{codec:?}");
+            assert!(restored_runs > 0, "the last run restored a checkpoint instead of reading all 4,500 records");
+        }
+    }
+
+    #[test]
+    fn checkpoints_of_another_pipeline_are_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let out = dir.path().join("a.jsonl");
+        let _ = run(Crashing::after(Some(3_000)), &out, Some(config(store.clone(), "count", Codec::Postcard)), 1);
+        let err =
+            run(Crashing::after(None), &out, Some(config(store, "other", Codec::Postcard)), 1).expect_err("refused");
+        assert!(err.to_string().contains("belongs to pipeline `count`"), "{err}");
+    }
+
+    #[test]
+    fn a_damaged_newest_checkpoint_falls_back_to_an_older_one_or_a_full_replay() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let reference = dir.path().join("reference.jsonl");
+        run(Crashing::after(None), &reference, None, 1).expect("uninterrupted run");
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let out = dir.path().join("out.jsonl");
+        let _ = run(Crashing::after(Some(3_000)), &out, Some(config(store.clone(), "count", Codec::Postcard)), 1);
+        // Damage every part of the newest complete checkpoint.
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async {
+            use futures::TryStreamExt;
+            use object_store::ObjectStoreExt;
+            let all: Vec<_> = store.list(None).try_collect().await.expect("list");
+            let newest = all
+                .iter()
+                .filter(|o| o.location.filename() == Some("MANIFEST"))
+                .map(|o| o.location.to_string())
+                .max()
+                .expect("a checkpoint was completed");
+            let dir = newest.trim_end_matches("MANIFEST");
+            for object in all
+                .iter()
+                .filter(|o| o.location.to_string().starts_with(dir) && o.location.to_string().ends_with(".part"))
+            {
+                store.put(&object.location, object_store::PutPayload::from(b"garbage".to_vec())).await.expect("put");
+            }
+        });
+        run(Crashing::after(None), &out, Some(config(store, "count", Codec::Postcard)), 1)
+            .expect("falls back and completes");
+        assert_eq!(std::fs::read_to_string(&out).expect("output"), std::fs::read_to_string(&reference).expect("ref"));
     }
 }

@@ -15,7 +15,9 @@ use serde::Serialize;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::operator::Operator;
 
+use crate::checkpoint::DurableProgress;
 use crate::error::{BoxError, Error};
+use crate::input::OutputFrontiers;
 use crate::runtime::Metrics;
 use crate::time::Time;
 use crate::{Collection, Diff};
@@ -36,6 +38,25 @@ pub trait Sink<D>: Clone + Send + Sync + 'static {
     fn advanced(&mut self, _upper: Time) -> Result<(), BoxError> {
         Ok(())
     }
+    /// For a restartable job (one with checkpoints): called once, before any write, to learn the
+    /// time from which this sink needs updates, every earlier time having been durably written by
+    /// an earlier run of the same job. The sink also discards anything it holds beyond that point
+    /// (a half-written time). Fresh sinks return 0.
+    fn resume(&mut self) -> Result<Time, BoxError> {
+        Err("this sink cannot resume (it keeps no durable progress); write to a file or a Kafka topic".into())
+    }
+    /// The time below which everything written so far is durable. Restartable jobs only cut
+    /// checkpoints that this covers.
+    fn durable_upper(&self) -> Option<Time> {
+        None
+    }
+}
+
+/// How a sink of a restartable job reports durability.
+pub(crate) struct SinkDurability {
+    pub progress: Arc<DurableProgress>,
+    /// The frontier of the restored checkpoint: the sink must already be past it.
+    pub restored_frontier: Time,
 }
 
 /// Attaches `sink` to `collection` behind the consistency protocol. Returns nothing: completion is
@@ -45,6 +66,8 @@ pub(crate) fn consistent_sink<D, S>(
     mut sink: S,
     metrics: Arc<Metrics>,
     open_sinks: std::rc::Rc<std::cell::Cell<usize>>,
+    frontiers: OutputFrontiers,
+    durable: Option<SinkDurability>,
 ) where
     D: differential_dataflow::ExchangeData + Ord,
     S: Sink<D>,
@@ -56,6 +79,10 @@ pub(crate) fn consistent_sink<D, S>(
     let mut pending: BTreeMap<Time, Vec<(D, Diff)>> = BTreeMap::new();
     let mut done = false;
     let mut last_upper: Option<Time> = None;
+    let frontier_slot = frontiers.register();
+    // Restartable jobs: times before `resume_from` were written by an earlier run.
+    let mut resume_from: Option<Time> = None;
+    let durable_slot = durable.as_ref().filter(|_| writes).map(|d| d.progress.register());
     let route_all_to_worker_zero = Exchange::new(|_update: &(D, Time, Diff)| 0u64);
     collection.inner.sink(route_all_to_worker_zero, "ConsistentSink", move |(input, frontier)| {
         input.for_each(|_time, data| {
@@ -63,15 +90,42 @@ pub(crate) fn consistent_sink<D, S>(
                 pending.entry(t).or_default().push((d, r));
             }
         });
+        frontiers.set(frontier_slot, frontier.frontier().first().copied().unwrap_or(Time::MAX));
         if done || metrics.failed() {
             return;
         }
+        if let (Some(d), true, None) = (&durable, writes, resume_from) {
+            match sink.resume() {
+                Ok(from) if from < d.restored_frontier => {
+                    let reason = format!(
+                        "the sink's durable progress ends at time {from}, before the restored checkpoint's frontier {}; \
+                         the output was removed or replaced: delete the checkpoint location to recompute from the beginning",
+                        d.restored_frontier
+                    );
+                    metrics.fail(Error::Sink { time: from, source: reason.into() });
+                    return;
+                }
+                Ok(from) => {
+                    d.progress.set(durable_slot.unwrap_or(0), from);
+                    resume_from = Some(from);
+                }
+                Err(source) => {
+                    metrics.fail(Error::Sink { time: 0, source });
+                    return;
+                }
+            }
+        }
+        let skip_below = resume_from.unwrap_or(0);
         while let Some(entry) = pending.first_entry() {
             let time = *entry.key();
             if frontier.less_equal(&time) {
                 break;
             }
             let mut updates = entry.remove();
+            if time < skip_below {
+                // Written by an earlier run; by determinism this run computed the same updates.
+                continue;
+            }
             consolidate(&mut updates);
             if !updates.is_empty() {
                 if let Err(source) = sink.write(time, &updates) {
@@ -82,11 +136,14 @@ pub(crate) fn consistent_sink<D, S>(
         }
         if writes {
             if let Some(&upper) = frontier.frontier().first() {
-                if last_upper != Some(upper) {
+                if last_upper != Some(upper) && upper > skip_below {
                     last_upper = Some(upper);
                     if let Err(source) = sink.advanced(upper) {
                         metrics.fail(Error::Sink { time: upper, source });
                         return;
+                    }
+                    if let (Some(d), Some(slot), Some(durable_upper)) = (&durable, durable_slot, sink.durable_upper()) {
+                        d.progress.set(slot, durable_upper);
                     }
                 }
             }
@@ -96,6 +153,9 @@ pub(crate) fn consistent_sink<D, S>(
             if let Err(source) = finished {
                 metrics.fail(Error::Sink { time: u64::MAX, source });
             }
+            if let (Some(d), Some(slot), Some(durable_upper)) = (&durable, durable_slot, sink.durable_upper()) {
+                d.progress.set(slot, durable_upper);
+            }
             done = true;
             open_sinks.set(open_sinks.get() - 1);
         }
@@ -103,15 +163,41 @@ pub(crate) fn consistent_sink<D, S>(
 }
 
 /// Writes updates as JSON lines, `{"time":T,"diff":D,"data":{...}}`, to a file or to stdout.
+///
+/// In a restartable job ([`Sink::resume`]) the file keeps a progress record beside it,
+/// `<file>.progress`: the time below which the file is complete and the file's length at that
+/// point, written (after an fsync of the file, by atomic rename) at most every 50 ms and at the
+/// end. A restarted job truncates the file to that length and goes on from that time, so the file
+/// ends byte for byte as an uninterrupted run would have left it.
 pub struct JsonLinesSink {
     path: Option<PathBuf>,
     writer: Option<std::io::BufWriter<Box<dyn Write + Send + Sync>>>,
+    /// Restartable mode: the file, the bytes written so far, the durable upper, the last sync.
+    file: Option<std::fs::File>,
+    written: u64,
+    durable: Option<Time>,
+    last_sync: Option<std::time::Instant>,
+}
+
+/// How often a restartable file sink records its progress.
+const SYNC_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
+#[derive(Serialize, serde::Deserialize)]
+struct FileProgress {
+    upper: Time,
+    bytes: u64,
 }
 
 impl JsonLinesSink {
     /// Writes to `path` (created or truncated on the first write), or to stdout if `None`.
     pub fn new(path: Option<PathBuf>) -> Self {
-        JsonLinesSink { path, writer: None }
+        JsonLinesSink { path, writer: None, file: None, written: 0, durable: None, last_sync: None }
+    }
+
+    fn progress_path(path: &std::path::Path) -> PathBuf {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".progress");
+        PathBuf::from(name)
     }
 
     fn writer(&mut self) -> Result<&mut std::io::BufWriter<Box<dyn Write + Send + Sync>>, BoxError> {
@@ -126,6 +212,23 @@ impl JsonLinesSink {
             self.writer = Some(std::io::BufWriter::with_capacity(1 << 20, inner));
         }
         Ok(self.writer.as_mut().expect("just set"))
+    }
+
+    /// Makes everything written so far durable and records `upper` as the progress.
+    fn sync(&mut self, upper: Time) -> Result<(), BoxError> {
+        let (Some(path), Some(file)) = (self.path.clone(), self.file.as_ref()) else { return Ok(()) };
+        if let Some(writer) = self.writer.as_mut() {
+            writer.flush()?;
+        }
+        file.sync_data().map_err(|e| format!("cannot sync output file {}: {e}", path.display()))?;
+        let progress = Self::progress_path(&path);
+        let temporary = progress.with_extension("progress.tmp");
+        std::fs::write(&temporary, serde_json::to_vec(&FileProgress { upper, bytes: self.written })?)
+            .map_err(|e| format!("cannot write {}: {e}", temporary.display()))?;
+        std::fs::rename(&temporary, &progress).map_err(|e| format!("cannot write {}: {e}", progress.display()))?;
+        self.durable = Some(upper);
+        self.last_sync = Some(std::time::Instant::now());
+        Ok(())
     }
 }
 
@@ -144,10 +247,19 @@ struct Line<'a, D> {
 
 impl<D: Serialize + 'static> Sink<D> for JsonLinesSink {
     fn write(&mut self, time: Time, updates: &[(D, Diff)]) -> Result<(), BoxError> {
-        let writer = self.writer()?;
+        let mut buffer = Vec::with_capacity(64 * updates.len());
         for (data, diff) in updates {
-            serde_json::to_writer(&mut *writer, &Line { time, diff: *diff, data })?;
-            writer.write_all(b"\n")?;
+            serde_json::to_writer(&mut buffer, &Line { time, diff: *diff, data })?;
+            buffer.push(b'\n');
+        }
+        self.written += buffer.len() as u64;
+        self.writer()?.write_all(&buffer)?;
+        Ok(())
+    }
+
+    fn advanced(&mut self, upper: Time) -> Result<(), BoxError> {
+        if self.file.is_some() && self.last_sync.is_none_or(|at| at.elapsed() >= SYNC_EVERY) {
+            self.sync(upper)?;
         }
         Ok(())
     }
@@ -155,7 +267,51 @@ impl<D: Serialize + 'static> Sink<D> for JsonLinesSink {
     fn finish(&mut self) -> Result<(), BoxError> {
         // Create the file even when there was no update, so an empty result is visible as such.
         self.writer()?.flush()?;
-        Ok(())
+        self.sync(Time::MAX)
+    }
+
+    fn resume(&mut self) -> Result<Time, BoxError> {
+        let path = self.path.clone().ok_or("standard output cannot resume: write the output to a file")?;
+        let progress = Self::progress_path(&path);
+        let (upper, bytes) = match std::fs::read(&progress) {
+            Ok(text) => {
+                let p: FileProgress = serde_json::from_slice(&text).map_err(|e| {
+                    format!("{} is damaged ({e}); remove it and the output to start over", progress.display())
+                })?;
+                (p.upper, p.bytes)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (0, 0),
+            Err(e) => return Err(format!("cannot read {}: {e}", progress.display()).into()),
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("cannot open output file {}: {e}", path.display()))?;
+        let length = file.metadata()?.len();
+        if length < bytes {
+            return Err(format!(
+                "output file {} has {length} bytes but its progress record says {bytes} were written: it was changed \
+                 outside kappa; remove it and {} to start over",
+                path.display(),
+                progress.display()
+            )
+            .into());
+        }
+        // Drop whatever a crashed run wrote after its last progress record.
+        file.set_len(bytes)?;
+        let mut append = file.try_clone()?;
+        std::io::Seek::seek(&mut append, std::io::SeekFrom::Start(bytes))?;
+        self.writer = Some(std::io::BufWriter::with_capacity(1 << 20, Box::new(append)));
+        self.file = Some(file);
+        self.written = bytes;
+        self.durable = Some(upper);
+        Ok(upper)
+    }
+
+    fn durable_upper(&self) -> Option<Time> {
+        self.durable
     }
 }
 

@@ -36,6 +36,16 @@ impl TimeAssigner {
         TimeAssigner { lateness_ms, max_seen: None }
     }
 
+    /// An assigner that goes on from a saved state (see [`max_seen`](Self::max_seen)).
+    pub fn resume(lateness_ms: u64, max_seen: Option<u64>) -> Self {
+        TimeAssigner { lateness_ms, max_seen }
+    }
+
+    /// The largest timestamp seen so far: all the state there is.
+    pub fn max_seen(&self) -> Option<u64> {
+        self.max_seen
+    }
+
     /// The least time any later record of this partition can receive.
     pub fn watermark(&self) -> Time {
         self.max_seen.map_or(0, |m| m.saturating_sub(self.lateness_ms))
