@@ -32,4 +32,5 @@ mod error;
 pub mod kafka;
 
 pub use error::{Error, Result};
+pub use kafka::sink::{KafkaSink, KafkaSinkConfig, Keyed, SinkMode};
 pub use kafka::source::{KafkaSource, KafkaSourceConfig, ReadUntil};

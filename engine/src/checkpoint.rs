@@ -336,7 +336,10 @@ pub fn restore(config: &CheckpointConfig) -> Result<Option<Restored>> {
             let bytes = match config.store.get(&manifest_path).await {
                 Ok(get) => get.bytes().await.map_err(|e| io_error(&manifest_path, e))?,
                 // No manifest: a checkpoint cut short (a crash while writing it). Never used.
-                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(object_store::Error::NotFound { .. }) => {
+                    eprintln!("checkpoint generation {generation} is incomplete (no manifest); trying an older one");
+                    continue;
+                }
                 Err(e) => return Err(io_error(&manifest_path, e)),
             };
             let manifest: Manifest = match serde_json::from_slice(&bytes) {

@@ -13,7 +13,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use differential_dataflow::operators::iterate::Iterate;
-use kappa_engine::{execute, ClusterConfig, Collection, JobOptions, JobReport, Record, Sink, SourceFactory, Sources};
+use kappa_engine::{
+    execute, ClusterConfig, Collection, JobOptions, JobReport, Record, Retention, Sink, SourceFactory, Sources,
+};
 use serde::{Deserialize, Serialize};
 
 /// The input's name in the pipeline.
@@ -42,6 +44,10 @@ pub struct Payment {
     pub amount_cents: u64,
 }
 
+// Checkpoints may keep payments in abomonation's encoding: six plain integers, no pointers, no
+// padding, every bit pattern valid, so the (default, no-op) implementation is exact.
+impl abomonation::Abomonation for Payment {}
+
 /// One alert row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Ring {
@@ -53,6 +59,12 @@ pub struct Ring {
     pub devices: u64,
     /// Active spend of the ring's cards, cents.
     pub amount_cents: u64,
+}
+
+impl kappa_connectors::Keyed for Ring {
+    fn key(&self) -> serde_json::Value {
+        serde_json::json!({ "ring": self.ring })
+    }
 }
 
 /// Decodes a record's JSON value; the event time is its `ts`.
@@ -109,7 +121,9 @@ pub fn run<S: Sink<Ring>>(
     sink: S,
 ) -> kappa_engine::Result<JobReport> {
     execute(cluster, options, Sources::new().with_shared(INPUT, payments), move |ctx| {
-        let payments = ctx.input(INPUT, decode)?;
+        // The pipeline looks back one window: a checkpoint keeps the last hour at exact times.
+        let payments =
+            ctx.durable_input(INPUT, |r| decode(r).map(|(p, ts)| (p, ts, 1)), Retention::Window { ms: WINDOW_MS })?;
         ctx.output(fraud_alerts(payments), sink.clone());
         Ok(())
     })

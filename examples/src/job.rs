@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use kappa_connectors::{KafkaSource, KafkaSourceConfig, ReadUntil};
-use kappa_engine::SourceFactory;
+use kappa_engine::{BoxError, SourceFactory};
 use kappa_replay::{Archive, Handoff, ReplaySource};
 
 /// Where a job's input comes from.
@@ -100,4 +100,97 @@ impl ClusterArgs {
             hostfile: self.hostfile.clone(),
         }
     }
+}
+
+/// Where a job's output goes: a JSON-lines file (or stdout), or a Kafka topic.
+pub enum Output<D> {
+    /// JSON lines.
+    File(kappa_engine::JsonLinesSink),
+    /// A Kafka topic, exactly once.
+    Kafka(kappa_connectors::KafkaSink<D>),
+}
+
+impl<D> Clone for Output<D> {
+    fn clone(&self) -> Self {
+        match self {
+            Output::File(s) => Output::File(s.clone()),
+            Output::Kafka(s) => Output::Kafka(s.clone()),
+        }
+    }
+}
+
+impl<D: serde::Serialize + kappa_connectors::Keyed + 'static> kappa_engine::Sink<D> for Output<D> {
+    fn write(&mut self, time: kappa_engine::Time, updates: &[(D, kappa_engine::Diff)]) -> Result<(), BoxError> {
+        match self {
+            Output::File(s) => s.write(time, updates),
+            Output::Kafka(s) => s.write(time, updates),
+        }
+    }
+    fn finish(&mut self) -> Result<(), BoxError> {
+        match self {
+            Output::File(s) => kappa_engine::Sink::<D>::finish(s),
+            Output::Kafka(s) => s.finish(),
+        }
+    }
+    fn advanced(&mut self, upper: kappa_engine::Time) -> Result<(), BoxError> {
+        match self {
+            Output::File(s) => kappa_engine::Sink::<D>::advanced(s, upper),
+            Output::Kafka(s) => s.advanced(upper),
+        }
+    }
+    fn resume(&mut self) -> Result<kappa_engine::Time, BoxError> {
+        match self {
+            Output::File(s) => kappa_engine::Sink::<D>::resume(s),
+            Output::Kafka(s) => s.resume(),
+        }
+    }
+    fn durable_upper(&self) -> Option<kappa_engine::Time> {
+        match self {
+            Output::File(s) => kappa_engine::Sink::<D>::durable_upper(s),
+            Output::Kafka(s) => s.durable_upper(),
+        }
+    }
+}
+
+/// Parses `--output`: `kafka:TOPIC` (needs brokers) or a file path; `None` is stdout.
+pub fn output<D>(spec: Option<&str>, brokers: Option<&str>, upsert: bool, job: &str) -> anyhow::Result<Output<D>> {
+    match spec.and_then(|s| s.strip_prefix("kafka:")) {
+        Some(topic) => {
+            let brokers = brokers.context("--output kafka:TOPIC needs --brokers HOST:PORT")?;
+            anyhow::ensure!(!topic.is_empty(), "--output kafka:TOPIC needs a topic name");
+            let mut config = kappa_connectors::KafkaSinkConfig::new(brokers, topic);
+            config.transactional_id = format!("kappa-{job}-{topic}");
+            if upsert {
+                config.mode = kappa_connectors::SinkMode::Upsert;
+            }
+            Ok(Output::Kafka(kappa_connectors::KafkaSink::new(config)))
+        }
+        None => {
+            anyhow::ensure!(!upsert, "--upsert is for --output kafka:TOPIC");
+            Ok(Output::File(kappa_engine::JsonLinesSink::new(spec.map(std::path::PathBuf::from))))
+        }
+    }
+}
+
+/// The checkpoint settings of a job from its flags: `url` (any archive URL scheme), how often,
+/// and what identifies the job (`pipeline`, and `fingerprint`: settings that change results).
+pub fn checkpoint_config(
+    url: &str,
+    every: Duration,
+    pipeline: &str,
+    fingerprint: String,
+    codec: kappa_engine::Codec,
+) -> anyhow::Result<kappa_engine::CheckpointConfig> {
+    let archive = Archive::open(url).with_context(|| format!("opening checkpoint location {url}"))?;
+    anyhow::ensure!(every >= Duration::from_millis(10), "--checkpoint-every must be at least 10ms");
+    Ok(kappa_engine::CheckpointConfig {
+        store: archive.store,
+        prefix: archive.prefix,
+        location: url.to_string(),
+        every,
+        pipeline: pipeline.to_string(),
+        fingerprint,
+        codec,
+        keep: 2,
+    })
 }

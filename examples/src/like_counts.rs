@@ -9,7 +9,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use kappa_engine::{execute, ClusterConfig, Collection, JobOptions, JobReport, Record, Sink, SourceFactory, Sources};
+use differential_dataflow::operators::{CountTotal, ThresholdTotal};
+use kappa_engine::{
+    execute, ClusterConfig, Collection, Context, Diff, JobOptions, JobReport, Record, Retention, Sink, SourceFactory,
+    Sources,
+};
 use serde::{Deserialize, Serialize};
 
 /// The input's name in the pipeline.
@@ -47,6 +51,12 @@ pub struct PostLikes {
     pub likes: u64,
 }
 
+impl kappa_connectors::Keyed for PostLikes {
+    fn key(&self) -> serde_json::Value {
+        serde_json::json!({ "post": self.post })
+    }
+}
+
 /// Decodes a record's JSON value; the event time is its `ts`.
 pub fn decode(record: &Record) -> Result<(Like, u64), String> {
     let value = record.value.as_deref().ok_or("record has no value")?;
@@ -54,14 +64,25 @@ pub fn decode(record: &Record) -> Result<(Like, u64), String> {
     Ok((like, like.ts))
 }
 
-/// The dataflow: likes in, per-post like counts out.
-pub fn like_counts(likes: Collection<'_, Like>) -> Collection<'_, PostLikes> {
-    likes
-        .explode(|l| Some(((l.user, l.post), if l.kind == Kind::Like { 1isize } else { -1 })))
+/// Decodes a record into the pair it changes: `(user, post)` with +1 for a like and −1 for an
+/// unlike. This is the form a checkpoint keeps: a like and its unlike cancel.
+pub fn decode_pair(record: &Record) -> Result<((u64, u64), u64, Diff), String> {
+    let (like, ts) = decode(record)?;
+    Ok(((like.user, like.post), ts, if like.kind == Kind::Like { 1 } else { -1 }))
+}
+
+/// Reads the likes input of a pipeline: `(user, post)` pairs, +1 per like and −1 per unlike.
+pub fn read_pairs<'s>(ctx: &mut Context<'s>, name: &str) -> kappa_engine::Result<Collection<'s, (u64, u64)>> {
+    ctx.durable_input(name, decode_pair, Retention::Collapse)
+}
+
+/// The dataflow: `(user, post)` pairs in (+1 per like, −1 per unlike), per-post like counts out.
+pub fn like_counts(pairs: Collection<'_, (u64, u64)>) -> Collection<'_, PostLikes> {
+    pairs
         // A pair counts once while its net is positive.
-        .threshold(|_pair, &net| isize::from(net > 0))
+        .threshold_total(|_pair, &net| isize::from(net > 0))
         .map(|(_user, post)| post)
-        .count()
+        .count_total()
         .map(|(post, users)| PostLikes { post, likes: users as u64 })
 }
 
@@ -73,7 +94,7 @@ pub fn run<S: Sink<PostLikes>>(
     sink: S,
 ) -> kappa_engine::Result<JobReport> {
     execute(cluster, options, Sources::new().with_shared(INPUT, likes), move |ctx| {
-        let likes = ctx.input(INPUT, decode)?;
+        let likes = read_pairs(ctx, INPUT)?;
         ctx.output(like_counts(likes), sink.clone());
         Ok(())
     })

@@ -20,7 +20,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use differential_dataflow::operators::{CountTotal, ThresholdTotal};
-use kappa_engine::{execute, ClusterConfig, Collection, JobOptions, JobReport, Record, Sink, SourceFactory, Sources};
+use kappa_engine::{
+    execute, ClusterConfig, Collection, Diff, JobOptions, JobReport, Record, Retention, Sink, SourceFactory, Sources,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::like_counts::{self, Like};
@@ -83,6 +85,12 @@ pub struct FeedEntry {
     pub score: u64,
 }
 
+impl kappa_connectors::Keyed for FeedEntry {
+    fn key(&self) -> serde_json::Value {
+        serde_json::json!({ "user": self.user, "position": self.position })
+    }
+}
+
 fn json<T: for<'de> Deserialize<'de>>(record: &Record, what: &str) -> Result<T, String> {
     let value = record.value.as_deref().ok_or("record has no value")?;
     serde_json::from_slice(value).map_err(|e| format!("not a {what}: {e}"))
@@ -91,6 +99,19 @@ fn json<T: for<'de> Deserialize<'de>>(record: &Record, what: &str) -> Result<T, 
 /// Decodes a follow event.
 pub fn decode_follow(record: &Record) -> Result<(Follow, u64), String> {
     json::<Follow>(record, "follow event").map(|f| (f, f.ts))
+}
+
+/// Decodes a follow event into the pair it changes, `(follower, followee)`, +1 for a follow and
+/// −1 for an unfollow (the form a checkpoint keeps).
+pub fn decode_edge(record: &Record) -> Result<((u64, u64), u64, Diff), String> {
+    let (f, ts) = decode_follow(record)?;
+    Ok(((f.follower, f.followee), ts, if f.kind == FollowKind::Follow { 1 } else { -1 }))
+}
+
+/// Decodes a post record into `(post, author)`.
+pub fn decode_post_author(record: &Record) -> Result<((u64, u64), u64, Diff), String> {
+    let (p, ts) = decode_post(record)?;
+    Ok(((p.post, p.author), ts, 1))
 }
 
 /// Decodes a post record.
@@ -121,17 +142,16 @@ pub fn author_ranks<'s>(edges: Collection<'s, (u64, u64)>) -> Collection<'s, (u6
     ranks
 }
 
-/// The dataflow: follows, posts and likes in; feeds out.
+/// The dataflow: follow pairs `(follower, followee)` (+1 follow, −1 unfollow), posts
+/// `(post, author)` and like pairs `(user, post)` (+1 like, −1 unlike) in; feeds out.
 pub fn ranked_feed<'s>(
-    follows: Collection<'s, Follow>,
-    posts: Collection<'s, Post>,
-    likes: Collection<'s, Like>,
+    follows: Collection<'s, (u64, u64)>,
+    posts: Collection<'s, (u64, u64)>,
+    likes: Collection<'s, (u64, u64)>,
 ) -> Collection<'s, FeedEntry> {
-    let edges = follows
-        .explode(|f| Some(((f.follower, f.followee), if f.kind == FollowKind::Follow { 1isize } else { -1 })))
-        .threshold_total(|_pair, &net| isize::from(net > 0));
+    let edges = follows.threshold_total(|_pair, &net| isize::from(net > 0));
     let ranks = author_ranks(edges.clone());
-    let post_author = posts.map(|p| (p.post, p.author)).reduce(|_post, authors, out| out.push((*authors[0].0, 1)));
+    let post_author = posts.reduce(|_post, authors, out| out.push((*authors[0].0, 1)));
     let by_author = post_author.clone().map(|(post, author)| (author, post));
     let ranked = by_author.clone().join_map(ranks.clone(), |_author, &post, &rank| (post, rank));
     let unranked = by_author.antijoin(ranks.map(|(u, _)| u)).map(|(_author, post)| (post, 0u64));
@@ -172,9 +192,9 @@ pub fn run<S: Sink<FeedEntry>>(
 ) -> kappa_engine::Result<JobReport> {
     let sources = Sources::new().with_shared(FOLLOWS, follows).with_shared(POSTS, posts).with_shared(LIKES, likes);
     execute(cluster, options, sources, move |ctx| {
-        let follows = ctx.input(FOLLOWS, decode_follow)?;
-        let posts = ctx.input(POSTS, decode_post)?;
-        let likes = ctx.input(LIKES, like_counts::decode)?;
+        let follows = ctx.durable_input(FOLLOWS, decode_edge, Retention::Collapse)?;
+        let posts = ctx.durable_input(POSTS, decode_post_author, Retention::Collapse)?;
+        let likes = like_counts::read_pairs(ctx, LIKES)?;
         ctx.output(ranked_feed(follows, posts, likes), sink.clone());
         Ok(())
     })

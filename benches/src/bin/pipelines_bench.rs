@@ -329,7 +329,7 @@ fn fraud(args: &Args, md: &mut String) -> anyhow::Result<()> {
         let mut rng = 7u64;
         for i in 0..args.payments as u64 {
             let card = lcg(&mut rng) % 50_000;
-            let device = if lcg(&mut rng) % 50 == 0 { lcg(&mut rng) % 50_000 } else { card };
+            let device = if lcg(&mut rng).is_multiple_of(50) { lcg(&mut rng) % 50_000 } else { card };
             tx.send(json(&Payment {
                 ts: 1_000_000 + i * 10,
                 payment: i,

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod producer;
+pub mod sink;
 pub mod source;
 
 use rdkafka::client::ClientContext;

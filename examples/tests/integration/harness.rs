@@ -49,13 +49,18 @@ pub struct Tansu {
     child: Option<Child>,
     /// `127.0.0.1:PORT`.
     pub brokers: String,
+    /// How it was started, to restart it the same way.
+    storage: String,
+    env: Vec<(String, String)>,
 }
 
 impl Tansu {
     /// The broker `scripts/test` started (`KAPPA_TEST_BROKERS`), or a new one.
     pub fn shared() -> Tansu {
         match std::env::var("KAPPA_TEST_BROKERS") {
-            Ok(brokers) if !brokers.is_empty() => Tansu { child: None, brokers },
+            Ok(brokers) if !brokers.is_empty() => {
+                Tansu { child: None, brokers, storage: String::new(), env: Vec::new() }
+            }
             _ => Tansu::start(),
         }
     }
@@ -68,7 +73,13 @@ impl Tansu {
     /// Starts a broker of its own storing into `storage` (e.g. `s3://bucket/`, with `env` naming
     /// the S3 endpoint and credentials).
     pub fn start_with_storage(storage: &str, env: &[(&str, String)]) -> Tansu {
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
         let port = free_port();
+        let child = Self::spawn(port, storage, &env);
+        Tansu { child: Some(child), brokers: format!("127.0.0.1:{port}"), storage: storage.to_string(), env }
+    }
+
+    fn spawn(port: u16, storage: &str, env: &[(String, String)]) -> Child {
         let url = format!("tcp://127.0.0.1:{port}");
         let mut cmd = Command::new(tansu_binary());
         for (k, v) in env {
@@ -83,7 +94,17 @@ impl Tansu {
             .spawn()
             .expect("start tansu broker");
         wait_for_port(port, "tansu", &mut child);
-        Tansu { child: Some(child), brokers: format!("127.0.0.1:{port}") }
+        child
+    }
+
+    /// Stops the broker (SIGKILL), waits `down`, and starts it again on the same port and storage.
+    pub fn restart(&mut self, down: Duration) {
+        let mut child = self.child.take().expect("only a broker this test started can be restarted");
+        let _ = child.kill();
+        let _ = child.wait();
+        std::thread::sleep(down);
+        let port: u16 = self.brokers.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
+        self.child = Some(Self::spawn(port, &self.storage, &self.env));
     }
 
     /// Creates `topic` with `partitions` partitions, with Tansu's own command.

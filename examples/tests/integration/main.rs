@@ -1,6 +1,7 @@
 //! Integration tests on real components: a Tansu broker, moto's S3 server, the `kappa` binary.
 
 mod cluster;
+mod exactly_once;
 mod handoff;
 mod harness;
 mod replay;

@@ -1,0 +1,404 @@
+//! The Kafka sink: a pipeline's output as a changelog topic or an upsert topic, exactly once.
+//!
+//! # Modes
+//! - **changelog** (default): one record per update, key = the data's key fields (JSON), value
+//!   `{"time","diff","data"}`.
+//! - **upsert**: key → the row's current value; a tombstone (null value) when the key's row
+//!   disappears. With `cleanup.policy=compact` the topic *is* the materialized view.
+//!
+//! # Exactly once, without broker transactions
+//! The sink writes only completed timestamps (the engine's consistent sink guarantees that) and,
+//! across restarts, never writes a record twice or skips one. It relies on determinism, not on
+//! Kafka transactions (Tansu 0.6.0, the broker we test on, does not implement `EndTxn`):
+//! 1. **A deterministic sequence per partition.** A time's updates arrive consolidated and sorted;
+//!    each record goes to partition `crc32c(key) % partitions`; so the records of every output
+//!    partition form one sequence that any run of the same job over the same input reproduces.
+//! 2. **In order, no duplicates, no gaps within a run**: the idempotent producer.
+//! 3. **A progress record**, every 100 ms while data flows and at the end, *after* a flush:
+//!    `{"upper": U, "ends": {partition: offset}}` in `<topic>.kappa-progress`. All times below `U`
+//!    are written, and end before those offsets.
+//! 4. **Restart.** The sink reads the last progress record, then the records each partition holds
+//!    beyond its recorded end: those are the start of what the crashed run wrote for times `≥ U`.
+//!    It returns `U` from [`Sink::resume`] (the engine recomputes from there, identically), and
+//!    skips, per partition, as many records as it found, checking that each skipped record is
+//!    byte for byte the one it would have written. A mismatch stops the job: the output was
+//!    written by another job or the input changed.
+//!
+//! A restart assumes the previous run is dead (a crash, a kill); two runs writing at once are not
+//! fenced. Consumers see a time's records as they are produced, not atomically: each record
+//! carries its time (changelog) so a reader can group them.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::marker::PhantomData;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use kappa_engine::{BoxError, Diff, Sink, Time};
+use rdkafka::consumer::Consumer;
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::TopicPartitionList;
+use serde::{Deserialize, Serialize};
+
+use crate::kafka::{admin, client_config};
+
+/// Output rows that have a key: the fields that identify a row (for the record key and upserts).
+pub trait Keyed {
+    /// The key, as JSON.
+    fn key(&self) -> serde_json::Value;
+}
+
+/// How updates become records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SinkMode {
+    /// One record per update.
+    #[default]
+    Changelog,
+    /// Key → current value, tombstones for removed rows.
+    Upsert,
+}
+
+/// Where and how to write.
+#[derive(Clone, Debug)]
+pub struct KafkaSinkConfig {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// The output topic.
+    pub topic: String,
+    /// Changelog or upsert.
+    pub mode: SinkMode,
+    /// Partitions of the topics if the sink creates them.
+    pub partitions: i32,
+    /// Names the job in progress records.
+    pub transactional_id: String,
+}
+
+impl KafkaSinkConfig {
+    /// A changelog sink to `topic` whose transactional id derives from the topic.
+    pub fn new(brokers: &str, topic: &str) -> Self {
+        KafkaSinkConfig {
+            brokers: brokers.to_string(),
+            topic: topic.to_string(),
+            mode: SinkMode::Changelog,
+            partitions: 1,
+            transactional_id: format!("kappa-{topic}"),
+        }
+    }
+
+    /// The progress topic beside the output topic.
+    pub fn progress_topic(&self) -> String {
+        format!("{}.kappa-progress", self.topic)
+    }
+}
+
+/// A record's key and value (`None`: a tombstone).
+type KeyValue = (Vec<u8>, Option<Vec<u8>>);
+
+/// How often progress is recorded while data flows.
+const COMMIT_EVERY: Duration = Duration::from_millis(100);
+/// How often progress is recorded when no data flows.
+const IDLE_COMMIT_EVERY: Duration = Duration::from_secs(1);
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Writes a pipeline's output to Kafka, exactly once (see the module docs).
+pub struct KafkaSink<D> {
+    config: KafkaSinkConfig,
+    producer: Option<ThreadedProducer<Deliveries>>,
+    /// Partitions of the output topic.
+    partitions: i32,
+    /// Per partition: records the crashed run already wrote, to skip and check (restart only).
+    skip: BTreeMap<i32, VecDeque<KeyValue>>,
+    /// Whether records were sent since the last progress record.
+    dirty: bool,
+    last_commit: Instant,
+    /// Everything below this is written and recorded.
+    durable: Option<Time>,
+    _data: PhantomData<fn(D)>,
+}
+
+impl<D> Clone for KafkaSink<D> {
+    fn clone(&self) -> Self {
+        KafkaSink::new(self.config.clone())
+    }
+}
+
+/// Delivery reports: where each output partition ends, and the first failure.
+pub struct Deliveries {
+    topic: String,
+    ends: Mutex<BTreeMap<i32, i64>>,
+    error: Mutex<Option<String>>,
+}
+
+impl rdkafka::ClientContext for Deliveries {}
+
+impl rdkafka::producer::ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(m) if m.topic() == self.topic => {
+                let mut ends = self.ends.lock().unwrap_or_else(|p| p.into_inner());
+                let end = ends.entry(m.partition()).or_insert(0);
+                *end = (*end).max(m.offset() + 1);
+            }
+            Ok(_) => {}
+            Err((e, _)) => {
+                self.error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Progress {
+    upper: Time,
+    ends: BTreeMap<i32, i64>,
+}
+
+impl<D> KafkaSink<D> {
+    /// A sink that connects lazily, on first use (only worker 0's clone ever does).
+    pub fn new(config: KafkaSinkConfig) -> Self {
+        KafkaSink {
+            config,
+            producer: None,
+            partitions: 1,
+            skip: BTreeMap::new(),
+            dirty: false,
+            last_commit: Instant::now(),
+            durable: None,
+            _data: PhantomData,
+        }
+    }
+
+    fn failed(&self, what: &str, e: impl std::fmt::Display) -> BoxError {
+        format!(
+            "kafka sink to topic `{}` on {}: {what} failed: {e}; check that the broker is up",
+            self.config.topic, self.config.brokers
+        )
+        .into()
+    }
+
+    /// Creates the topics if missing and the idempotent producer.
+    fn connect(&mut self) -> Result<(), BoxError> {
+        if self.producer.is_some() {
+            return Ok(());
+        }
+        admin::create_topic(&self.config.brokers, &self.config.topic, self.config.partitions)?;
+        admin::create_topic(&self.config.brokers, &self.config.progress_topic(), 1)?;
+        self.partitions = admin::partitions(&self.config.brokers, &self.config.topic)?.len().max(1) as i32;
+        // Where each output partition ends now; delivery reports move the ends on.
+        let ends = admin::watermarks(&self.config.brokers, &self.config.topic)?
+            .into_iter()
+            .map(|(p, (_, high))| (p, high))
+            .collect();
+        let producer: ThreadedProducer<Deliveries> = client_config(&self.config.brokers)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "300000")
+            .create_with_context(Deliveries {
+                topic: self.config.topic.clone(),
+                ends: Mutex::new(ends),
+                error: Mutex::default(),
+            })
+            .map_err(|e| self.failed("creating the producer", e))?;
+        self.producer = Some(producer);
+        Ok(())
+    }
+
+    fn partition_of(&self, key: &[u8]) -> i32 {
+        (crc32c::crc32c(key) % self.partitions as u32) as i32
+    }
+
+    /// Sends one record, unless the crashed run already wrote it (then checks it is the same).
+    fn send(&mut self, topic: &str, partition: i32, key: &[u8], value: Option<&[u8]>) -> Result<(), BoxError> {
+        if topic == self.config.topic {
+            if let Some(expected) = self.skip.get_mut(&partition).and_then(VecDeque::pop_front) {
+                if expected.0 != key || expected.1.as_deref() != value {
+                    return Err(format!(
+                        "topic `{}` partition {partition} holds a record this job would not write there \
+                         (key {}): it was written by another job, or the input changed; write to a new topic",
+                        self.config.topic,
+                        String::from_utf8_lossy(&expected.0)
+                    )
+                    .into());
+                }
+                return Ok(());
+            }
+            self.dirty = true;
+        }
+        let producer = self.producer.as_ref().ok_or("kafka sink used before it connected")?;
+        let mut record = BaseRecord::<[u8], [u8]>::to(topic).key(key).partition(partition);
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        loop {
+            match producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((e, back)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) => {
+                    std::thread::sleep(Duration::from_millis(5));
+                    record = back;
+                }
+                Err((e, _)) => return Err(self.failed("producing", e)),
+            }
+        }
+    }
+
+    /// Flushes, then records that every time below `upper` is written.
+    fn commit(&mut self, upper: Time) -> Result<(), BoxError> {
+        let producer = self.producer.as_ref().ok_or("kafka sink used before it connected")?;
+        producer.flush(TIMEOUT).map_err(|e| self.failed("flushing output", e))?;
+        if let Some(error) = producer.context().error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(self.failed("delivering output", error));
+        }
+        let ends = producer.context().ends.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let progress = serde_json::to_vec(&Progress { upper, ends })?;
+        let key = self.config.topic.clone().into_bytes();
+        self.send(&self.config.progress_topic(), 0, &key, Some(&progress))?;
+        let producer = self.producer.as_ref().ok_or("kafka sink used before it connected")?;
+        producer.flush(TIMEOUT).map_err(|e| self.failed("flushing progress", e))?;
+        if let Some(error) = producer.context().error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(self.failed("recording progress", error));
+        }
+        self.dirty = false;
+        self.last_commit = Instant::now();
+        self.durable = Some(upper);
+        Ok(())
+    }
+
+    /// Reads `[from, to)` of one partition.
+    fn read(&self, topic: &str, partition: i32, from: i64, to: i64) -> Result<Vec<KeyValue>, BoxError> {
+        let mut out = Vec::new();
+        if to <= from {
+            return Ok(out);
+        }
+        let consumer = crate::kafka::consumer(&self.config.brokers)?;
+        let mut assignment = TopicPartitionList::new();
+        assignment.add_partition_offset(topic, partition, rdkafka::Offset::Offset(from))?;
+        consumer.assign(&assignment)?;
+        let deadline = Instant::now() + TIMEOUT;
+        while (out.len() as i64) < to - from {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) if m.offset() < to => {
+                    out.push((m.key().unwrap_or_default().to_vec(), m.payload().map(<[u8]>::to_vec)))
+                }
+                Some(Ok(_)) | Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+                Some(Err(e)) => return Err(self.failed(&format!("reading {topic} partition {partition}"), e)),
+                None if Instant::now() > deadline => return Err(self.failed("reading", "timed out")),
+                None => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Serialize)]
+struct Change<'a, D> {
+    time: Time,
+    diff: Diff,
+    data: &'a D,
+}
+
+impl<D: Serialize + Keyed + 'static> Sink<D> for KafkaSink<D> {
+    fn write(&mut self, time: Time, updates: &[(D, Diff)]) -> Result<(), BoxError> {
+        self.connect()?;
+        let topic = self.config.topic.clone();
+        match self.config.mode {
+            SinkMode::Changelog => {
+                for (data, diff) in updates {
+                    let key = serde_json::to_vec(&data.key())?;
+                    let value = serde_json::to_vec(&Change { time, diff: *diff, data })?;
+                    self.send(&topic, self.partition_of(&key), &key, Some(&value))?;
+                }
+            }
+            SinkMode::Upsert => {
+                // Per key: the row inserted at this time, or a tombstone if rows were only removed.
+                let mut rows: BTreeMap<Vec<u8>, Option<&D>> = BTreeMap::new();
+                for (data, diff) in updates {
+                    let key = serde_json::to_vec(&data.key())?;
+                    let slot = rows.entry(key).or_insert(None);
+                    if *diff > 0 {
+                        if slot.is_some() || *diff > 1 {
+                            return Err(format!(
+                                "upsert: key {} has more than one row at time {time}; its key fields do not identify \
+                                 a row, use the changelog mode",
+                                serde_json::to_string(&data.key())?
+                            )
+                            .into());
+                        }
+                        *slot = Some(data);
+                    }
+                }
+                for (key, row) in rows {
+                    let value = row.map(serde_json::to_vec).transpose()?;
+                    self.send(&topic, self.partition_of(&key), &key, value.as_deref())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn advanced(&mut self, upper: Time) -> Result<(), BoxError> {
+        if self.skip.values().any(|left| !left.is_empty()) {
+            // Still re-deriving what the crashed run wrote: a progress record now would put the
+            // partitions' ends past records of times at or after `upper`.
+            return Ok(());
+        }
+        let due = if self.dirty {
+            self.last_commit.elapsed() >= COMMIT_EVERY
+        } else {
+            // Nothing new: record progress now and then, so that checkpoints can be completed.
+            self.durable.is_some_and(|d| d < upper) && self.last_commit.elapsed() >= IDLE_COMMIT_EVERY
+        };
+        if due {
+            self.connect()?;
+            self.commit(upper)?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), BoxError> {
+        self.connect()?;
+        if let Some((partition, left)) = self.skip.iter().find(|(_, left)| !left.is_empty()) {
+            return Err(format!(
+                "topic `{}` partition {partition} holds {} more record(s) than this job writes: it was written by \
+                 another job, or the input changed; write to a new topic",
+                self.config.topic,
+                left.len()
+            )
+            .into());
+        }
+        self.commit(Time::MAX)
+    }
+
+    fn resume(&mut self) -> Result<Time, BoxError> {
+        self.connect()?;
+        let progress_topic = self.config.progress_topic();
+        let marks = admin::watermarks(&self.config.brokers, &progress_topic)?;
+        let (low, high) = marks.get(&0).copied().unwrap_or((0, 0));
+        let last = self.read(&progress_topic, 0, low.max(high - 1), high)?;
+        let progress = match last.last() {
+            Some((_, Some(value))) => serde_json::from_slice::<Progress>(value)
+                .map_err(|e| format!("{progress_topic} holds a damaged progress record ({e}); write to a new topic"))?,
+            _ => Progress { upper: 0, ends: BTreeMap::new() },
+        };
+        // What the crashed run wrote after its last progress record: the start of what this run
+        // would write from `upper` on, partition by partition.
+        for (partition, (log_start, high)) in admin::watermarks(&self.config.brokers, &self.config.topic)? {
+            let from = progress.ends.get(&partition).copied().unwrap_or(log_start);
+            let written = self.read(&self.config.topic, partition, from, high)?;
+            if !written.is_empty() {
+                tracing::info!(
+                    "{} partition {partition}: {} record(s) already written",
+                    self.config.topic,
+                    written.len()
+                );
+            }
+            self.skip.insert(partition, written.into());
+        }
+        self.durable = Some(progress.upper);
+        Ok(progress.upper)
+    }
+
+    fn durable_upper(&self) -> Option<Time> {
+        self.durable
+    }
+}

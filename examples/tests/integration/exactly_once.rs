@@ -1,0 +1,423 @@
+//! Exactly-once output: the Kafka sink's two modes, and restarts after SIGKILL and broker restarts
+//! ending with the output an uninterrupted run writes.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kappa_connectors::kafka::producer::produce;
+use kappa_examples::generator::{like_records, like_stream, LikeStreamConfig};
+use kappa_examples::like_counts::{self, Like, PostLikes};
+use rdkafka::consumer::Consumer;
+use rdkafka::message::Message;
+
+use crate::harness::{kappa_ok, unique, Moto, Tansu};
+
+/// Every record of `topic` as `(key, value)` strings, partition by partition in offset order,
+/// read as a `read_committed` consumer sees them.
+pub fn consume_committed(brokers: &str, topic: &str) -> Vec<(String, Option<String>)> {
+    let consumer: rdkafka::consumer::BaseConsumer = kappa_connectors::kafka::client_config(brokers)
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("consumer");
+    let partitions = kappa_connectors::kafka::admin::partitions(brokers, topic).expect("output topic exists");
+    let mut out = Vec::new();
+    for partition in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)).expect("watermarks");
+        if high <= low {
+            continue;
+        }
+        let mut assignment = rdkafka::TopicPartitionList::new();
+        assignment.add_partition_offset(topic, partition, rdkafka::Offset::Offset(low)).expect("assign");
+        consumer.assign(&assignment).expect("assign");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => out.push((
+                    String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                    m.payload().map(|v| String::from_utf8_lossy(v).into_owned()),
+                )),
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+                Some(Err(e)) => panic!("consuming {topic}: {e}"),
+                None => assert!(Instant::now() < deadline, "timed out reading {topic}"),
+            }
+        }
+    }
+    out
+}
+
+fn events(n: usize, seed: u64) -> Vec<(i32, Like)> {
+    like_stream(&LikeStreamConfig { partitions: 2, seed, ..LikeStreamConfig::new(n) })
+}
+
+fn replay_args<'a>(topic: &'a str, brokers: &'a str, output: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "replay",
+        "--pipeline",
+        "like-counts",
+        "--topic",
+        topic,
+        "--brokers",
+        brokers,
+        "--exit-when-idle",
+        "2",
+        "--output",
+        output,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+#[test]
+fn kafka_changelog_holds_the_file_output_and_upsert_holds_the_final_view() {
+    let tansu = Tansu::shared();
+    let all = events(4_000, 5);
+    let topic = unique("likes");
+    tansu.create_topic(&topic, 2);
+    produce(&tansu.brokers, &topic, like_records(&all), &|_| ()).expect("produce");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("out.jsonl");
+    kappa_ok(&replay_args(&topic, &tansu.brokers, file.to_str().expect("utf-8"), &[]), &[]);
+    let lines: Vec<String> = std::fs::read_to_string(&file).expect("file").lines().map(String::from).collect();
+    assert!(lines.len() > 100);
+
+    let changelog = unique("counts");
+    kappa_ok(&replay_args(&topic, &tansu.brokers, &format!("kafka:{changelog}"), &[]), &[]);
+    let records = consume_committed(&tansu.brokers, &changelog);
+    let values: Vec<String> = records.iter().map(|(_, v)| v.clone().expect("changelog has no tombstones")).collect();
+    assert_eq!(values, lines, "the changelog topic holds the file's updates, in order");
+    assert!(records.iter().all(|(k, _)| k.starts_with("{\"post\":")), "keyed by the row's key fields");
+
+    let upsert = unique("view");
+    kappa_ok(&replay_args(&topic, &tansu.brokers, &format!("kafka:{upsert}"), &["--upsert"]), &[]);
+    let mut view: BTreeMap<String, String> = BTreeMap::new();
+    for (key, value) in consume_committed(&tansu.brokers, &upsert) {
+        match value {
+            Some(v) => view.insert(key, v),
+            None => view.remove(&key),
+        };
+    }
+    let expected = like_counts::reference(all.iter().map(|(_, l)| l));
+    let got: BTreeMap<u64, u64> = view
+        .values()
+        .map(|v| serde_json::from_str::<PostLikes>(v).expect("a row"))
+        .map(|row| (row.post, row.likes))
+        .collect();
+    assert_eq!(got, expected, "the upsert topic, compacted, is the final result");
+}
+
+/// One restartable job run as an operator would: the same command again after every crash.
+struct Job {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl Job {
+    fn spawn(&self) -> Child {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kappa"));
+        cmd.args(&self.args).stdout(Stdio::null()).stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.spawn().expect("start kappa")
+    }
+
+    /// Runs the job to completion, killing it with SIGKILL after each of `kills` delays and
+    /// starting it again. Returns the stderr of every run.
+    fn run_with_kills(&self, kills: &[Duration]) -> Vec<String> {
+        let mut logs = Vec::new();
+        for delay in kills.iter().map(Some).chain([None]) {
+            let mut child = self.spawn();
+            let started = Instant::now();
+            let finished = loop {
+                if let Some(status) = child.try_wait().expect("wait") {
+                    break Some(status);
+                }
+                if delay.is_some_and(|d| started.elapsed() >= *d) {
+                    child.kill().expect("SIGKILL kappa");
+                    let _ = child.wait();
+                    break None;
+                }
+                assert!(started.elapsed() < Duration::from_secs(120), "kappa ran for two minutes: {:?}", self.args);
+                std::thread::sleep(Duration::from_millis(10));
+            };
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().expect("piped"), &mut stderr).expect("stderr");
+            if let Some(status) = finished {
+                assert!(status.success(), "kappa {} failed:\n{stderr}", self.args.join(" "));
+                logs.push(stderr);
+                return logs;
+            }
+            logs.push(stderr);
+        }
+        unreachable!("the last run is never killed")
+    }
+}
+
+/// Produces `events` into `topic` in chunks, pausing between them: live traffic.
+fn produce_slowly(brokers: String, topic: String, events: Vec<(i32, Like)>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for chunk in events.chunks(400) {
+            produce(&brokers, &topic, like_records(chunk), &|_| ()).expect("produce live records");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+}
+
+/// What an output holds: the file's bytes, or the topic's committed records.
+fn output_of(brokers: &str, output: &str) -> Vec<String> {
+    match output.strip_prefix("kafka:") {
+        Some(topic) => consume_committed(brokers, topic).into_iter().map(|(k, v)| format!("{k} {v:?}")).collect(),
+        None => std::fs::read_to_string(output).expect("output file").lines().map(String::from).collect(),
+    }
+}
+
+fn crash_trial_args(topic: &str, archive: &str, brokers: &str, output: &str, checkpoint: &str) -> Vec<String> {
+    [
+        "replay",
+        "--pipeline",
+        "like-counts",
+        "--topic",
+        topic,
+        "--archive",
+        archive,
+        "--then-live",
+        "--brokers",
+        brokers,
+        "--exit-when-idle",
+        "2",
+        "--output",
+        output,
+        "--checkpoint",
+        checkpoint,
+        "--checkpoint-every",
+        "150ms",
+        "--workers",
+        "2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+#[test]
+fn sigkill_at_random_moments_then_the_same_command_ends_with_the_uninterrupted_output() {
+    use rand::{Rng, SeedableRng};
+    let tansu = Tansu::shared();
+    let all = events(16_000, 21);
+    let (history, live) = all.split_at(10_000);
+    // The uninterrupted runs, over the same records, all of them already in the broker.
+    let reference_topic = unique("likes");
+    tansu.create_topic(&reference_topic, 2);
+    produce(&tansu.brokers, &reference_topic, like_records(&all), &|_| ()).expect("produce");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reference_file = dir.path().join("reference.jsonl").to_str().expect("utf-8").to_string();
+    let reference_kafka = format!("kafka:{}", unique("reference"));
+    for output in [&reference_file, &reference_kafka] {
+        kappa_ok(&replay_args(&reference_topic, &tansu.brokers, output, &[]), &[]);
+    }
+    let expected_file = output_of(&tansu.brokers, &reference_file);
+    let expected_kafka = output_of(&tansu.brokers, &reference_kafka);
+    assert!(expected_file.len() > 1_000);
+
+    let trials: usize = std::env::var("KAPPA_CRASH_TRIALS").ok().and_then(|n| n.parse().ok()).unwrap_or(20);
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(2026);
+    let mut restored = 0;
+    for trial in 0..trials {
+        let topic = unique("likes");
+        tansu.create_topic(&topic, 2);
+        produce(&tansu.brokers, &topic, like_records(history), &|_| ()).expect("produce history");
+        let archive = format!("file://{}", dir.path().join(format!("archive-{trial}")).display());
+        kappa_ok(&["archive", "write", "--brokers", &tansu.brokers, "--topic", &topic, "--to", &archive], &[]);
+        let output = if trial % 2 == 0 {
+            dir.path().join(format!("out-{trial}.jsonl")).to_str().expect("utf-8").to_string()
+        } else {
+            format!("kafka:{}", unique("out"))
+        };
+        let checkpoint = format!("file://{}", dir.path().join(format!("ckpt-{trial}")).display());
+        let job = Job {
+            args: crash_trial_args(&topic, &archive, &tansu.brokers, &output, &checkpoint),
+            env: vec![("RUST_LOG".into(), "kappa_connectors=info".into())],
+        };
+        // One to three kills, early (backfill) or later (live).
+        let kills: Vec<Duration> =
+            (0..rng.random_range(1..=3)).map(|_| Duration::from_millis(rng.random_range(150..3_000))).collect();
+        let producer = produce_slowly(tansu.brokers.clone(), topic.clone(), live.to_vec());
+        let logs = job.run_with_kills(&kills);
+        producer.join().expect("producer");
+        restored += logs.iter().filter(|l| l.contains("restoring from checkpoint")).count();
+        let expected = if trial % 2 == 0 { &expected_file } else { &expected_kafka };
+        let got = output_of(&tansu.brokers, &output);
+        if &got != expected {
+            let dump = std::env::temp_dir().join(format!("kappa-crash-trial-{trial}"));
+            let _ = std::fs::write(dump.with_extension("got"), got.join("\n"));
+            let _ = std::fs::write(dump.with_extension("expected"), expected.join("\n"));
+        }
+        assert!(
+            &got == expected,
+            "trial {trial} (kills after {kills:?}, output {output}): {} records, expected {}; first difference at {:?}\nlogs:\n{}",
+            got.len(),
+            expected.len(),
+            got.iter().zip(expected.iter()).position(|(a, b)| a != b),
+            logs.join("\n---\n")
+        );
+    }
+    assert!(restored > 0, "no run restored a checkpoint: the trials did not exercise checkpoints");
+}
+
+impl Job {
+    /// Runs the job in the background, starting it again whenever it fails, until it succeeds.
+    fn run_until_success(self) -> std::thread::JoinHandle<Vec<String>> {
+        std::thread::spawn(move || {
+            let mut logs = Vec::new();
+            for _ in 0..5 {
+                let out = {
+                    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kappa"));
+                    cmd.args(&self.args);
+                    for (k, v) in &self.env {
+                        cmd.env(k, v);
+                    }
+                    cmd.output().expect("run kappa")
+                };
+                logs.push(String::from_utf8_lossy(&out.stderr).into_owned());
+                if out.status.success() {
+                    return logs;
+                }
+            }
+            panic!("kappa failed five times:\n{}", logs.join("\n---\n"));
+        })
+    }
+}
+
+/// Manifests (complete checkpoints) under a file:// checkpoint location, oldest first.
+fn manifests(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found: Vec<_> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries.filter_map(Result::ok).map(|e| e.path().join("MANIFEST")).filter(|m| m.exists()).collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+#[test]
+fn restarting_the_broker_mid_run_ends_with_the_uninterrupted_output() {
+    let moto = Moto::shared();
+    let bucket = unique("tansu-restart");
+    moto.create_bucket(&bucket);
+    let env = moto.env();
+    // Durable broker storage (S3 on moto), so that a restart keeps the topics.
+    let mut tansu = Tansu::start_with_storage(&format!("s3://{bucket}/"), &env);
+    let all = events(6_000, 31);
+    let (history, live) = all.split_at(2_000);
+    let reference_topic = unique("likes");
+    tansu.create_topic(&reference_topic, 2);
+    produce(&tansu.brokers, &reference_topic, like_records(&all), &|_| ()).expect("produce");
+    let reference = format!("kafka:{}", unique("reference"));
+    kappa_ok(&replay_args(&reference_topic, &tansu.brokers, &reference, &[]), &[]);
+    let expected = output_of(&tansu.brokers, &reference);
+
+    let topic = unique("likes");
+    tansu.create_topic(&topic, 2);
+    produce(&tansu.brokers, &topic, like_records(history), &|_| ()).expect("produce history");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = format!("kafka:{}", unique("out"));
+    let checkpoint = format!("file://{}", dir.path().join("ckpt").display());
+    let args = [
+        "replay",
+        "--pipeline",
+        "like-counts",
+        "--topic",
+        &topic,
+        "--brokers",
+        &tansu.brokers,
+        "--exit-when-idle",
+        "6",
+        "--output",
+        &output,
+        "--checkpoint",
+        &checkpoint,
+        "--checkpoint-every",
+        "200ms",
+    ];
+    let job = Job { args: args.iter().map(|s| s.to_string()).collect(), env: vec![] }.run_until_success();
+    let (first, second) = live.split_at(live.len() / 2);
+    produce_slowly(tansu.brokers.clone(), topic.clone(), first.to_vec()).join().expect("produce");
+    tansu.restart(Duration::from_secs(1));
+    produce_slowly(tansu.brokers.clone(), topic.clone(), second.to_vec()).join().expect("produce");
+    let logs = job.join().expect("job");
+    let got = output_of(&tansu.brokers, &output);
+    assert!(got == expected, "{} records, expected {}; logs:\n{}", got.len(), expected.len(), logs.join("\n---\n"));
+}
+
+#[test]
+fn a_damaged_or_missing_newest_checkpoint_falls_back_and_says_so() {
+    let tansu = Tansu::shared();
+    let all = events(12_000, 41);
+    let reference_topic = unique("likes");
+    tansu.create_topic(&reference_topic, 2);
+    produce(&tansu.brokers, &reference_topic, like_records(&all), &|_| ()).expect("produce");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reference = dir.path().join("reference.jsonl").to_str().expect("utf-8").to_string();
+    kappa_ok(&replay_args(&reference_topic, &tansu.brokers, &reference, &[]), &[]);
+    let expected = output_of(&tansu.brokers, &reference);
+
+    for damage in ["corrupt", "missing"] {
+        let topic = unique("likes");
+        tansu.create_topic(&topic, 2);
+        let output = dir.path().join(format!("{damage}.jsonl")).to_str().expect("utf-8").to_string();
+        let ckpt_dir = dir.path().join(format!("ckpt-{damage}"));
+        let checkpoint = format!("file://{}", ckpt_dir.display());
+        let args = [
+            "replay",
+            "--pipeline",
+            "like-counts",
+            "--topic",
+            &topic,
+            "--brokers",
+            &tansu.brokers,
+            "--exit-when-idle",
+            "2",
+            "--output",
+            &output,
+            "--checkpoint",
+            &checkpoint,
+            "--checkpoint-every",
+            "100ms",
+        ];
+        let job = Job { args: args.iter().map(|s| s.to_string()).collect(), env: vec![] };
+        let producer = produce_slowly(tansu.brokers.clone(), topic.clone(), all.clone());
+        // Kill once two checkpoints are complete.
+        let mut child = job.spawn();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while manifests(&ckpt_dir).len() < 2 {
+            assert!(Instant::now() < deadline, "no two checkpoints within a minute");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+        let newest = manifests(&ckpt_dir).pop().expect("a manifest");
+        let generation = newest.parent().expect("generation directory").to_path_buf();
+        match damage {
+            "corrupt" => {
+                for part in std::fs::read_dir(&generation).expect("parts").filter_map(Result::ok) {
+                    if part.path().extension().is_some_and(|e| e == "part") {
+                        let mut bytes = std::fs::read(part.path()).expect("part");
+                        let middle = bytes.len() / 2;
+                        bytes[middle] ^= 0xff;
+                        std::fs::write(part.path(), bytes).expect("damage part");
+                    }
+                }
+            }
+            _ => std::fs::remove_dir_all(&generation).expect("remove the newest checkpoint"),
+        }
+        let logs = job.run_with_kills(&[]);
+        producer.join().expect("producer");
+        let log = logs.join("\n");
+        if damage == "corrupt" {
+            assert!(log.contains("falling back to the previous one") && log.contains("CRC-32C"), "{log}");
+        }
+        assert!(log.contains("restoring from checkpoint"), "an older checkpoint is used:\n{log}");
+        assert!(output_of(&tansu.brokers, &output) == expected, "{damage}: the output differs; logs:\n{log}");
+    }
+}
