@@ -52,3 +52,70 @@ pub fn machine(with_memory: bool) -> String {
     }
     text
 }
+
+/// Peak resident memory of this process so far (Linux `VmHWM`), in bytes; 0 elsewhere.
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(String::from))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()))
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// A like archive in Kappa's layout at `url`: the generated stream of `records` like events over
+/// `partitions` partitions of topic `likes`, in segments of `segment_records` records, batches of
+/// 1000 compressed with `codec`. `users_posts` overrides the generator's key space (users,
+/// posts). Returns the segments (key and bytes) as written, and the records of each partition.
+pub fn write_like_archive(
+    url: &str,
+    records: usize,
+    partitions: i32,
+    segment_records: usize,
+    codec: kappa_replay::segment::Codec,
+    users_posts: Option<(u64, u64)>,
+) -> anyhow::Result<LikeArchive> {
+    use kappa_examples::generator::{like_stream, LikeStreamConfig};
+    use object_store::ObjectStoreExt;
+    let mut config = LikeStreamConfig { partitions, ..LikeStreamConfig::new(records) };
+    if let Some((users, posts)) = users_posts {
+        config.users = users;
+        config.posts = posts;
+    }
+    let events = like_stream(&config);
+    let mut per_partition: Vec<Vec<Record>> = vec![Vec::new(); partitions as usize];
+    for (p, like) in &events {
+        let log = &mut per_partition[*p as usize];
+        log.push(Record {
+            offset: log.len() as i64,
+            timestamp: Some(like.ts as i64),
+            key: Some(Bytes::from(like.user.to_string())),
+            value: Some(Bytes::from(serde_json::to_vec(like)?)),
+        });
+    }
+    drop(events);
+    let archive = kappa_replay::Archive::open(url)?;
+    let mut segments = Vec::new();
+    for (p, log) in per_partition.iter().enumerate() {
+        for chunk in log.chunks(segment_records.max(1)) {
+            let mut bytes = Vec::new();
+            for batch in chunk.chunks(1000) {
+                kappa_replay::segment::encode_batch_with(batch, codec, &mut bytes);
+            }
+            let (base, next) = (chunk[0].offset, chunk[chunk.len() - 1].offset + 1);
+            let key = kappa_replay::KappaLayout::segment_key(&archive, "likes", p as i32, base, next);
+            segments.push((key, Bytes::from(bytes)));
+        }
+    }
+    for (key, bytes) in &segments {
+        kappa_replay::archive::runtime().block_on(archive.store.put(key, bytes.clone().into()))?;
+    }
+    Ok(LikeArchive { segments, partitions: per_partition })
+}
+
+/// What [`write_like_archive`] wrote.
+pub struct LikeArchive {
+    /// Segment objects: key and bytes.
+    pub segments: Vec<(object_store::path::Path, Bytes)>,
+    /// The records, per partition.
+    pub partitions: Vec<Vec<Record>>,
+}

@@ -17,14 +17,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use bytes::Bytes;
 use clap::Parser;
-use kappa_engine::{BoxError, ClusterConfig, Diff, JobOptions, Record, Sink, Time};
-use kappa_examples::generator::{like_stream, LikeStreamConfig};
+use kappa_engine::{BoxError, ClusterConfig, Diff, JobOptions, Sink, Time};
 use kappa_examples::job::{open_input, InputSpec};
 use kappa_examples::like_counts::{self, PostLikes};
-use kappa_replay::segment::{encode_batch_with, Codec};
-use kappa_replay::{Archive, KappaLayout};
+use kappa_replay::segment::Codec;
+use kappa_replay::Archive;
 use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 
@@ -86,14 +84,6 @@ impl Sink<PostLikes> for CountingSink {
     }
 }
 
-fn peak_rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(String::from))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()))
-        .map_or(0, |kb| kb * 1024)
-}
-
 fn run_one(variant: &Variant) -> anyhow::Result<Outcome> {
     // The S3 settings reach this process through its environment (set by the parent).
     let spec = InputSpec {
@@ -118,7 +108,7 @@ fn run_one(variant: &Variant) -> anyhow::Result<Outcome> {
         records: report.records,
         seconds,
         updates: sink.0.load(std::sync::atomic::Ordering::Relaxed),
-        peak_rss_bytes: peak_rss_bytes(),
+        peak_rss_bytes: kappa_benches::peak_rss_bytes(),
         peak_read_ahead_bytes,
     })
 }
@@ -139,39 +129,18 @@ fn main() -> anyhow::Result<()> {
     }
     let codec = codec(&args.codec)?;
     eprintln!("generating {} like events over {} partitions", args.records, args.partitions);
-    let config = LikeStreamConfig { partitions: args.partitions, ..LikeStreamConfig::new(args.records) };
-    let events = like_stream(&config);
-    let mut per_partition: Vec<Vec<Record>> = vec![Vec::new(); args.partitions as usize];
-    for (p, like) in &events {
-        let log = &mut per_partition[*p as usize];
-        log.push(Record {
-            offset: log.len() as i64,
-            timestamp: Some(like.ts as i64),
-            key: Some(Bytes::from(like.user.to_string())),
-            value: Some(Bytes::from(serde_json::to_vec(like)?)),
-        });
-    }
-    drop(events);
-
     let dir = tempfile::tempdir()?;
     let local_url = format!("file://{}", dir.path().display());
     let local = Archive::open(&local_url)?;
-    let mut segments: Vec<(object_store::path::Path, Bytes)> = Vec::new();
-    for (p, log) in per_partition.iter().enumerate() {
-        for chunk in log.chunks(args.segment_records) {
-            let mut bytes = Vec::new();
-            for batch in chunk.chunks(1000) {
-                encode_batch_with(batch, codec, &mut bytes);
-            }
-            let (base, next) = (chunk[0].offset, chunk[chunk.len() - 1].offset + 1);
-            let key = KappaLayout::segment_key(&local, "likes", p as i32, base, next);
-            segments.push((key, Bytes::from(bytes)));
-        }
-    }
+    let kappa_benches::LikeArchive { segments, partitions: per_partition } = kappa_benches::write_like_archive(
+        &local_url,
+        args.records,
+        args.partitions,
+        args.segment_records,
+        codec,
+        None,
+    )?;
     let archive_bytes: u64 = segments.iter().map(|(_, b)| b.len() as u64).sum();
-    for (key, bytes) in &segments {
-        kappa_replay::archive::runtime().block_on(local.store.put(key, bytes.clone().into()))?;
-    }
     eprintln!("archive: {} segments, {:.1} MiB ({codec:?})", segments.len(), archive_bytes as f64 / (1 << 20) as f64);
 
     // Stage costs, each measured alone over the whole local archive, on one thread.
