@@ -36,6 +36,7 @@ pub mod fraud_alerts;
 pub mod generator;
 pub mod job;
 pub mod like_counts;
+pub mod nexmark;
 pub mod progress;
 pub mod ranked_feed;
 

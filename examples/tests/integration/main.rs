@@ -4,6 +4,7 @@ mod cluster;
 mod exactly_once;
 mod handoff;
 mod harness;
+mod nexmark;
 mod replay;
 mod s3_outage;
 mod tansu_s3;
