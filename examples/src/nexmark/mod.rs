@@ -286,7 +286,7 @@ pub fn reference(query: Query, events: &[Event]) -> BTreeMap<Row, i64> {
             for (key, mut group) in groups {
                 if query == Query::Q6 {
                     // The seller's ten most recent auctions.
-                    group.sort_unstable_by(|x, y| (y.0, y.1).cmp(&(x.0, x.1)));
+                    group.sort_unstable_by_key(|g| std::cmp::Reverse((g.0, g.1)));
                     group.truncate(10);
                 }
                 let sum: u64 = group.iter().map(|g| g.2).sum();
