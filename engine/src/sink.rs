@@ -5,7 +5,6 @@
 //! data repeated and no zero diff. All updates are routed to one worker (worker 0 of process 0),
 //! so the written output is the same byte for byte whatever the number of workers or processes.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -76,7 +75,11 @@ pub(crate) fn consistent_sink<D, S>(
     // Only worker 0 ever receives updates (the exchange below); only it may touch the sink, or
     // other workers would open (and truncate) the same file when they finish.
     let writes = collection.inner.scope().index() == 0;
-    let mut pending: BTreeMap<Time, Vec<(D, Diff)>> = BTreeMap::new();
+    // Updates not yet complete, in arrival order. One flat buffer, sorted only when the frontier
+    // moves: cheaper than a map lookup per update when most times are distinct milliseconds.
+    let mut pending: Vec<(Time, D, Diff)> = Vec::new();
+    let mut group: Vec<(D, Diff)> = Vec::new();
+    let mut sorted_upto: Option<Time> = None;
     let mut done = false;
     let mut last_upper: Option<Time> = None;
     let frontier_slot = frontiers.register();
@@ -85,11 +88,7 @@ pub(crate) fn consistent_sink<D, S>(
     let durable_slot = durable.as_ref().filter(|_| writes).map(|d| d.progress.register());
     let route_all_to_worker_zero = Exchange::new(|_update: &(D, Time, Diff)| 0u64);
     collection.inner.sink(route_all_to_worker_zero, "ConsistentSink", move |(input, frontier)| {
-        input.for_each(|_time, data| {
-            for (d, t, r) in data.drain(..) {
-                pending.entry(t).or_default().push((d, r));
-            }
-        });
+        input.for_each(|_time, data| pending.extend(data.drain(..).map(|(d, t, r)| (t, d, r))));
         frontiers.set(frontier_slot, frontier.frontier().first().copied().unwrap_or(Time::MAX));
         if done || metrics.failed() {
             return;
@@ -116,21 +115,35 @@ pub(crate) fn consistent_sink<D, S>(
             }
         }
         let skip_below = resume_from.unwrap_or(0);
-        while let Some(entry) = pending.first_entry() {
-            let time = *entry.key();
-            if frontier.less_equal(&time) {
-                break;
-            }
-            let mut updates = entry.remove();
-            if time < skip_below {
-                // Written by an earlier run; by determinism this run computed the same updates.
-                continue;
-            }
-            consolidate(&mut updates);
-            if !updates.is_empty() {
-                if let Err(source) = sink.write(time, &updates) {
-                    metrics.fail(Error::Sink { time, source });
-                    return;
+        let upper = frontier.frontier().first().copied().unwrap_or(Time::MAX);
+        if !pending.is_empty() && sorted_upto != Some(upper) {
+            sorted_upto = Some(upper);
+            // Complete times first, each time's updates together, sorted by data.
+            pending.sort_unstable_by(|a, b| {
+                let (a_done, b_done) = (a.0 < upper, b.0 < upper);
+                b_done.cmp(&a_done).then_with(|| (a.0, &a.1).cmp(&(b.0, &b.1)))
+            });
+            let complete = pending.partition_point(|u| u.0 < upper);
+            let mut ready = pending.drain(..complete).peekable();
+            while let Some((time, data, diff)) = ready.next() {
+                group.clear();
+                group.push((data, diff));
+                while let Some((_, data, diff)) = ready.next_if(|u| u.0 == time) {
+                    match group.last_mut() {
+                        Some((last, sum)) if *last == data => *sum += diff,
+                        _ => group.push((data, diff)),
+                    }
+                }
+                if time < skip_below {
+                    // Written by an earlier run; by determinism this run computed the same updates.
+                    continue;
+                }
+                group.retain(|(_, diff)| *diff != 0);
+                if !group.is_empty() {
+                    if let Err(source) = sink.write(time, &group) {
+                        metrics.fail(Error::Sink { time, source });
+                        return;
+                    }
                 }
             }
         }
