@@ -1,0 +1,246 @@
+//! Assembles `papers/results.md` (machine, date, commit, and every benchmark's tables) and draws
+//! the figures in `papers/figures/` from the tables the benchmarks wrote into `papers/results/`.
+//!
+//! Run with: `cargo run --release -p kappa-benches --bin report -- [--suffix -quick]`
+//! (`scripts/bench` runs it last).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::Context as _;
+use clap::Parser;
+use plotters::prelude::*;
+
+#[derive(Parser)]
+struct Args {
+    /// Which result files to read: `` (full runs) or `-quick`.
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    suffix: String,
+    /// The `papers/` directory.
+    #[arg(long, default_value = "papers")]
+    papers: PathBuf,
+}
+
+/// The benchmarks' result files, in the order they appear in the report.
+const PARTS: [(&str, &str); 6] = [
+    ("replay", "Replay"),
+    ("recovery", "Recovery"),
+    ("pipelines", "Pipelines"),
+    ("nexmark", "Nexmark"),
+    ("overhead", "Engine overhead"),
+    ("segment_decode", "Segment decoding (criterion)"),
+];
+
+/// A Markdown table: header cells and rows of cells.
+struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn column(&self, name: &str) -> Option<usize> {
+        self.header.iter().position(|h| h == name)
+    }
+}
+
+fn cells(line: &str) -> Vec<String> {
+    line.trim().trim_matches('|').split('|').map(|c| c.trim().trim_matches('*').to_string()).collect()
+}
+
+/// Every table in a Markdown text.
+fn tables(text: &str) -> Vec<Table> {
+    let mut out = Vec::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        if !line.starts_with('|') {
+            continue;
+        }
+        let header = cells(line);
+        if !lines.next().is_some_and(|sep| sep.starts_with("|-") || sep.starts_with("|--")) {
+            continue;
+        }
+        let mut rows = Vec::new();
+        while let Some(row) = lines.next_if(|l| l.starts_with('|')) {
+            rows.push(cells(row));
+        }
+        out.push(Table { header, rows });
+    }
+    out
+}
+
+fn number(cell: &str) -> Option<f64> {
+    cell.trim_end_matches('x').replace(',', "").parse().ok()
+}
+
+/// A bar chart of `bars` into `path` (SVG).
+fn bar_chart(path: &Path, title: &str, y_label: &str, bars: &[(String, f64)]) -> anyhow::Result<()> {
+    if bars.is_empty() {
+        return Ok(());
+    }
+    let top = bars.iter().map(|b| b.1).fold(0.0, f64::max) * 1.15;
+    let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let n = bars.len() as u32;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(70)
+        .y_label_area_size(80)
+        .build_cartesian_2d((0u32..n).into_segmented(), 0f64..top.max(1e-9))?;
+    let labels: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .y_desc(y_label)
+        .x_labels(bars.len())
+        .x_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) => labels.get(*i as usize).cloned().unwrap_or_default(),
+            _ => String::new(),
+        })
+        .x_label_style(("sans-serif", 11))
+        .draw()?;
+    chart.draw_series(
+        Histogram::vertical(&chart)
+            .style(RGBColor(52, 101, 164).filled())
+            .margin(8)
+            .data(bars.iter().enumerate().map(|(i, b)| (i as u32, b.1))),
+    )?;
+    root.present()?;
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let results = args.papers.join("results");
+    let figures = args.papers.join("figures");
+    std::fs::create_dir_all(&figures)?;
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let date = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let mut md = format!(
+        "# Results\n\nEvery figure in `papers/kappa.md` comes from here. Regenerate with `scripts/bench{}`.\n\n- machine: {}\n- date: {}\n- commit: {commit}\n- figures: `papers/figures/`\n",
+        if args.suffix.is_empty() { "" } else { " --quick" },
+        kappa_benches::machine(true),
+        &date[..10],
+    );
+    let mut found = Vec::new();
+    for (name, title) in PARTS {
+        let file = if name == "segment_decode" {
+            results.join("segment_decode.txt")
+        } else {
+            results.join(format!("{name}{}.md", args.suffix))
+        };
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            md.push_str(&format!("\n## {title}\n\n(not run: {} is missing)\n", file.display()));
+            continue;
+        };
+        md.push_str(&format!("\n## {title}\n\nFrom `{}`.\n\n", file.display()));
+        if name == "segment_decode" {
+            md.push_str(&format!("```\n{}\n```\n", text.trim()));
+            continue;
+        }
+        // Demote the file's headings under this section.
+        for line in text.lines().skip_while(|l| l.starts_with("# ")) {
+            if line.starts_with('#') {
+                md.push_str(&format!("#{line}\n"));
+            } else {
+                md.push_str(&format!("{line}\n"));
+            }
+        }
+        found.push((name, tables(&text)));
+    }
+
+    for (name, tables) in &found {
+        match *name {
+            "replay" => {
+                if let Some(t) = tables.iter().find(|t| t.column("records/s per worker").is_some()) {
+                    let (s, w, g, r) = (
+                        t.column("source").context("source")?,
+                        t.column("workers").context("workers")?,
+                        t.column("backfill granularity").context("granularity")?,
+                        t.column("records/s per worker").context("rate")?,
+                    );
+                    let bars: Vec<(String, f64)> = t
+                        .rows
+                        .iter()
+                        .filter_map(|row| Some((format!("{} {}w {}", row[s], row[w], row[g]), number(&row[r])? / 1e3)))
+                        .collect();
+                    bar_chart(&figures.join("replay.svg"), "Replay: like counts", "k records/s per worker", &bars)?;
+                }
+            }
+            "recovery" => {
+                if let Some(t) = tables.iter().find(|t| t.column("history").is_some()) {
+                    let (h, c, run, secs) = (
+                        t.column("history").context("history")?,
+                        t.column("codec").context("codec")?,
+                        t.column("run").context("run")?,
+                        t.column("seconds").context("seconds")?,
+                    );
+                    let bars: Vec<(String, f64)> = t
+                        .rows
+                        .iter()
+                        .filter(|row| row[run].contains("full replay") || row[run].contains("restart"))
+                        .filter_map(|row| {
+                            let what = if row[run].contains("restart") { format!("restart {}", row[c]) } else { "full replay".into() };
+                            Some((format!("{}: {what}", row[h]), number(&row[secs])?))
+                        })
+                        .collect();
+                    bar_chart(&figures.join("recovery.svg"), "Recovery after a crash at 99%", "seconds", &bars)?;
+                }
+            }
+            "nexmark" => {
+                if let Some(t) = tables.iter().find(|t| t.column("query").is_some()) {
+                    let (q, w, r) = (
+                        t.column("query").context("query")?,
+                        t.column("workers").context("workers")?,
+                        t.column("events/s per worker").context("rate")?,
+                    );
+                    let bars: Vec<(String, f64)> = t
+                        .rows
+                        .iter()
+                        .filter_map(|row| Some((format!("{} {}w", row[q], row[w]), number(&row[r])? / 1e3)))
+                        .collect();
+                    bar_chart(&figures.join("nexmark.svg"), "Nexmark in process", "k events/s per worker", &bars)?;
+                }
+            }
+            "overhead" => {
+                if let Some(t) = tables.iter().find(|t| t.column("Kappa / bare").is_some()) {
+                    let (p, w, r) = (
+                        t.column("pipeline").context("pipeline")?,
+                        t.column("workers").context("workers")?,
+                        t.column("Kappa / bare").context("ratio")?,
+                    );
+                    let bars: Vec<(String, f64)> = t
+                        .rows
+                        .iter()
+                        .filter_map(|row| Some((format!("{} {}w", row[p], row[w]), number(&row[r])?)))
+                        .collect();
+                    bar_chart(&figures.join("overhead.svg"), "Kappa time / bare differential time", "ratio", &bars)?;
+                }
+            }
+            "pipelines" => {
+                if let Some(t) = tables.iter().find(|t| t.column("measure").is_some()) {
+                    let (m, v) = (t.column("measure").context("measure")?, t.column("ms").context("ms")?);
+                    let bars: Vec<(String, f64)> = t
+                        .rows
+                        .iter()
+                        .filter_map(|row| {
+                            let label = row[m].split(':').next().unwrap_or(&row[m]).chars().take(28).collect();
+                            Some((label, number(&row[v])?))
+                        })
+                        .collect();
+                    bar_chart(&figures.join("ranked_feed.svg"), "Ranked feed: one update vs recompute", "ms", &bars)?;
+                }
+            }
+            _ => {}
+        }
+    }
+    let out = args.papers.join("results.md");
+    std::fs::write(&out, md)?;
+    eprintln!("wrote {} and the figures in {}", out.display(), figures.display());
+    Ok(())
+}
