@@ -72,6 +72,23 @@ fn number(cell: &str) -> Option<f64> {
     cell.trim_end_matches('x').replace(',', "").parse().ok()
 }
 
+/// Bars from a table: labelled by the `labels` columns (workers as `2w`), valued by `value` × `scale`.
+fn bars(t: &Table, labels: &[&str], value: &str, scale: f64) -> anyhow::Result<Vec<(String, f64)>> {
+    let columns: Vec<(usize, bool)> = labels
+        .iter()
+        .map(|c| t.column(c).map(|i| (i, *c == "workers")).with_context(|| format!("no column `{c}`")))
+        .collect::<anyhow::Result<_>>()?;
+    let v = t.column(value).with_context(|| format!("no column `{value}`"))?;
+    Ok(t.rows
+        .iter()
+        .filter_map(|row| {
+            let label: Vec<String> =
+                columns.iter().map(|&(i, w)| if w { format!("{}w", row[i]) } else { row[i].clone() }).collect();
+            Some((label.join(" "), number(&row[v])? * scale))
+        })
+        .collect())
+}
+
 /// A bar chart of `bars` into `path` (SVG).
 fn bar_chart(path: &Path, title: &str, y_label: &str, bars: &[(String, f64)]) -> anyhow::Result<()> {
     if bars.is_empty() {
@@ -122,7 +139,7 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_default();
     let date = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let mut md = format!(
-        "# Results\n\nEvery figure in `papers/kappa.md` comes from here. Regenerate with `scripts/bench{}`.\n\n- machine: {}\n- date: {}\n- commit: {commit}\n- figures: `papers/figures/`\n",
+        "# Results\n\nEvery figure in `papers/kappa.md` comes from here. Regenerate with `scripts/bench{}`.\n\n- machine: {}\n- date: {}\n- commit (assembled at): {commit}\n- figures: `papers/figures/`\n",
         if args.suffix.is_empty() { "" } else { " --quick" },
         kappa_benches::machine(true),
         &date[..10],
@@ -158,17 +175,7 @@ fn main() -> anyhow::Result<()> {
         match *name {
             "replay" => {
                 if let Some(t) = tables.iter().find(|t| t.column("records/s per worker").is_some()) {
-                    let (s, w, g, r) = (
-                        t.column("source").context("source")?,
-                        t.column("workers").context("workers")?,
-                        t.column("backfill granularity").context("granularity")?,
-                        t.column("records/s per worker").context("rate")?,
-                    );
-                    let bars: Vec<(String, f64)> = t
-                        .rows
-                        .iter()
-                        .filter_map(|row| Some((format!("{} {}w {}", row[s], row[w], row[g]), number(&row[r])? / 1e3)))
-                        .collect();
+                    let bars = bars(t, &["source", "workers", "backfill granularity"], "records/s per worker", 1e-3)?;
                     bar_chart(&figures.join("replay.svg"), "Replay: like counts", "k records/s per worker", &bars)?;
                 }
             }
@@ -185,7 +192,11 @@ fn main() -> anyhow::Result<()> {
                         .iter()
                         .filter(|row| row[run].contains("full replay") || row[run].contains("restart"))
                         .filter_map(|row| {
-                            let what = if row[run].contains("restart") { format!("restart {}", row[c]) } else { "full replay".into() };
+                            let what = if row[run].contains("restart") {
+                                format!("restart {}", row[c])
+                            } else {
+                                "full replay".into()
+                            };
                             Some((format!("{}: {what}", row[h]), number(&row[secs])?))
                         })
                         .collect();
@@ -194,31 +205,13 @@ fn main() -> anyhow::Result<()> {
             }
             "nexmark" => {
                 if let Some(t) = tables.iter().find(|t| t.column("query").is_some()) {
-                    let (q, w, r) = (
-                        t.column("query").context("query")?,
-                        t.column("workers").context("workers")?,
-                        t.column("events/s per worker").context("rate")?,
-                    );
-                    let bars: Vec<(String, f64)> = t
-                        .rows
-                        .iter()
-                        .filter_map(|row| Some((format!("{} {}w", row[q], row[w]), number(&row[r])? / 1e3)))
-                        .collect();
+                    let bars = bars(t, &["query", "workers"], "events/s per worker", 1e-3)?;
                     bar_chart(&figures.join("nexmark.svg"), "Nexmark in process", "k events/s per worker", &bars)?;
                 }
             }
             "overhead" => {
                 if let Some(t) = tables.iter().find(|t| t.column("Kappa / bare").is_some()) {
-                    let (p, w, r) = (
-                        t.column("pipeline").context("pipeline")?,
-                        t.column("workers").context("workers")?,
-                        t.column("Kappa / bare").context("ratio")?,
-                    );
-                    let bars: Vec<(String, f64)> = t
-                        .rows
-                        .iter()
-                        .filter_map(|row| Some((format!("{} {}w", row[p], row[w]), number(&row[r])?)))
-                        .collect();
+                    let bars = bars(t, &["pipeline", "workers"], "Kappa / bare", 1.0)?;
                     bar_chart(&figures.join("overhead.svg"), "Kappa time / bare differential time", "ratio", &bars)?;
                 }
             }

@@ -207,17 +207,9 @@ fn sigkill_at_random_moments_then_the_same_command_ends_with_the_uninterrupted_o
     let all = events(16_000, 21);
     let (history, live) = all.split_at(10_000);
     // The uninterrupted runs, over the same records, all of them already in the broker.
-    let reference_topic = unique("likes");
-    tansu.create_topic(&reference_topic, 2);
-    produce(&tansu.brokers, &reference_topic, like_records(&all), &|_| ()).expect("produce");
     let dir = tempfile::tempdir().expect("tempdir");
-    let reference_file = dir.path().join("reference.jsonl").to_str().expect("utf-8").to_string();
-    let reference_kafka = format!("kafka:{}", unique("reference"));
-    for output in [&reference_file, &reference_kafka] {
-        kappa_ok(&replay_args(&reference_topic, &tansu.brokers, output, &[]), &[]);
-    }
-    let expected_file = output_of(&tansu.brokers, &reference_file);
-    let expected_kafka = output_of(&tansu.brokers, &reference_kafka);
+    let expected_file = uninterrupted_output(&tansu, &all, dir.path().join("reference.jsonl").to_str().expect("utf-8"));
+    let expected_kafka = uninterrupted_output(&tansu, &all, &format!("kafka:{}", unique("reference")));
     assert!(expected_file.len() > 1_000);
 
     let trials: usize = std::env::var("KAPPA_CRASH_TRIALS").ok().and_then(|n| n.parse().ok()).unwrap_or(20);
@@ -300,6 +292,24 @@ fn manifests(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     found
 }
 
+/// A restartable like-counts job reading `topic` live from `brokers`.
+fn live_job_args(topic: &str, brokers: &str, output: &str, checkpoint: &str, idle: &str, every: &str) -> Vec<String> {
+    let args =
+        ["replay", "--pipeline", "like-counts", "--topic", topic, "--brokers", brokers, "--exit-when-idle", idle];
+    let more = ["--output", output, "--checkpoint", checkpoint, "--checkpoint-every", every];
+    args.iter().chain(more.iter()).map(|s| s.to_string()).collect()
+}
+
+/// The output of an uninterrupted like-counts run over `events`, all in the broker, into `output`
+/// (a file path or `kafka:TOPIC`).
+fn uninterrupted_output(tansu: &Tansu, events: &[(i32, Like)], output: &str) -> Vec<String> {
+    let topic = unique("likes");
+    tansu.create_topic(&topic, 2);
+    produce(&tansu.brokers, &topic, like_records(events), &|_| ()).expect("produce");
+    kappa_ok(&replay_args(&topic, &tansu.brokers, output, &[]), &[]);
+    output_of(&tansu.brokers, output)
+}
+
 #[test]
 fn restarting_the_broker_mid_run_ends_with_the_uninterrupted_output() {
     let moto = Moto::shared();
@@ -310,12 +320,7 @@ fn restarting_the_broker_mid_run_ends_with_the_uninterrupted_output() {
     let mut tansu = Tansu::start_with_storage(&format!("s3://{bucket}/"), &env);
     let all = events(6_000, 31);
     let (history, live) = all.split_at(2_000);
-    let reference_topic = unique("likes");
-    tansu.create_topic(&reference_topic, 2);
-    produce(&tansu.brokers, &reference_topic, like_records(&all), &|_| ()).expect("produce");
-    let reference = format!("kafka:{}", unique("reference"));
-    kappa_ok(&replay_args(&reference_topic, &tansu.brokers, &reference, &[]), &[]);
-    let expected = output_of(&tansu.brokers, &reference);
+    let expected = uninterrupted_output(&tansu, &all, &format!("kafka:{}", unique("reference")));
 
     let topic = unique("likes");
     tansu.create_topic(&topic, 2);
@@ -323,24 +328,8 @@ fn restarting_the_broker_mid_run_ends_with_the_uninterrupted_output() {
     let dir = tempfile::tempdir().expect("tempdir");
     let output = format!("kafka:{}", unique("out"));
     let checkpoint = format!("file://{}", dir.path().join("ckpt").display());
-    let args = [
-        "replay",
-        "--pipeline",
-        "like-counts",
-        "--topic",
-        &topic,
-        "--brokers",
-        &tansu.brokers,
-        "--exit-when-idle",
-        "6",
-        "--output",
-        &output,
-        "--checkpoint",
-        &checkpoint,
-        "--checkpoint-every",
-        "200ms",
-    ];
-    let job = Job { args: args.iter().map(|s| s.to_string()).collect(), env: vec![] }.run_until_success();
+    let job = Job { args: live_job_args(&topic, &tansu.brokers, &output, &checkpoint, "6", "200ms"), env: vec![] }
+        .run_until_success();
     let (first, second) = live.split_at(live.len() / 2);
     produce_slowly(tansu.brokers.clone(), topic.clone(), first.to_vec()).join().expect("produce");
     tansu.restart(Duration::from_secs(1));
@@ -354,13 +343,8 @@ fn restarting_the_broker_mid_run_ends_with_the_uninterrupted_output() {
 fn a_damaged_or_missing_newest_checkpoint_falls_back_and_says_so() {
     let tansu = Tansu::shared();
     let all = events(12_000, 41);
-    let reference_topic = unique("likes");
-    tansu.create_topic(&reference_topic, 2);
-    produce(&tansu.brokers, &reference_topic, like_records(&all), &|_| ()).expect("produce");
     let dir = tempfile::tempdir().expect("tempdir");
-    let reference = dir.path().join("reference.jsonl").to_str().expect("utf-8").to_string();
-    kappa_ok(&replay_args(&reference_topic, &tansu.brokers, &reference, &[]), &[]);
-    let expected = output_of(&tansu.brokers, &reference);
+    let expected = uninterrupted_output(&tansu, &all, dir.path().join("reference.jsonl").to_str().expect("utf-8"));
 
     for damage in ["corrupt", "missing"] {
         let topic = unique("likes");
@@ -368,24 +352,7 @@ fn a_damaged_or_missing_newest_checkpoint_falls_back_and_says_so() {
         let output = dir.path().join(format!("{damage}.jsonl")).to_str().expect("utf-8").to_string();
         let ckpt_dir = dir.path().join(format!("ckpt-{damage}"));
         let checkpoint = format!("file://{}", ckpt_dir.display());
-        let args = [
-            "replay",
-            "--pipeline",
-            "like-counts",
-            "--topic",
-            &topic,
-            "--brokers",
-            &tansu.brokers,
-            "--exit-when-idle",
-            "2",
-            "--output",
-            &output,
-            "--checkpoint",
-            &checkpoint,
-            "--checkpoint-every",
-            "100ms",
-        ];
-        let job = Job { args: args.iter().map(|s| s.to_string()).collect(), env: vec![] };
+        let job = Job { args: live_job_args(&topic, &tansu.brokers, &output, &checkpoint, "2", "100ms"), env: vec![] };
         let producer = produce_slowly(tansu.brokers.clone(), topic.clone(), all.clone());
         // Kill once two checkpoints are complete.
         let mut child = job.spawn();
