@@ -153,7 +153,13 @@ impl<D: serde::Serialize + kappa_connectors::Keyed + 'static> kappa_engine::Sink
 }
 
 /// Parses `--output`: `kafka:TOPIC` (needs brokers) or a file path; `None` is stdout.
-pub fn output<D>(spec: Option<&str>, brokers: Option<&str>, upsert: bool, job: &str) -> anyhow::Result<Output<D>> {
+pub fn output<D>(
+    spec: Option<&str>,
+    brokers: Option<&str>,
+    upsert: bool,
+    transactional: bool,
+    job: &str,
+) -> anyhow::Result<Output<D>> {
     match spec.and_then(|s| s.strip_prefix("kafka:")) {
         Some(topic) => {
             let brokers = brokers.context("--output kafka:TOPIC needs --brokers HOST:PORT")?;
@@ -163,10 +169,14 @@ pub fn output<D>(spec: Option<&str>, brokers: Option<&str>, upsert: bool, job: &
             if upsert {
                 config.mode = kappa_connectors::SinkMode::Upsert;
             }
+            config.transactional = transactional;
             Ok(Output::Kafka(kappa_connectors::KafkaSink::new(config)))
         }
         None => {
-            anyhow::ensure!(!upsert, "--upsert is for --output kafka:TOPIC");
+            anyhow::ensure!(
+                !upsert && !transactional,
+                "--upsert and --kafka-transactions are for --output kafka:TOPIC"
+            );
             Ok(Output::File(kappa_engine::JsonLinesSink::new(spec.map(std::path::PathBuf::from))))
         }
     }

@@ -158,6 +158,10 @@ struct ReplayArgs {
     /// so that a compacted topic is the materialized view.
     #[arg(long)]
     upsert: bool,
+    /// With --output kafka:TOPIC: write in Kafka transactions (brokers that implement them; Tansu
+    /// 0.6.0 does not). A restart then fences any older run of the job.
+    #[arg(long)]
+    kafka_transactions: bool,
     /// Make the job restartable: save its state to this location (file:///dir, s3://bucket/prefix)
     /// every --checkpoint-every. Run the same command again after a crash: it goes on from the
     /// latest checkpoint, and the output ends exactly as an uninterrupted run's.
@@ -354,22 +358,25 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let source = |i: usize| inputs[i].source.clone();
     let (out, brokers) = (args.output.as_deref(), args.brokers.as_deref());
     let report = match args.pipeline {
-        Pipeline::LikeCounts => {
-            like_counts::run(&cluster, options, source(0), output(out, brokers, args.upsert, &pipeline_name)?)
-        }
+        Pipeline::LikeCounts => like_counts::run(
+            &cluster,
+            options,
+            source(0),
+            output(out, brokers, args.upsert, args.kafka_transactions, &pipeline_name)?,
+        ),
         Pipeline::RankedFeed => kappa_examples::ranked_feed::run(
             &cluster,
             options,
             source(0),
             source(1),
             source(2),
-            output(out, brokers, args.upsert, &pipeline_name)?,
+            output(out, brokers, args.upsert, args.kafka_transactions, &pipeline_name)?,
         ),
         Pipeline::FraudAlerts => kappa_examples::fraud_alerts::run(
             &cluster,
             options,
             source(0),
-            output(out, brokers, args.upsert, &pipeline_name)?,
+            output(out, brokers, args.upsert, args.kafka_transactions, &pipeline_name)?,
         ),
     };
     drop(watcher);
