@@ -50,20 +50,14 @@ fn events(n: usize, seed: u64) -> Vec<(i32, Like)> {
     like_stream(&LikeStreamConfig { partitions: 2, seed, ..LikeStreamConfig::new(n) })
 }
 
+/// `kappa replay` of like counts from `topic` on `brokers` into `output`, plus `extra`; without an
+/// `--exit-when-idle` in `extra`, it exits after 2 s idle.
 fn replay_args<'a>(topic: &'a str, brokers: &'a str, output: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "replay",
-        "--pipeline",
-        "like-counts",
-        "--topic",
-        topic,
-        "--brokers",
-        brokers,
-        "--exit-when-idle",
-        "2",
-        "--output",
-        output,
-    ];
+    let mut args =
+        vec!["replay", "--pipeline", "like-counts", "--topic", topic, "--brokers", brokers, "--output", output];
+    if !extra.contains(&"--exit-when-idle") {
+        args.extend(["--exit-when-idle", "2"]);
+    }
     args.extend_from_slice(extra);
     args
 }
@@ -173,31 +167,9 @@ fn output_of(brokers: &str, output: &str) -> Vec<String> {
 }
 
 fn crash_trial_args(topic: &str, archive: &str, brokers: &str, output: &str, checkpoint: &str) -> Vec<String> {
-    [
-        "replay",
-        "--pipeline",
-        "like-counts",
-        "--topic",
-        topic,
-        "--archive",
-        archive,
-        "--then-live",
-        "--brokers",
-        brokers,
-        "--exit-when-idle",
-        "2",
-        "--output",
-        output,
-        "--checkpoint",
-        checkpoint,
-        "--checkpoint-every",
-        "150ms",
-        "--workers",
-        "2",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    let extra =
+        ["--archive", archive, "--then-live", "--checkpoint", checkpoint, "--checkpoint-every", "150ms", "-w", "2"];
+    replay_args(topic, brokers, output, &extra).into_iter().map(String::from).collect()
 }
 
 #[test]
@@ -294,10 +266,8 @@ fn manifests(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 /// A restartable like-counts job reading `topic` live from `brokers`.
 fn live_job_args(topic: &str, brokers: &str, output: &str, checkpoint: &str, idle: &str, every: &str) -> Vec<String> {
-    let args =
-        ["replay", "--pipeline", "like-counts", "--topic", topic, "--brokers", brokers, "--exit-when-idle", idle];
-    let more = ["--output", output, "--checkpoint", checkpoint, "--checkpoint-every", every];
-    args.iter().chain(more.iter()).map(|s| s.to_string()).collect()
+    let extra = ["--exit-when-idle", idle, "--checkpoint", checkpoint, "--checkpoint-every", every];
+    replay_args(topic, brokers, output, &extra).into_iter().map(String::from).collect()
 }
 
 /// The output of an uninterrupted like-counts run over `events`, all in the broker, into `output`
