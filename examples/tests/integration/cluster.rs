@@ -111,3 +111,67 @@ fn ranked_feed_on_two_processes_writes_what_one_worker_writes() {
         ],
     );
 }
+
+/// Starts `kappa` with `args` as process `process` of a 2 × 2 cluster.
+fn cluster_process(args: &[String], hostfile: &Path, process: usize) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_kappa"))
+        .args(args)
+        .args(["--workers", "2", "--processes", "2", "--process", &process.to_string()])
+        .args(["--hostfile", hostfile.to_str().expect("utf-8")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start a cluster process")
+}
+
+#[test]
+fn a_killed_cluster_restarts_from_its_checkpoint_and_writes_what_one_worker_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("file://{}", dir.path().join("archive").display());
+    let events = like_stream(&LikeStreamConfig { partitions: 5, ..LikeStreamConfig::new(600_000) });
+    write_topic(&url, "likes", &events, |l| l.ts);
+    let base = ["replay", "--pipeline", "like-counts", "--topic", "likes", "--archive", &url];
+    let single = dir.path().join("single.jsonl");
+    kappa_ok(&[&base[..], &["--output", single.to_str().expect("utf-8")]].concat(), &[]);
+
+    let output = dir.path().join("cluster.jsonl");
+    let checkpoints = dir.path().join("ckpt");
+    let checkpoint_url = format!("file://{}", checkpoints.display());
+    let args: Vec<String> = base
+        .iter()
+        .copied()
+        .chain(["--output", output.to_str().expect("utf-8"), "--checkpoint", &checkpoint_url])
+        .chain(["--checkpoint-every", "100ms"])
+        .map(String::from)
+        .collect();
+    let hostfile = dir.path().join("hosts");
+    // Kill both processes once a checkpoint is complete, then run the same commands again.
+    std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).expect("hostfile");
+    let mut first: Vec<_> = (0..2).map(|p| cluster_process(&args, &hostfile, p)).collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let has_manifest = || {
+        std::fs::read_dir(&checkpoints)
+            .map(|d| d.filter_map(Result::ok).any(|g| g.path().join("MANIFEST").exists()))
+            .unwrap_or(false)
+    };
+    while !has_manifest() && first.iter_mut().all(|c| c.try_wait().expect("wait").is_none()) {
+        assert!(std::time::Instant::now() < deadline, "no checkpoint within a minute");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(first.iter_mut().all(|c| c.try_wait().expect("wait").is_none()), "the cluster is killed mid-run");
+    for child in &mut first {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).expect("hostfile");
+    let second: Vec<_> = (0..2).map(|p| cluster_process(&args, &hostfile, p)).collect();
+    let mut logs = String::new();
+    for child in second {
+        let out = child.wait_with_output().expect("cluster process ends");
+        logs.push_str(&String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "cluster process failed: {logs}");
+    }
+    assert!(logs.contains("restoring from checkpoint"), "the restart used the checkpoint:\n{logs}");
+    let (a, b) = (std::fs::read(&single).expect("single output"), std::fs::read(&output).expect("cluster output"));
+    assert!(a == b, "the restarted cluster's output differs from one worker's");
+}
