@@ -41,6 +41,12 @@ pub enum Error {
         /// The inputs that were supplied.
         known: String,
     },
+    /// A checkpointed job reads an input that cannot be checkpointed.
+    #[error("input `{input}` is read with Context::input, which checkpoints cannot save; the pipeline must read it with Context::durable_input, or run without --checkpoint")]
+    NotCheckpointable {
+        /// The input's name in the pipeline.
+        input: String,
+    },
     /// The cluster configuration is unusable.
     #[error("cluster configuration: {reason}")]
     Cluster {

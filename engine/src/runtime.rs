@@ -243,11 +243,8 @@ impl<'scope> Context<'scope> {
         T: differential_dataflow::Data,
         F: FnMut(&Record) -> Result<(T, u64), String> + 'static,
     {
-        if let Some(d) = &self.durability {
-            return Err(Error::CheckpointIncompatible {
-                location: d.config.location.clone(),
-                reason: format!("input `{name}` is read with Context::input, which cannot be checkpointed (the pipeline must use Context::durable_input)"),
-            });
+        if self.durability.is_some() {
+            return Err(Error::NotCheckpointable { input: name.to_string() });
         }
         self.build_input(name, move |r| decode(r).map(|(v, ts)| (v, ts, 1)), None)
     }
