@@ -4,6 +4,9 @@
 //! library holds the inputs they share.
 #![forbid(missing_docs)]
 
+#[cfg(feature = "dbsp")]
+pub mod peer;
+
 use bytes::Bytes;
 use kappa_engine::Record;
 
