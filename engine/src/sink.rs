@@ -78,6 +78,7 @@ pub(crate) fn consistent_sink<D, S>(
     // Updates not yet complete, in arrival order. One flat buffer, sorted only when the frontier
     // moves: cheaper than a map lookup per update when most times are distinct milliseconds.
     let mut pending: Vec<(Time, D, Diff)> = Vec::new();
+    let mut complete: Vec<(Time, D, Diff)> = Vec::new();
     let mut group: Vec<(D, Diff)> = Vec::new();
     let mut sorted_upto: Option<Time> = None;
     let mut done = false;
@@ -118,27 +119,25 @@ pub(crate) fn consistent_sink<D, S>(
         let upper = frontier.frontier().first().copied().unwrap_or(Time::MAX);
         if !pending.is_empty() && sorted_upto != Some(upper) {
             sorted_upto = Some(upper);
-            // Complete times first, each time's updates together, sorted by data.
-            pending.sort_unstable_by(|a, b| {
-                let (a_done, b_done) = (a.0 < upper, b.0 < upper);
-                b_done.cmp(&a_done).then_with(|| (a.0, &a.1).cmp(&(b.0, &b.1)))
-            });
-            let complete = pending.partition_point(|u| u.0 < upper);
-            let mut ready = pending.drain(..complete).peekable();
+            // Complete times out of the buffer, in arrival order; then ordered by time alone (a
+            // stable sort on integers, which finds the runs operators emit in time order), and
+            // each time's group consolidated by data (cheap when it arrives sorted, as one
+            // operator's output at one time does).
+            complete.clear();
+            complete.extend(pending.extract_if(.., |u| u.0 < upper));
+            complete.sort_by_key(|u| u.0);
+            let mut ready = complete.drain(..).peekable();
             while let Some((time, data, diff)) = ready.next() {
                 group.clear();
                 group.push((data, diff));
                 while let Some((_, data, diff)) = ready.next_if(|u| u.0 == time) {
-                    match group.last_mut() {
-                        Some((last, sum)) if *last == data => *sum += diff,
-                        _ => group.push((data, diff)),
-                    }
+                    group.push((data, diff));
                 }
+                consolidate(&mut group);
                 if time < skip_below {
                     // Written by an earlier run; by determinism this run computed the same updates.
                     continue;
                 }
-                group.retain(|(_, diff)| *diff != 0);
                 if !group.is_empty() {
                     if let Err(source) = sink.write(time, &group) {
                         metrics.fail(Error::Sink { time, source });

@@ -103,7 +103,13 @@ pub struct MemorySource {
 impl MemorySource {
     /// An input with the given partitions and their records (each in offset order).
     pub fn new(partitions: Vec<(PartitionId, Vec<Record>)>) -> Self {
-        MemorySource { partitions: Arc::new(partitions), batch: 1024 }
+        MemorySource::shared(Arc::new(partitions))
+    }
+
+    /// An input over partitions shared with the caller, not copied: a benchmark or test can run
+    /// many jobs over the same records.
+    pub fn shared(partitions: Arc<Vec<(PartitionId, Vec<Record>)>>) -> Self {
+        MemorySource { partitions, batch: 1024 }
     }
 
     /// One partition (`topic`/0) of `(timestamp, value)` records at offsets 0, 1, ...

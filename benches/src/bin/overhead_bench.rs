@@ -120,7 +120,12 @@ where
 
 /// Seconds for a Kappa job whose output `build` makes, filtered away before the sink: where the
 /// difference to the bare program lies.
-fn without_sink<D, B>(workers: usize, logs: &[(PartitionId, Vec<Record>)], input: &str, build: B) -> anyhow::Result<f64>
+fn without_sink<D, B>(
+    workers: usize,
+    logs: &Arc<Vec<(PartitionId, Vec<Record>)>>,
+    input: &str,
+    build: B,
+) -> anyhow::Result<f64>
 where
     D: differential_dataflow::ExchangeData + Ord,
     B: for<'s> Fn(&mut kappa_engine::Context<'s>) -> kappa_engine::Result<kappa_engine::Collection<'s, D>>
@@ -129,7 +134,7 @@ where
         + 'static,
 {
     let started = Instant::now();
-    let source = Arc::new(MemorySource::new(logs.to_vec()).with_batch(BATCH));
+    let source = Arc::new(MemorySource::shared(logs.clone()).with_batch(BATCH));
     let sources = kappa_engine::Sources::new().with_shared(input, source);
     kappa_engine::execute(&ClusterConfig::threads(workers), JobOptions::default(), sources, move |ctx| {
         let output = build(ctx)?;
@@ -264,7 +269,7 @@ fn main() -> anyhow::Result<()> {
                     like_counts::run(
                         &ClusterConfig::threads(workers),
                         JobOptions::default(),
-                        Arc::new(MemorySource::new(like_logs.to_vec()).with_batch(BATCH)),
+                        Arc::new(MemorySource::shared(like_logs.clone()).with_batch(BATCH)),
                         Counting::default(),
                     )
                 })?,
@@ -286,7 +291,7 @@ fn main() -> anyhow::Result<()> {
                         &ClusterConfig::threads(workers),
                         JobOptions::default(),
                         nexmark::Query::Q4,
-                        Arc::new(MemorySource::new(nexmark_logs.to_vec()).with_batch(BATCH)),
+                        Arc::new(MemorySource::shared(nexmark_logs.clone()).with_batch(BATCH)),
                         Counting::default(),
                     )
                 })?,
