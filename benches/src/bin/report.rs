@@ -126,6 +126,69 @@ fn bar_chart(path: &Path, title: &str, y_label: &str, bars: &[(String, f64)]) ->
     Ok(())
 }
 
+/// Bars in groups: one group per row of `t` (labelled by `labels`), one coloured bar per column
+/// of `series`, with a legend.
+fn grouped_bar_chart(
+    path: &Path,
+    title: &str,
+    y_label: &str,
+    t: &Table,
+    labels: &[&str],
+    series: &[&str],
+) -> anyhow::Result<()> {
+    let groups: Vec<(String, f64)> = bars(t, labels, series[0], 1.0)?;
+    let values: Vec<Vec<Option<f64>>> = series
+        .iter()
+        .map(|c| {
+            let i = t.column(c).with_context(|| format!("no column `{c}`"))?;
+            Ok(t.rows.iter().map(|row| number(&row[i])).collect())
+        })
+        .collect::<anyhow::Result<_>>()?;
+    if groups.is_empty() {
+        return Ok(());
+    }
+    // Each group takes one slot per series and one empty slot between groups.
+    let width = series.len() as u32 + 1;
+    let n = groups.len() as u32 * width;
+    let top = values.iter().flatten().flatten().fold(0.0f64, |a, &b| a.max(b)) * 1.2;
+    let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(50)
+        .y_label_area_size(80)
+        .build_cartesian_2d((0u32..n).into_segmented(), 0f64..top.max(1e-9))?;
+    let names: Vec<String> = groups.iter().map(|g| g.0.clone()).collect();
+    let middle = (series.len() as u32 - 1) / 2;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .y_desc(y_label)
+        .x_labels(n as usize)
+        .x_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) if i % width == middle => names.get((i / width) as usize).cloned().unwrap_or_default(),
+            _ => String::new(),
+        })
+        .x_label_style(("sans-serif", 12))
+        .draw()?;
+    let colours = [RGBColor(52, 101, 164), RGBColor(115, 115, 115), RGBColor(204, 102, 0), RGBColor(78, 154, 6)];
+    for (j, (name, column)) in series.iter().zip(&values).enumerate() {
+        let colour = colours[j % colours.len()];
+        chart
+            .draw_series(
+                Histogram::vertical(&chart).style(colour.filled()).margin(2).data(
+                    column.iter().enumerate().filter_map(|(g, v)| Some((g as u32 * width + j as u32, (*v)?))),
+                ),
+            )?
+            .label(name.trim_end_matches(" s").to_string())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], colour.filled()));
+    }
+    chart.configure_series_labels().background_style(WHITE).border_style(BLACK).draw()?;
+    root.present()?;
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let results = args.papers.join("results");
@@ -211,8 +274,16 @@ fn main() -> anyhow::Result<()> {
             }
             "overhead" => {
                 if let Some(t) = tables.iter().find(|t| t.column("Kappa / bare").is_some()) {
-                    let bars = bars(t, &["pipeline", "workers"], "Kappa / bare", 1.0)?;
-                    bar_chart(&figures.join("overhead.svg"), "Kappa time / bare differential time", "ratio", &bars)?;
+                    let mut engines = vec!["Kappa s", "bare s"];
+                    engines.extend(t.column("DBSP s").map(|_| "DBSP s"));
+                    grouped_bar_chart(
+                        &figures.join("overhead.svg"),
+                        "The same queries on Kappa, bare differential dataflow and DBSP",
+                        "seconds",
+                        t,
+                        &["pipeline", "workers"],
+                        &engines,
+                    )?;
                 }
             }
             "pipelines" => {
