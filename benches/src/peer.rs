@@ -27,6 +27,8 @@ pub struct PeerRun<T> {
     pub seconds: f64,
     /// The output's final state.
     pub output: T,
+    /// Output updates read, over all transactions.
+    pub updates: u64,
 }
 
 fn dbsp_error(e: impl std::fmt::Display) -> anyhow::Error {
@@ -79,15 +81,17 @@ pub fn like_counts(
     })
     .map_err(dbsp_error)?;
     let mut state: BTreeMap<(u64, i64), i64> = BTreeMap::new();
+    let mut updates = 0;
     rounds(
         workers,
         logs,
         batch,
         |r| like_counts::decode_pair(r).ok().map(|((user, post), _ts, diff)| Tup2(Tup2(user, post), diff as i64)),
-        |mut updates| {
-            input.append(&mut updates);
+        |mut batch| {
+            input.append(&mut batch);
             circuit.transaction().map_err(dbsp_error)?;
             for (post, count, w) in output.concat().consolidate().iter() {
+                updates += 1;
                 *state.entry((post, count)).or_default() += w;
             }
             Ok(())
@@ -96,7 +100,7 @@ pub fn like_counts(
     circuit.kill().map_err(|_| anyhow::anyhow!("dbsp: a worker panicked"))?;
     let seconds = started.elapsed().as_secs_f64();
     let output = present(state).into_iter().map(|(post, likes)| (post, likes as u64)).collect();
-    Ok(PeerRun { seconds, output })
+    Ok(PeerRun { seconds, output, updates })
 }
 
 /// Nexmark q4 on DBSP: per category, the integer average of the auctions' final prices.
@@ -124,6 +128,7 @@ pub fn q4(
     })
     .map_err(dbsp_error)?;
     let mut state: BTreeMap<(u64, u64), i64> = BTreeMap::new();
+    let mut updates = 0;
     rounds(
         workers,
         logs,
@@ -145,6 +150,7 @@ pub fn q4(
             bids_in.append(&mut bids);
             circuit.transaction().map_err(dbsp_error)?;
             for (category, average, w) in output.concat().consolidate().iter() {
+                updates += 1;
                 *state.entry((category, average)).or_default() += w;
             }
             Ok(())
@@ -152,7 +158,7 @@ pub fn q4(
     )?;
     circuit.kill().map_err(|_| anyhow::anyhow!("dbsp: a worker panicked"))?;
     let seconds = started.elapsed().as_secs_f64();
-    Ok(PeerRun { seconds, output: present(state) })
+    Ok(PeerRun { seconds, output: present(state), updates })
 }
 
 /// The rows of a key -> value output whose weights add up to one.

@@ -167,7 +167,9 @@ fn grouped_bar_chart(
         .y_desc(y_label)
         .x_labels(n as usize)
         .x_label_formatter(&|v| match v {
-            SegmentValue::CenterOf(i) if i % width == middle => names.get((i / width) as usize).cloned().unwrap_or_default(),
+            SegmentValue::CenterOf(i) if i % width == middle => {
+                names.get((i / width) as usize).cloned().unwrap_or_default()
+            }
             _ => String::new(),
         })
         .x_label_style(("sans-serif", 12))
@@ -177,9 +179,10 @@ fn grouped_bar_chart(
         let colour = colours[j % colours.len()];
         chart
             .draw_series(
-                Histogram::vertical(&chart).style(colour.filled()).margin(2).data(
-                    column.iter().enumerate().filter_map(|(g, v)| Some((g as u32 * width + j as u32, (*v)?))),
-                ),
+                Histogram::vertical(&chart)
+                    .style(colour.filled())
+                    .margin(2)
+                    .data(column.iter().enumerate().filter_map(|(g, v)| Some((g as u32 * width + j as u32, (*v)?)))),
             )?
             .label(name.trim_end_matches(" s").to_string())
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], colour.filled()));
