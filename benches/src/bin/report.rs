@@ -150,7 +150,8 @@ fn grouped_bar_chart(
     // Each group takes one slot per series and one empty slot between groups.
     let width = series.len() as u32 + 1;
     let n = groups.len() as u32 * width;
-    let top = values.iter().flatten().flatten().fold(0.0f64, |a, &b| a.max(b)) * 1.2;
+    // Head room above the bars for the legend.
+    let top = values.iter().flatten().flatten().fold(0.0f64, |a, &b| a.max(b)) * 1.6;
     let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
@@ -184,10 +185,15 @@ fn grouped_bar_chart(
                     .margin(2)
                     .data(column.iter().enumerate().filter_map(|(g, v)| Some((g as u32 * width + j as u32, (*v)?)))),
             )?
-            .label(name.trim_end_matches(" s").to_string())
+            .label(name.trim_end_matches(" s").trim_end_matches(',').to_string())
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], colour.filled()));
     }
-    chart.configure_series_labels().background_style(WHITE).border_style(BLACK).draw()?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE)
+        .border_style(BLACK)
+        .draw()?;
     root.present()?;
     Ok(())
 }
@@ -278,7 +284,9 @@ fn main() -> anyhow::Result<()> {
             "overhead" => {
                 if let Some(t) = tables.iter().find(|t| t.column("Kappa / bare").is_some()) {
                     let mut engines = vec!["Kappa s", "bare s"];
-                    engines.extend(t.column("DBSP s").map(|_| "DBSP s"));
+                    engines.extend(
+                        ["bare, one time per round, s", "DBSP s"].into_iter().filter(|c| t.column(c).is_some()),
+                    );
                     grouped_bar_chart(
                         &figures.join("overhead.svg"),
                         "The same queries on Kappa, bare differential dataflow and DBSP",
