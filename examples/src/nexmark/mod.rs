@@ -10,14 +10,32 @@
 //! each with its `date_time` (ms) as event time; [`generate`] produces them with the `nexmark`
 //! crate's generator.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kappa_engine::{execute, ClusterConfig, Collection, JobOptions, JobReport, Record, Sink, SourceFactory, Sources};
 use serde::{Deserialize, Serialize};
 
-mod queries;
-pub use queries::*;
+// One file per query: its dataflow, its batch reference and its test.
+mod max;
+mod q0;
+mod q1;
+mod q2;
+mod q3;
+mod q4;
+mod q5;
+mod q6;
+mod q7;
+mod q8;
+pub use q0::q0;
+pub use q1::q1;
+pub use q2::q2;
+pub use q3::q3;
+pub use q4::q4;
+pub use q5::q5;
+pub use q6::q6;
+pub use q7::q7;
+pub use q8::q8;
 
 /// The input's name in the pipelines.
 pub const INPUT: &str = "nexmark";
@@ -237,110 +255,54 @@ pub fn run<S: Sink<Row>>(
     })
 }
 
-/// The batch reference: `query` over `events` in plain Rust, as a set of rows.
+/// The batch reference: `query` over `events` in plain Rust, as a set of rows (row → count).
 pub fn reference(query: Query, events: &[Event]) -> BTreeMap<Row, i64> {
-    let persons: Vec<&Person> =
-        events.iter().filter_map(|e| if let Event::Person(p) = e { Some(p) } else { None }).collect();
-    let auctions: Vec<&Auction> =
-        events.iter().filter_map(|e| if let Event::Auction(a) = e { Some(a) } else { None }).collect();
-    let bids: Vec<&Bid> = events.iter().filter_map(|e| if let Event::Bid(b) = e { Some(b) } else { None }).collect();
+    let t = Tables::new(events);
+    let rows = match query {
+        Query::Q0 => q0::reference(&t),
+        Query::Q1 => q1::reference(&t),
+        Query::Q2 => q2::reference(&t),
+        Query::Q3 => q3::reference(&t),
+        Query::Q4 => q4::reference(&t),
+        Query::Q5 => q5::reference(&t),
+        Query::Q6 => q6::reference(&t),
+        Query::Q7 => q7::reference(&t),
+        Query::Q8 => q8::reference(&t),
+    };
     let mut out: BTreeMap<Row, i64> = BTreeMap::new();
-    let mut add = |row: Row| *out.entry(row).or_default() += 1;
-    let int = Value::Int;
-    match query {
-        Query::Q0 => bids.iter().for_each(|b| add(vec![int(b.auction), int(b.bidder), int(b.price), int(b.date_time)])),
-        Query::Q1 => bids
-            .iter()
-            .for_each(|b| add(vec![int(b.auction), int(b.bidder), int(b.price * 908 / 1000), int(b.date_time)])),
-        Query::Q2 => bids.iter().filter(|b| b.auction % 123 == 0).for_each(|b| add(vec![int(b.auction), int(b.price)])),
-        Query::Q3 => {
-            for a in auctions.iter().filter(|a| a.category == 10) {
-                for p in persons.iter().filter(|p| p.id == a.seller && ["or", "id", "ca"].contains(&p.state.as_str())) {
-                    add(vec![
-                        Value::Text(p.name.clone()),
-                        Value::Text(p.city.clone()),
-                        Value::Text(p.state.clone()),
-                        int(a.id),
-                    ]);
-                }
-            }
-        }
-        Query::Q4 | Query::Q6 => {
-            // Final price of every auction with a bid inside its lifetime.
-            // Bids looked up by auction (not scanned per auction) so that benchmarks can check
-            // millions of events against this reference too.
-            let mut bids_of: BTreeMap<u64, Vec<&Bid>> = BTreeMap::new();
-            for b in &bids {
-                bids_of.entry(b.auction).or_default().push(b);
-            }
-            let mut finals: Vec<(&Auction, u64)> = Vec::new();
-            for a in &auctions {
-                let best = bids_of
-                    .get(&a.id)
-                    .into_iter()
-                    .flatten()
-                    .filter(|b| a.date_time <= b.date_time && b.date_time <= a.expires)
-                    .map(|b| b.price)
-                    .max();
-                if let Some(price) = best {
-                    finals.push((a, price));
-                }
-            }
-            let mut groups: BTreeMap<u64, Vec<(u64, u64, u64)>> = BTreeMap::new();
-            for (a, price) in finals {
-                let key = if query == Query::Q4 { a.category } else { a.seller };
-                groups.entry(key).or_default().push((a.date_time, a.id, price));
-            }
-            for (key, mut group) in groups {
-                if query == Query::Q6 {
-                    // The seller's ten most recent auctions.
-                    group.sort_unstable_by_key(|g| std::cmp::Reverse((g.0, g.1)));
-                    group.truncate(10);
-                }
-                let sum: u64 = group.iter().map(|g| g.2).sum();
-                add(vec![int(key), int(sum / group.len() as u64)]);
-            }
-        }
-        Query::Q5 => {
-            let mut counts: BTreeMap<(u64, u64), u64> = BTreeMap::new();
-            for b in &bids {
-                for w in hop_windows(b.date_time) {
-                    *counts.entry((w, b.auction)).or_default() += 1;
-                }
-            }
-            let mut max: BTreeMap<u64, u64> = BTreeMap::new();
-            for (&(w, _), &n) in &counts {
-                let m = max.entry(w).or_default();
-                *m = (*m).max(n);
-            }
-            for ((w, auction), n) in counts {
-                if n == max[&w] {
-                    add(vec![int(w), int(auction), int(n)]);
-                }
-            }
-        }
-        Query::Q7 => {
-            let mut max: BTreeMap<u64, u64> = BTreeMap::new();
-            for b in &bids {
-                let m = max.entry(tumble(b.date_time)).or_default();
-                *m = (*m).max(b.price);
-            }
-            for b in bids.iter().filter(|b| b.price == max[&tumble(b.date_time)]) {
-                add(vec![int(tumble(b.date_time)), int(b.auction), int(b.price), int(b.bidder), int(b.date_time)]);
-            }
-        }
-        Query::Q8 => {
-            let sellers: BTreeSet<(u64, u64)> = auctions.iter().map(|a| (a.seller, tumble(a.date_time))).collect();
-            let people: BTreeSet<(u64, String, u64)> =
-                persons.iter().map(|p| (p.id, p.name.clone(), tumble(p.date_time))).collect();
-            for (id, name, w) in people {
-                if sellers.contains(&(id, w)) {
-                    add(vec![int(id), Value::Text(name), int(w)]);
-                }
-            }
-        }
+    for row in rows {
+        *out.entry(row).or_default() += 1;
     }
     out
+}
+
+/// A run's events by kind, for the batch references.
+struct Tables<'a> {
+    persons: Vec<&'a Person>,
+    auctions: Vec<&'a Auction>,
+    bids: Vec<&'a Bid>,
+}
+
+impl<'a> Tables<'a> {
+    fn new(events: &'a [Event]) -> Self {
+        let mut t = Tables { persons: Vec::new(), auctions: Vec::new(), bids: Vec::new() };
+        for event in events {
+            match event {
+                Event::Person(p) => t.persons.push(p),
+                Event::Auction(a) => t.auctions.push(a),
+                Event::Bid(b) => t.bids.push(b),
+            }
+        }
+        t
+    }
+}
+
+fn int(v: u64) -> Value {
+    Value::Int(v)
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(s.to_string())
 }
 
 /// The start of the tumbling [`WINDOW_MS`] window holding `t`.
@@ -373,24 +335,22 @@ mod tests {
     use super::*;
     use kappa_engine::{MemorySink, MemorySource, PartitionId};
 
-    #[test]
-    fn every_query_equals_its_batch_reference_on_one_and_two_workers() {
+    /// `q`'s output equals its batch reference on one and two workers (each query's file runs it).
+    pub(super) fn check(q: Query) {
         // 200 events/s: 25 s of event time, so windows open and close.
         let events = generate_at(5_000, 200);
         let span = events.last().map(Event::date_time).unwrap_or(0) - events[0].date_time();
         assert!(span > 2 * WINDOW_MS, "the events span several windows ({span} ms)");
-        for q in Query::ALL {
-            let expected = reference(q, &events);
-            assert!(!expected.is_empty(), "{q:?}: the reference has rows on this input");
-            for workers in [1, 2] {
-                let source = MemorySource::new(vec![(PartitionId::new(INPUT, 0), records(&events))]).with_batch(97);
-                let sink = MemorySink::new();
-                run(&ClusterConfig::threads(workers), JobOptions::default(), q, Arc::new(source), sink.clone())
-                    .expect("the query runs");
-                let got: BTreeMap<Row, i64> =
-                    sink.accumulated().into_iter().map(|(row, diff)| (row, diff as i64)).collect();
-                assert_eq!(got, expected, "{q:?} on {workers} worker(s)");
-            }
+        let expected = reference(q, &events);
+        assert!(!expected.is_empty(), "{q:?}: the reference has rows on this input");
+        for workers in [1, 2] {
+            let source = MemorySource::new(vec![(PartitionId::new(INPUT, 0), records(&events))]).with_batch(97);
+            let sink = MemorySink::new();
+            run(&ClusterConfig::threads(workers), JobOptions::default(), q, Arc::new(source), sink.clone())
+                .expect("the query runs");
+            let got: BTreeMap<Row, i64> =
+                sink.accumulated().into_iter().map(|(row, diff)| (row, diff as i64)).collect();
+            assert_eq!(got, expected, "{q:?} on {workers} worker(s)");
         }
     }
 }
