@@ -210,9 +210,15 @@ fn main() -> anyhow::Result<()> {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     let date = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let provenance = if args.suffix.is_empty() {
+        "Every figure in `papers/kappa.md` comes from here. Regenerate with `scripts/bench`.".to_string()
+    } else {
+        "A quick run (`scripts/bench --quick`, smaller inputs) to check that every benchmark runs: \
+         `papers/kappa.md` quotes the full run (`scripts/bench`), which `git checkout papers/` restores."
+            .to_string()
+    };
     let mut md = format!(
-        "# Results\n\nEvery figure in `papers/kappa.md` comes from here. Regenerate with `scripts/bench{}`.\n\n- machine: {}\n- date: {}\n- commit (assembled at): {commit}\n- figures: `papers/figures/`\n",
-        if args.suffix.is_empty() { "" } else { " --quick" },
+        "# Results\n\n{provenance}\n\n- machine: {}\n- date: {}\n- commit (assembled at): {commit}\n- figures: `papers/figures/`\n",
         kappa_benches::machine(true),
         &date[..10],
     );
