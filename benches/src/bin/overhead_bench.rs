@@ -285,6 +285,25 @@ fn main() -> anyhow::Result<()> {
         // machine's noise (a few percent from run to run) then hits every column alike.
         let mut like_runs = Vec::new();
         let mut q4_runs = Vec::new();
+        // The bare programs, at event-time granularity or at DBSP's (one time per round).
+        let bare_likes = |per_round| {
+            bare(
+                workers,
+                like_logs.clone(),
+                per_round,
+                |r| like_counts::decode_pair(r).ok(),
+                |pairs| like_counts::like_counts(pairs).probe().0,
+            )
+        };
+        let bare_q4 = |per_round| {
+            bare(
+                workers,
+                nexmark_logs.clone(),
+                per_round,
+                |r| nexmark::decode(r).ok().map(|(e, ts)| (e, ts, 1)),
+                |events| nexmark::query(nexmark::Query::Q4, events).probe().0,
+            )
+        };
         for _ in 0..args.repeat {
             let output = Counting::default();
             like_runs.push(Times {
@@ -301,20 +320,8 @@ fn main() -> anyhow::Result<()> {
                 no_sink: without_sink(workers, &like_logs, like_counts::INPUT, |ctx| {
                     Ok(like_counts::like_counts(like_counts::read_pairs(ctx, like_counts::INPUT)?))
                 })?,
-                bare: bare(
-                    workers,
-                    like_logs.clone(),
-                    false,
-                    |r| like_counts::decode_pair(r).ok(),
-                    |pairs| like_counts::like_counts(pairs).probe().0,
-                ),
-                bare_per_round: bare(
-                    workers,
-                    like_logs.clone(),
-                    true,
-                    |r| like_counts::decode_pair(r).ok(),
-                    |pairs| like_counts::like_counts(pairs).probe().0,
-                ),
+                bare: bare_likes(false),
+                bare_per_round: bare_likes(true),
                 peer: peer::like_counts(workers, &like_logs, &like_reference)?,
             });
             let output = Counting::default();
@@ -332,20 +339,8 @@ fn main() -> anyhow::Result<()> {
                 no_sink: without_sink(workers, &nexmark_logs, nexmark::INPUT, |ctx| {
                     Ok(nexmark::query(nexmark::Query::Q4, ctx.input(nexmark::INPUT, nexmark::decode)?))
                 })?,
-                bare: bare(
-                    workers,
-                    nexmark_logs.clone(),
-                    false,
-                    |r| nexmark::decode(r).ok().map(|(e, ts)| (e, ts, 1)),
-                    |events| nexmark::query(nexmark::Query::Q4, events).probe().0,
-                ),
-                bare_per_round: bare(
-                    workers,
-                    nexmark_logs.clone(),
-                    true,
-                    |r| nexmark::decode(r).ok().map(|(e, ts)| (e, ts, 1)),
-                    |events| nexmark::query(nexmark::Query::Q4, events).probe().0,
-                ),
+                bare: bare_q4(false),
+                bare_per_round: bare_q4(true),
                 peer: peer::q4(workers, &nexmark_logs, &q4_reference)?,
             });
         }
