@@ -84,6 +84,14 @@ impl Archive {
             .map_err(|source| Error::ObjectStore { object, source })
     }
 
+    /// Bytes `range` of the object `key` (fewer if the object ends first).
+    pub async fn fetch_range(&self, key: &Path, range: std::ops::Range<u64>) -> Result<bytes::Bytes> {
+        if range.is_empty() {
+            return Ok(bytes::Bytes::new());
+        }
+        self.store.get_range(key, range).await.map_err(|source| Error::ObjectStore { object: key.to_string(), source })
+    }
+
     /// The names of the "directories" directly under `dir`.
     pub async fn list_dirs(&self, dir: &Path) -> Result<Vec<String>> {
         let listing = self

@@ -35,6 +35,43 @@ pub enum Error {
         /// What disagrees.
         reason: String,
     },
+    /// Metadata kept beside the segments (a manifest, an index file) is damaged.
+    #[error("corrupt metadata in object `{object}` at byte offset {byte_offset}: {reason}")]
+    CorruptMetadata {
+        /// The object's key.
+        object: String,
+        /// Absolute offset of the damaged field in the object (0 when it cannot be placed).
+        byte_offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An object's key does not spell what its layout needs (an offset out of range, say).
+    #[error("object key `{object}` cannot be read: {reason}")]
+    InvalidKey {
+        /// The object's key.
+        object: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Offsets the archive must hold are in no object: an object in the middle of the archive is
+    /// missing, and replaying past it would drop its records silently.
+    #[error(
+        "archive of topic `{topic}` partition {partition} has a hole: offsets {expected_offset}..{found_offset} are in \
+         no object (the next one present is `{object}`); restore the missing object, or archive the topic again into a \
+         new archive (kappa archive write)"
+    )]
+    ArchiveHole {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// The first missing offset: where the objects before the hole end.
+        expected_offset: i64,
+        /// Where the objects go on.
+        found_offset: i64,
+        /// The object that starts at `found_offset`.
+        object: String,
+    },
     /// The object store failed (after its own retries).
     #[error("object store request for `{object}` failed; check the archive URL and credentials")]
     ObjectStore {

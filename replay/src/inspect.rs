@@ -7,7 +7,7 @@ use kappa_engine::Offset;
 
 use crate::archive::{runtime, Archive};
 use crate::error::{Error, Result};
-use crate::layout::SegmentRef;
+use crate::layout::{Hole, SegmentRef};
 use crate::segment::Codec;
 use crate::source::decode_checked_summary;
 
@@ -36,6 +36,8 @@ pub struct PartitionSummary {
     pub notes: Vec<String>,
     /// Segments that failed their checks: key and reason.
     pub damaged: Vec<(String, String)>,
+    /// Offsets no object holds although the layout shows some object must: missing objects.
+    pub holes: Vec<Hole>,
 }
 
 /// What an archive holds for one topic.
@@ -66,50 +68,80 @@ impl TopicSummary {
 }
 
 impl TopicSummary {
-    /// Every damaged segment, over all partitions.
-    pub fn damaged(&self) -> Vec<&(String, String)> {
-        self.partitions.values().flat_map(|p| p.damaged.iter()).collect()
+    /// Everything `verify` refuses, as (object, why): every damaged segment, and every hole (named
+    /// by the object just after it).
+    pub fn damaged(&self) -> Vec<(String, String)> {
+        self.partitions
+            .values()
+            .flat_map(|p| {
+                let holes = p.holes.iter().map(|h| (h.object.clone(), Error::from(h.clone()).to_string()));
+                p.damaged.iter().cloned().chain(holes)
+            })
+            .collect()
     }
 }
 
-async fn fetch_and_check(archive: &Archive, segment: &SegmentRef) -> Result<(u64, crate::segment::SegmentSummary)> {
-    let bytes = archive.fetch(&segment.key).await?;
-    let (_, summary) = decode_checked_summary(segment, &bytes, Offset::MIN)?;
-    Ok((bytes.len() as u64, summary))
-}
-
 /// Reads every segment of `topic` (checking every batch's CRC and every segment's offsets against
-/// its key) and summarises each partition. Damaged segments are listed, not fatal; listing
-/// failures and transport errors are.
+/// its key) and summarises each partition. Damaged segments and holes are listed, not fatal;
+/// listing failures and transport errors are. Where the layout cannot tell a missing object from
+/// a legitimate gap in offsets, each gap between segments is noted with the reason.
 pub fn summarize(archive: &Archive, topic: &str) -> Result<TopicSummary> {
     runtime().block_on(async {
-        let mut out = TopicSummary { carries_aborts: archive.layout.carries_aborts(), ..TopicSummary::default() };
-        for p in archive.layout.partitions(archive, topic).await? {
+        let layout = &archive.layout;
+        let mut out = TopicSummary { carries_aborts: layout.carries_aborts(), ..TopicSummary::default() };
+        for p in layout.partitions(archive, topic).await? {
             let mut summary = PartitionSummary::default();
-            for segment in archive.layout.segments(archive, topic, p).await? {
+            let listing = layout.list(archive, topic, p).await?;
+            summary.holes.extend(listing.holes);
+            let count = listing.segments.len();
+            for (i, segment) in listing.segments.iter().enumerate() {
                 summary.segments += 1;
                 summary.bytes += segment.size;
                 summary.notes.extend(segment.note.clone());
                 let first = summary.offsets.map_or(segment.base_offset, |(f, _)| f);
                 summary.offsets = Some((first, segment.next_offset));
-                match fetch_and_check(archive, &segment).await {
-                    Ok((_, seg)) => {
-                        summary.records += seg.records as u64;
-                        summary.control_batches += seg.control_batches as u64;
-                        summary.transactional_batches += seg.transactional_batches as u64;
-                        summary.aborted_batches += seg.aborted_batches as u64;
-                        if let Some((lo, hi)) = seg.timestamps {
-                            summary.timestamps =
-                                Some(summary.timestamps.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
-                        }
-                        for codec in seg.codecs {
-                            if !summary.codecs.contains(&codec) {
-                                summary.codecs.push(codec);
-                            }
-                        }
+                let bytes = archive.fetch(&segment.key).await?;
+                let checked = match decode_checked_summary(segment, &bytes, Offset::MIN) {
+                    Err(hole @ Error::ArchiveHole { .. }) => {
+                        // Only the bytes showed the hole: list it, and still read the segment.
+                        summary.holes.extend(Hole::from_error(&hole));
+                        let unchecked =
+                            SegmentRef { transform: segment.transform.without_end_check(), ..segment.clone() };
+                        decode_checked_summary(&unchecked, &bytes, Offset::MIN)
                     }
+                    other => other,
+                };
+                let seg = match checked {
+                    Ok((_, seg)) => seg,
                     Err(Error::ObjectStore { object, source }) => return Err(Error::ObjectStore { object, source }),
-                    Err(damage) => summary.damaged.push((segment.key.to_string(), damage.to_string())),
+                    Err(damage) => {
+                        summary.damaged.push((segment.key.to_string(), damage.to_string()));
+                        continue;
+                    }
+                };
+                if let (Some(reason), Some((_, last))) = (layout.cannot_tell_holes(), seg.offsets) {
+                    // `last` is at most MAX_OFFSET (the decoder refuses larger), so `+ 1` cannot overflow.
+                    if i + 1 < count && last + 1 < segment.next_offset {
+                        summary.notes.push(format!(
+                            "offsets {}..{} are in no batch (after `{}`): a missing segment, or offsets with no \
+                             record left; {reason}",
+                            last + 1,
+                            segment.next_offset,
+                            segment.key
+                        ));
+                    }
+                }
+                summary.records += seg.records as u64;
+                summary.control_batches += seg.control_batches as u64;
+                summary.transactional_batches += seg.transactional_batches as u64;
+                summary.aborted_batches += seg.aborted_batches as u64;
+                if let Some((lo, hi)) = seg.timestamps {
+                    summary.timestamps = Some(summary.timestamps.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+                }
+                for codec in seg.codecs {
+                    if !summary.codecs.contains(&codec) {
+                        summary.codecs.push(codec);
+                    }
                 }
             }
             out.partitions.insert(p, summary);

@@ -33,6 +33,83 @@ pub struct WriteReport {
     pub records: u64,
 }
 
+/// A segment ready to write: its key's offsets and its records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Segment {
+    base: Offset,
+    next: Offset,
+    records: Vec<Record>,
+}
+
+/// When a segment is closed.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    records: usize,
+    bytes: usize,
+}
+
+const LIMITS: Limits = Limits { records: SEGMENT_RECORDS, bytes: SEGMENT_BYTES };
+
+/// One partition being copied: its open segment and where that segment's key starts.
+///
+/// Keys are contiguous: a segment starts where the previous one ended (or where the run started),
+/// not at its first record, and ends after its last record, or at the high watermark once the
+/// partition's end is reached. Offsets that hold no record (transaction markers, compacted or
+/// aborted records) thus lie inside some segment's range, so a gap between keys can only be a
+/// missing object, which replay refuses.
+#[derive(Debug)]
+struct PartitionCopy {
+    /// Where the open segment starts.
+    base: Offset,
+    /// The high watermark read at the start of the run: copying stops there.
+    high: Offset,
+    records: Vec<Record>,
+    bytes: usize,
+    limits: Limits,
+}
+
+impl PartitionCopy {
+    fn new(start: Offset, high: Offset, limits: Limits) -> Self {
+        PartitionCopy { base: start, high, records: Vec::new(), bytes: 0, limits }
+    }
+
+    /// Adds a record the consumer delivered; returns the segment it closed, if any. Records at or
+    /// past the high watermark, or before the open segment, are not this run's.
+    fn push(&mut self, record: Record) -> Option<Segment> {
+        if record.offset >= self.high || record.offset < self.base {
+            return None;
+        }
+        // `offset < high <= i64::MAX`, so `offset + 1` cannot overflow.
+        let next = record.offset + 1;
+        self.bytes += record.key.as_ref().map_or(0, |k| k.len()) + record.value.as_ref().map_or(0, |v| v.len());
+        self.records.push(record);
+        if next >= self.high {
+            return self.finish();
+        }
+        if self.records.len() >= self.limits.records || self.bytes >= self.limits.bytes {
+            return Some(self.close(next));
+        }
+        None
+    }
+
+    /// The partition's end is reached: the open segment, ending at the high watermark, if it holds
+    /// any record (an object with no batch cannot be read back; the next run starts from here).
+    fn finish(&mut self) -> Option<Segment> {
+        (!self.records.is_empty()).then(|| self.close(self.high))
+    }
+
+    fn done(&self) -> bool {
+        self.base >= self.high
+    }
+
+    fn close(&mut self, next: Offset) -> Segment {
+        self.bytes = 0;
+        let segment = Segment { base: self.base, next, records: std::mem::take(&mut self.records) };
+        self.base = next;
+        segment
+    }
+}
+
 /// Copies every partition of `topic` from `brokers` into `archive`, from where the archive ends
 /// (or the log starts) up to the high watermark read at the start of the run.
 ///
@@ -41,7 +118,7 @@ pub fn write_archive(archive: &Archive, brokers: &str, topic: &str, progress: &d
     let marks = kappa_connectors::kafka::admin::watermarks(brokers, topic)?;
     let layout = archive.layout.clone();
     let mut assignment = TopicPartitionList::new();
-    let mut pending: HashMap<i32, (Offset, Offset)> = HashMap::new();
+    let mut open: HashMap<i32, PartitionCopy> = HashMap::new();
     let mut report = WriteReport::default();
     for (&partition, &(log_start, high)) in &marks {
         let existing = runtime().block_on(layout.segments(archive, topic, partition))?;
@@ -61,10 +138,10 @@ pub fn write_archive(archive: &Archive, brokers: &str, topic: &str, progress: &d
             assignment
                 .add_partition_offset(topic, partition, rdkafka::Offset::Offset(start))
                 .map_err(|source| Error::Consume { topic: topic.to_string(), source: Box::new(source) })?;
-            pending.insert(partition, (start, high));
+            open.insert(partition, PartitionCopy::new(start, high, LIMITS));
         }
     }
-    if pending.is_empty() {
+    if open.is_empty() {
         return Ok(report);
     }
     let consumer = kappa_connectors::kafka::consumer(brokers)?;
@@ -72,43 +149,38 @@ pub fn write_archive(archive: &Archive, brokers: &str, topic: &str, progress: &d
         .assign(&assignment)
         .map_err(|source| Error::Consume { topic: topic.to_string(), source: Box::new(source) })?;
 
-    let mut buffers: HashMap<i32, (Vec<Record>, usize)> = HashMap::new();
-    let mut open: HashMap<i32, (Offset, Offset)> = pending.clone();
-    let flush = |partition: i32, records: &mut Vec<Record>, report: &mut WriteReport| -> Result<()> {
-        if records.is_empty() {
-            return Ok(());
-        }
+    let write = |partition: i32, segment: Segment, report: &mut WriteReport| -> Result<()> {
         let mut bytes = Vec::new();
-        for chunk in records.chunks(BATCH_RECORDS) {
+        for chunk in segment.records.chunks(BATCH_RECORDS) {
             encode_batch(chunk, &mut bytes);
         }
-        let (base, next) = (records[0].offset, records[records.len() - 1].offset + 1);
-        let key = KappaLayout::segment_key(archive, topic, partition, base, next);
+        let key = KappaLayout::segment_key(archive, topic, partition, segment.base, segment.next);
         runtime()
             .block_on(archive.store.put(&key, Bytes::from(bytes).into()))
             .map_err(|source| Error::ObjectStore { object: key.to_string(), source })?;
-        let entry = report.partitions.entry(partition).or_insert((base, next, 0));
-        entry.1 = next;
+        let entry = report.partitions.entry(partition).or_insert((segment.base, segment.next, 0));
+        entry.1 = segment.next;
         entry.2 += 1;
-        records.clear();
         Ok(())
     };
-    while !open.is_empty() {
+    while open.values().any(|copy| !copy.done()) {
         let message = match consumer.poll(Duration::from_millis(100)) {
             None => continue,
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 // The log's end: whatever the consumer does not show up to the high watermark
-                // (transaction markers) is not data.
-                if let Some(&(_, high)) = open.get(&p) {
+                // (transaction markers) is not data, and lies inside the last segment's range.
+                if let Some(copy) = open.get_mut(&p).filter(|c| !c.done()) {
                     let at_end = consumer
                         .position()
                         .ok()
                         .and_then(|tpl| tpl.find_partition(topic, p)?.offset().to_raw())
-                        .is_some_and(|pos| pos >= high);
+                        .is_some_and(|pos| pos >= copy.high);
                     if at_end {
-                        let (records, _) = buffers.entry(p).or_default();
-                        flush(p, records, &mut report)?;
-                        open.remove(&p);
+                        if let Some(segment) = copy.finish() {
+                            write(p, segment, &mut report)?;
+                        }
+                        // Nothing more to copy this run, written or not.
+                        copy.base = copy.high;
                     }
                 }
                 continue;
@@ -117,34 +189,83 @@ pub fn write_archive(archive: &Archive, brokers: &str, topic: &str, progress: &d
             Some(Ok(m)) => m,
         };
         let p = message.partition();
-        let Some(&(_, high)) = open.get(&p) else {
+        let Some(copy) = open.get_mut(&p).filter(|c| !c.done()) else {
             continue;
         };
-        let offset = message.offset();
-        if offset >= high {
-            continue;
-        }
-        let (records, bytes) = buffers.entry(p).or_default();
         let record = Record {
-            offset,
+            offset: message.offset(),
             timestamp: message.timestamp().to_millis(),
             key: message.key().map(Bytes::copy_from_slice),
             value: message.payload().map(Bytes::copy_from_slice),
         };
-        *bytes += record.key.as_ref().map_or(0, |k| k.len()) + record.value.as_ref().map_or(0, |v| v.len());
-        records.push(record);
-        report.records += 1;
-        if report.records % 10_000 == 0 {
-            progress(report.records);
+        let copied = (copy.base..copy.high).contains(&record.offset);
+        let closed = copy.push(record);
+        if copied {
+            report.records += 1;
+            if report.records.is_multiple_of(10_000) {
+                progress(report.records);
+            }
         }
-        if records.len() >= SEGMENT_RECORDS || *bytes >= SEGMENT_BYTES || offset + 1 >= high {
-            flush(p, records, &mut report)?;
-            *bytes = 0;
-        }
-        if offset + 1 >= high {
-            open.remove(&p);
+        if let Some(segment) = closed {
+            write(p, segment, &mut report)?;
         }
     }
     progress(report.records);
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(offset: Offset) -> Record {
+        Record { offset, timestamp: Some(offset), key: None, value: Some(Bytes::from("v")) }
+    }
+
+    fn copy_all(start: Offset, high: Offset, offsets: &[Offset], limits: Limits) -> Vec<(Offset, Offset, usize)> {
+        let mut copy = PartitionCopy::new(start, high, limits);
+        let mut out: Vec<Segment> = offsets.iter().filter_map(|&o| copy.push(record(o))).collect();
+        out.extend(copy.finish());
+        out.iter().map(|s| (s.base, s.next, s.records.len())).collect()
+    }
+
+    #[test]
+    fn written_keys_are_contiguous_across_offsets_without_records() {
+        // Offsets 12 and 13 are transaction markers, 17..20 the partition's trailing markers: the
+        // consumer never delivers them.
+        let limits = Limits { records: 2, bytes: usize::MAX };
+        let segments = copy_all(10, 20, &[10, 11, 14, 15, 16], limits);
+        assert_eq!(segments, vec![(10, 12, 2), (12, 16, 2), (16, 20, 1)]);
+        assert!(segments.windows(2).all(|w| w[0].1 == w[1].0), "each segment starts where the previous ends");
+        // A run that starts at the archive's end starts its first key there, whatever the first
+        // record delivered.
+        assert_eq!(copy_all(100, 110, &[103, 104], LIMITS), vec![(100, 110, 2)]);
+    }
+
+    #[test]
+    fn records_outside_the_run_are_not_copied() {
+        assert_eq!(copy_all(10, 12, &[9, 10, 11, 12, 13], LIMITS), vec![(10, 12, 2)]);
+        assert_eq!(copy_all(10, 12, &[], LIMITS), vec![]);
+    }
+
+    #[test]
+    fn an_archive_written_across_offset_gaps_replays_without_a_hole() {
+        let archive = Archive::open("memory://writer-contiguous").expect("opens");
+        let limits = Limits { records: 4, bytes: usize::MAX };
+        let mut copy = PartitionCopy::new(0, 12, limits);
+        let offsets = [0, 1, 4, 5, 6, 9];
+        for segment in
+            offsets.iter().filter_map(|&o| copy.push(record(o))).collect::<Vec<_>>().into_iter().chain(copy.finish())
+        {
+            let mut bytes = Vec::new();
+            encode_batch(&segment.records, &mut bytes);
+            let key = KappaLayout::segment_key(&archive, "t", 0, segment.base, segment.next);
+            runtime().block_on(archive.store.put(&key, bytes.into())).expect("put");
+        }
+        let replay = crate::ReplaySource::open(archive.clone(), "t").expect("no hole: keys are contiguous");
+        assert_eq!(replay.end_offsets(), BTreeMap::from([(0, 12)]), "the end is the high watermark");
+        let summary = crate::inspect::summarize(&archive, "t").expect("summarizes");
+        assert!(summary.damaged().is_empty(), "{:?}", summary.damaged());
+        assert_eq!(summary.partitions[&0].records, offsets.len() as u64);
+    }
 }

@@ -46,7 +46,7 @@ fn replay_then_live(topic: &str, archive: &str, brokers: &str, out: &Path, env: 
             "--brokers",
             brokers,
             "--exit-when-idle",
-            "3",
+            "3s",
             "--output",
             out.to_str().expect("utf-8 path"),
             "--workers",
@@ -94,7 +94,18 @@ fn s3_archive_on_moto_gives_the_same_output_as_a_local_one() {
 
     let inspect = kappa_ok(&["archive", "inspect", &s3, "--topic", &topic], &env);
     let listing = String::from_utf8_lossy(&inspect.stdout);
-    assert!(listing.contains("1200") || listing.lines().count() >= 3, "inspect lists partitions:\n{listing}");
+    // One row per partition (partition, segments, bytes, offsets, records, ...): both partitions,
+    // holding the 1 200 records archived.
+    let rows: Vec<Vec<&str>> = listing
+        .lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|columns| columns.len() >= 5 && columns[0].parse::<i32>().is_ok())
+        .collect();
+    let records: u64 = rows.iter().map(|columns| columns[4].parse::<u64>().expect("a records column")).sum();
+    assert!(
+        listing.contains("(layout kappa)") && rows.iter().map(|c| c[0]).eq(["0", "1"]) && records == 1_200,
+        "inspect lists both partitions and the 1200 archived records:\n{listing}"
+    );
 
     let (out_local, out_s3) = (dir.path().join("local.jsonl"), dir.path().join("s3.jsonl"));
     replay_then_live(&topic, &local, &tansu.brokers, &out_local, &[], "2");

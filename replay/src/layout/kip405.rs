@@ -12,27 +12,55 @@
 //! the last `finalTransformedChunkSize`) or `variable` (a base64, zstd-compressed list: count and
 //! base as big-endian int32, a byte width, `count − 1` values minus base in that width, and the
 //! last value as an int32). Untransformed, the segment is ordinary RecordBatches with absolute
-//! offsets.
+//! offsets. The `.indexes` object is the segment's Kafka indexes one after another (offset index,
+//! time index, producer snapshot, leader epochs, transaction index), each at the `position` and
+//! `size` the manifest's `segmentIndexes` give.
+//!
+//! Listing reads manifests only, never segments: a manifest's `remoteLogSegmentMetadata` gives
+//! the segment's start and end offsets. Kafka uploads a partition's segments in order, each ending
+//! where the next begins (its end offset is the next segment's base offset − 1, and tiered topics
+//! are never compacted), so a gap between one segment's end and the next one's base is a missing
+//! segment: replay refuses it ([`Error::ArchiveHole`]) and `verify` lists it. Manifests written
+//! by plugin versions without that metadata leave each segment's end at the next one's base; a
+//! missing segment then shows when the segment before it is read (its batches end early), and the
+//! last segment's end is read from its tail (see [`Kip405Layout`]'s `tail_end`).
+//!
+//! Every size in a manifest is checked against the object it describes before anything is
+//! allocated from it: a chunk index cannot have more chunks than its object has bytes.
 //!
 //! When several uploads share a base offset (a retried upload), the one covering the most offsets
-//! is read, ties going to the smallest segment id; `inspect` lists the choice.
+//! is read (by the manifest's end offset, or where manifests do not say, the larger original
+//! segment), ties going to the smallest segment id; `inspect` lists the choice.
 //!
 //! Caveat: this reader was written from the format's published code and tested on fixtures built
 //! here, not yet on an upload by a real broker with the plugin.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt, TryStreamExt};
+use kappa_engine::Offset;
 use object_store::path::Path;
+use object_store::ObjectMeta;
 use serde::Deserialize;
 
-use super::{ArchiveLayout, SegmentRef, Transform};
+use super::{ArchiveLayout, Hole, Listing, MustReach, SegmentRef, Transform};
 use crate::archive::Archive;
 use crate::error::{Error, Result};
 use crate::segment::compression::{decompress, Codec, MAX_DECOMPRESSED};
+use crate::segment::extent::walk_batches;
+
+/// Largest manifest read. A variable chunk index for a 2 GiB segment in 64 KiB chunks needs
+/// about 200 KiB; anything much larger is not a manifest.
+const MAX_MANIFEST: u64 = 16 << 20;
+/// Largest decompressed variable chunk size list.
+const MAX_SIZE_LIST: usize = 1 << 24;
+/// Kafka's largest segment (`segment.bytes` is an int).
+const MAX_SEGMENT: u32 = i32::MAX as u32;
+/// Manifests fetched at once while listing.
+const CONCURRENT_MANIFESTS: usize = 8;
 
 /// See the module documentation.
 #[derive(Clone, Copy, Debug, Default)]
@@ -44,12 +72,75 @@ pub struct Kip405Layout;
 pub struct Manifest {
     /// How the `.log` object is chunked.
     pub chunk_index: ChunkIndexJson,
+    /// Where each index lies in the `.indexes` object.
+    #[serde(default)]
+    pub segment_indexes: Option<SegmentIndexes>,
     /// Whether chunks are zstd-compressed.
     #[serde(default)]
     pub compression: bool,
     /// Encryption metadata, if the segment is encrypted.
     #[serde(default)]
     pub encryption: Option<serde_json::Value>,
+    /// The broker's metadata of the segment (written by plugin versions since 2023).
+    #[serde(default)]
+    pub remote_log_segment_metadata: Option<SegmentMetadata>,
+    /// Byte offset of the `endOffset` field in the manifest, for errors.
+    #[serde(skip)]
+    end_offset_at: u64,
+}
+
+/// The offsets of `remoteLogSegmentMetadata`.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SegmentMetadata {
+    /// The segment's first offset.
+    pub start_offset: i64,
+    /// The segment's last offset (inclusive): the next segment's base offset − 1.
+    pub end_offset: i64,
+}
+
+/// `segmentIndexes`: where each of the segment's indexes lies in the `.indexes` object. Only the
+/// offset index is read.
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+pub struct SegmentIndexes {
+    /// The offset index (`.index`).
+    #[serde(default)]
+    pub offset: Option<IndexRange>,
+}
+
+/// One index's place in the `.indexes` object.
+#[derive(Clone, Copy, Debug, Deserialize)]
+pub struct IndexRange {
+    /// Its first byte.
+    pub position: i64,
+    /// Its length.
+    pub size: i64,
+}
+
+impl IndexRange {
+    /// The bytes of an `.indexes` object of `object_size` bytes this range covers, or a
+    /// [`Error::CorruptMetadata`] naming `manifest` if they are not all in it.
+    pub fn bytes_in(&self, manifest: &str, object_size: u64) -> Result<std::ops::Range<u64>> {
+        let (Ok(position), Ok(size)) = (u64::try_from(self.position), u64::try_from(self.size)) else {
+            return Err(corrupt_metadata(
+                manifest,
+                0,
+                format!("index at byte {} of {} bytes", self.position, self.size),
+            ));
+        };
+        match position.checked_add(size) {
+            Some(end) if end <= object_size => Ok(position..end),
+            _ => Err(corrupt_metadata(
+                manifest,
+                0,
+                format!("index at byte {position} of {size} bytes lies past the {object_size}-byte indexes object"),
+            )),
+        }
+    }
+}
+
+fn corrupt_metadata(object: &str, byte_offset: u64, reason: String) -> Error {
+    Error::CorruptMetadata { object: object.to_string(), byte_offset, reason }
 }
 
 /// The chunk index as the manifest spells it.
@@ -80,53 +171,92 @@ pub enum ChunkIndexJson {
     },
 }
 
-/// Chunks of a transformed segment: original size and transformed size of each, in order.
+/// Chunks of a transformed segment. Sizes are computed per chunk, never listed: a chunk index
+/// costs memory in proportion to its encoding, whatever count it claims.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Chunks {
-    /// `(original size, transformed size)` per chunk.
-    pub sizes: Vec<(u32, u32)>,
-    /// Whether each chunk is zstd-compressed.
-    pub compressed: bool,
-    /// The original file's size.
-    pub original_file_size: u32,
+    original_chunk_size: u32,
+    original_file_size: u32,
+    count: usize,
+    transformed: TransformedSizes,
+    compressed: bool,
 }
 
-fn chunk_count(original_file_size: u32, original_chunk_size: u32) -> usize {
-    (original_file_size as usize).div_ceil(original_chunk_size.max(1) as usize).max(1)
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum TransformedSizes {
+    Fixed { chunk: u32, last: u32 },
+    Variable(SizeList),
 }
 
-fn original_sizes(original_file_size: u32, original_chunk_size: u32) -> Vec<u32> {
-    let n = chunk_count(original_file_size, original_chunk_size);
-    (0..n)
-        .map(
-            |i| if i + 1 < n { original_chunk_size } else { original_file_size - original_chunk_size * (n as u32 - 1) },
-        )
-        .collect()
+/// A decoded `variable` size list, kept as packed as it came.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SizeList {
+    count: usize,
+    base: u32,
+    width: usize,
+    deltas: Vec<u8>,
+    last: u32,
 }
 
-/// Decodes the `variable` index's size list.
-pub fn decode_variable_sizes(encoded: &str) -> std::result::Result<Vec<u32>, String> {
-    let packed = base64_decode(encoded)?;
-    let raw = decompress(Codec::Zstd, &packed, 1 << 24)?;
-    let int_at = |at: usize| -> std::result::Result<u32, String> {
-        raw.get(at..at + 4)
-            .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")))
-            .ok_or("truncated size list".into())
-    };
-    let count = int_at(0)? as usize;
-    let base = int_at(4)?;
-    let width = *raw.get(8).ok_or("truncated size list")? as usize;
-    if count == 0 || width > 4 || raw.len() != 9 + (count - 1) * width + 4 {
-        return Err(format!("size list of {} bytes does not hold {count} sizes of width {width}", raw.len()));
+impl SizeList {
+    /// Number of sizes.
+    pub fn len(&self) -> usize {
+        self.count
     }
-    let mut sizes = Vec::with_capacity(count);
-    for i in 0..count - 1 {
-        let bytes = &raw[9 + i * width..9 + (i + 1) * width];
-        let delta = bytes.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b));
-        sizes.push(base.checked_add(delta).ok_or("size overflows")?);
+
+    /// Whether there are none (never, once decoded).
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
     }
-    sizes.push(int_at(9 + (count - 1) * width)?);
-    Ok(sizes)
+
+    /// Size `i`, if there is one.
+    pub fn get(&self, i: usize) -> Option<u32> {
+        if i >= self.count {
+            return None;
+        }
+        if i + 1 == self.count {
+            return Some(self.last);
+        }
+        let delta = self.deltas.get(i * self.width..(i + 1) * self.width)?;
+        // Every `base + delta` was checked not to overflow when decoding.
+        Some(self.base + delta.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b)))
+    }
+
+    /// The sizes in order.
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.count).filter_map(|i| self.get(i))
+    }
+}
+
+/// Decodes the `variable` index's size list of the manifest `object`, refusing one of more than
+/// `max_count` sizes before decoding any.
+pub fn decode_variable_sizes(object: &str, encoded: &str, max_count: usize) -> Result<SizeList> {
+    let corrupt = |reason: String| corrupt_metadata(object, 0, format!("variable chunk index: {reason}"));
+    let packed = base64_decode(encoded).map_err(|c| corrupt(format!("invalid base64 character {c:?}")))?;
+    let raw = decompress(object, 0, Codec::Zstd, &packed, MAX_SIZE_LIST).map_err(|e| match e {
+        Error::CorruptBatch { reason, .. } => corrupt(reason),
+        other => other,
+    })?;
+    let header: [u8; 9] = raw.get(..9).and_then(|h| h.try_into().ok()).ok_or_else(|| corrupt("truncated".into()))?;
+    let count = u32::from_be_bytes(header[0..4].try_into().expect("4 of 9 bytes")) as usize;
+    let base = u32::from_be_bytes(header[4..8].try_into().expect("4 of 9 bytes"));
+    let width = usize::from(header[8]);
+    if count == 0 || count > max_count || width > 4 {
+        return Err(corrupt(format!("{count} sizes of width {width} (at most {max_count} sizes of width 4 fit)")));
+    }
+    let deltas_len = (count - 1) * width; // count ≤ max_count, width ≤ 4: no overflow
+    if raw.len() != 9 + deltas_len + 4 {
+        return Err(corrupt(format!("{} bytes do not hold {count} sizes of width {width}", raw.len())));
+    }
+    let deltas = raw[9..9 + deltas_len].to_vec();
+    let last = u32::from_be_bytes(raw[9 + deltas_len..].try_into().expect("the last 4 bytes"));
+    for delta in deltas.chunks_exact(width.max(1)).take(count - 1) {
+        let delta = delta.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b));
+        if base.checked_add(delta).is_none() {
+            return Err(corrupt(format!("size {base} + {delta} overflows")));
+        }
+    }
+    Ok(SizeList { count, base, width, deltas, last })
 }
 
 /// Encodes a `variable` index's size list (for fixtures), width 4.
@@ -144,71 +274,205 @@ pub(crate) fn encode_variable_sizes(sizes: &[u32]) -> String {
     base64_encode(&crate::segment::compression::compress(Codec::Zstd, &raw))
 }
 
+/// Where in `text` line `line`, column `column` (1-based, as serde_json counts) lies.
+fn json_byte_offset(text: &[u8], line: usize, column: usize) -> u64 {
+    let line_start = if line <= 1 {
+        0
+    } else {
+        text.iter().enumerate().filter(|(_, &b)| b == b'\n').nth(line - 2).map_or(text.len(), |(i, _)| i + 1)
+    };
+    line_start.saturating_add(column.saturating_sub(1)).min(text.len()) as u64
+}
+
 impl Manifest {
-    /// The chunk layout, or why this segment cannot be read.
-    pub fn chunks(&self) -> std::result::Result<Chunks, String> {
+    /// Parses the manifest `object`; damage is a [`Error::CorruptMetadata`] at the byte where the
+    /// JSON goes wrong.
+    pub fn parse(object: &str, bytes: &[u8]) -> Result<Manifest> {
+        let mut manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| {
+            corrupt_metadata(object, json_byte_offset(bytes, e.line(), e.column()), format!("not an RSM manifest: {e}"))
+        })?;
+        manifest.end_offset_at =
+            bytes.windows(b"\"endOffset\"".len()).position(|w| w == b"\"endOffset\"").unwrap_or(0) as u64;
+        Ok(manifest)
+    }
+
+    /// The chunk layout of the `.log` object of `log_size` bytes this manifest (`object`)
+    /// describes, or why it cannot be read. Every chunk takes at least one byte of the object, so
+    /// a chunk index may not claim more chunks than the object has bytes: nothing built from the
+    /// manifest's numbers can outgrow what is really stored.
+    pub fn chunks(&self, object: &str, log_size: u64) -> Result<Chunks> {
         if self.encryption.as_ref().is_some_and(|e| !e.is_null()) {
-            return Err("the segment is encrypted; encrypted KIP-405 segments are not supported".into());
+            return Err(Error::UnsupportedFormat {
+                object: object.to_string(),
+                byte_offset: 0,
+                what: "the segment is encrypted; encrypted KIP-405 segments are not supported".into(),
+            });
         }
-        let (original_file_size, original, transformed) = match &self.chunk_index {
-            ChunkIndexJson::Fixed {
-                original_chunk_size,
-                original_file_size,
-                transformed_chunk_size,
-                final_transformed_chunk_size,
-            } => {
-                let original = original_sizes(*original_file_size, *original_chunk_size);
-                let mut transformed = vec![*transformed_chunk_size; original.len()];
-                *transformed.last_mut().expect("at least one chunk") = *final_transformed_chunk_size;
-                (*original_file_size, original, transformed)
-            }
-            ChunkIndexJson::Variable { original_chunk_size, original_file_size, transformed_chunks } => {
-                let original = original_sizes(*original_file_size, *original_chunk_size);
-                let transformed = decode_variable_sizes(transformed_chunks)?;
-                if transformed.len() != original.len() {
-                    return Err(format!("{} transformed chunk sizes for {} chunks", transformed.len(), original.len()));
-                }
-                (*original_file_size, original, transformed)
+        let (original_chunk_size, original_file_size) = match self.chunk_index {
+            ChunkIndexJson::Fixed { original_chunk_size, original_file_size, .. }
+            | ChunkIndexJson::Variable { original_chunk_size, original_file_size, .. } => {
+                (original_chunk_size, original_file_size)
             }
         };
-        Ok(Chunks {
-            sizes: original.into_iter().zip(transformed).collect(),
-            compressed: self.compression,
-            original_file_size,
-        })
+        if original_chunk_size == 0 {
+            return Err(corrupt_metadata(object, 0, "chunk index with originalChunkSize 0".into()));
+        }
+        if original_file_size > MAX_SEGMENT {
+            return Err(corrupt_metadata(
+                object,
+                0,
+                format!("originalFileSize {original_file_size} is past Kafka's largest segment ({MAX_SEGMENT} bytes)"),
+            ));
+        }
+        let count = u64::from(original_file_size).div_ceil(u64::from(original_chunk_size)).max(1);
+        let count = usize::try_from(count).ok().filter(|&c| c as u64 <= log_size.max(1)).ok_or_else(|| {
+            corrupt_metadata(
+                object,
+                0,
+                format!(
+                    "a chunk index of {count} chunks ({original_file_size} bytes in chunks of {original_chunk_size}) \
+                     cannot describe an object of {log_size} bytes"
+                ),
+            )
+        })?;
+        let transformed = match &self.chunk_index {
+            ChunkIndexJson::Fixed { transformed_chunk_size, final_transformed_chunk_size, .. } => {
+                TransformedSizes::Fixed { chunk: *transformed_chunk_size, last: *final_transformed_chunk_size }
+            }
+            ChunkIndexJson::Variable { transformed_chunks, .. } => {
+                let list = decode_variable_sizes(object, transformed_chunks, count)?;
+                if list.len() != count {
+                    return Err(corrupt_metadata(
+                        object,
+                        0,
+                        format!("{} transformed chunk sizes for {count} chunks", list.len()),
+                    ));
+                }
+                TransformedSizes::Variable(list)
+            }
+        };
+        Ok(Chunks { original_chunk_size, original_file_size, count, transformed, compressed: self.compression })
+    }
+
+    /// The offset after the segment's last, where the manifest says (checked against the segment's
+    /// base offset `base`, from its key).
+    pub fn next_offset(&self, object: &str, base: Offset) -> Result<Option<Offset>> {
+        let Some(SegmentMetadata { start_offset, end_offset }) = self.remote_log_segment_metadata else {
+            return Ok(None);
+        };
+        if start_offset != base {
+            return Err(Error::Inconsistent {
+                object: object.to_string(),
+                reason: format!("says its segment starts at offset {start_offset}, its key says {base}"),
+            });
+        }
+        if end_offset < start_offset {
+            return Err(corrupt_metadata(
+                object,
+                self.end_offset_at,
+                format!("end offset {end_offset} is before start offset {start_offset}"),
+            ));
+        }
+        let next = end_offset.checked_add(1).ok_or_else(|| {
+            corrupt_metadata(object, self.end_offset_at, format!("end offset {end_offset} leaves no next offset"))
+        })?;
+        Ok(Some(next))
     }
 }
 
 impl Chunks {
+    /// Number of chunks.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether there are none (never: an empty segment is one empty chunk).
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The original segment's size.
+    pub fn original_file_size(&self) -> u32 {
+        self.original_file_size
+    }
+
+    /// `(original size, transformed size)` of chunk `i` (`i < len()`).
+    pub fn size(&self, i: usize) -> (u32, u32) {
+        let original = if i + 1 < self.count {
+            self.original_chunk_size
+        } else {
+            // count = ⌈file / chunk⌉, so chunk × (count − 1) < file (or both are 0).
+            (u64::from(self.original_file_size) - u64::from(self.original_chunk_size) * (self.count as u64 - 1)) as u32
+        };
+        let transformed = match &self.transformed {
+            TransformedSizes::Fixed { chunk, last } => {
+                if i + 1 < self.count {
+                    *chunk
+                } else {
+                    *last
+                }
+            }
+            TransformedSizes::Variable(list) => list.get(i).unwrap_or(0),
+        };
+        (original, transformed)
+    }
+
+    /// Every chunk's `(original size, transformed size)`, in order.
+    pub fn sizes(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        (0..self.count).map(|i| self.size(i))
+    }
+
+    /// Where chunk `i` starts in the transformed object (`i <= len()`; `len()` gives its end).
+    pub fn transformed_offset(&self, i: usize) -> u64 {
+        match &self.transformed {
+            TransformedSizes::Fixed { chunk, last } if i == self.count => {
+                u64::from(*chunk).saturating_mul(self.count as u64 - 1).saturating_add(u64::from(*last))
+            }
+            TransformedSizes::Fixed { chunk, .. } => u64::from(*chunk).saturating_mul(i as u64),
+            TransformedSizes::Variable(list) => list.iter().take(i).map(u64::from).sum(),
+        }
+    }
+
     /// The original segment from the transformed object `bytes`.
     pub fn untransform(&self, object: &str, bytes: &Bytes) -> Result<Bytes> {
-        let expected: u64 = self.sizes.iter().map(|(_, t)| u64::from(*t)).sum();
-        if expected != bytes.len() as u64 {
+        self.untransform_from(object, bytes, 0)
+    }
+
+    /// The original bytes of chunks `first..` from `bytes`, the transformed object from chunk
+    /// `first` on.
+    pub fn untransform_from(&self, object: &str, bytes: &Bytes, first: usize) -> Result<Bytes> {
+        let origin = self.transformed_offset(first.min(self.count));
+        let total = self.transformed_offset(self.count);
+        let have = origin + bytes.len() as u64;
+        if first >= self.count || have != total {
             return Err(Error::CorruptBatch {
                 object: object.to_string(),
-                byte_offset: bytes.len().min(expected as usize) as u64,
-                reason: format!("the manifest's chunks add up to {expected} bytes, the object has {}", bytes.len()),
+                byte_offset: have.min(total),
+                reason: format!("the manifest's chunks add up to {total} bytes, the object has {have}"),
             });
         }
         if !self.compressed {
             return Ok(bytes.clone());
         }
-        let mut out = Vec::with_capacity(self.original_file_size as usize);
+        // Reserve only what the object holds; each chunk then grows the output by the size the
+        // manifest gives it, checked as it inflates.
+        let mut out = Vec::with_capacity(bytes.len());
         let mut at = 0usize;
-        for (i, &(original, transformed)) in self.sizes.iter().enumerate() {
+        for i in first..self.count {
+            let (original, transformed) = self.size(i);
+            // The sizes add up to `bytes.len()` (checked above), so every chunk lies inside.
             let chunk = &bytes[at..at + transformed as usize];
-            let plain =
-                decompress(Codec::Zstd, chunk, (original as usize).min(MAX_DECOMPRESSED)).map_err(|reason| {
-                    Error::CorruptBatch {
-                        object: object.to_string(),
-                        byte_offset: at as u64,
-                        reason: format!("chunk {i}: {reason}"),
-                    }
-                })?;
+            let limit = (original as usize).min(MAX_DECOMPRESSED);
+            let plain = decompress(object, origin + at as u64, Codec::Zstd, chunk, limit).map_err(|e| match e {
+                Error::CorruptBatch { object, byte_offset, reason } => {
+                    Error::CorruptBatch { object, byte_offset, reason: format!("chunk {i}: {reason}") }
+                }
+                other => other,
+            })?;
             if plain.len() != original as usize {
                 return Err(Error::CorruptBatch {
                     object: object.to_string(),
-                    byte_offset: at as u64,
+                    byte_offset: origin + at as u64,
                     reason: format!("chunk {i} inflates to {} bytes, the manifest says {original}", plain.len()),
                 });
             }
@@ -219,16 +483,46 @@ impl Chunks {
     }
 }
 
-fn base64_decode(text: &str) -> std::result::Result<Vec<u8>, String> {
+/// The last entry of a Kafka offset index (`.index` format: big-endian relative offset and byte
+/// position, 4 bytes each, both increasing), or `None` if it has none. Entries from the first that
+/// does not increase on are ignored: they are the zeros of a preallocated index.
+pub fn offset_index_last(object: &str, bytes: &[u8]) -> Result<Option<(u32, u32)>> {
+    if !bytes.len().is_multiple_of(8) {
+        return Err(corrupt_metadata(
+            object,
+            (bytes.len() - bytes.len() % 8) as u64,
+            format!("offset index of {} bytes is not a whole number of 8-byte entries", bytes.len()),
+        ));
+    }
+    let mut last: Option<(u32, u32)> = None;
+    for (i, entry) in bytes.chunks_exact(8).enumerate() {
+        let relative = i32::from_be_bytes(entry[..4].try_into().expect("4 of 8 bytes"));
+        let position = i32::from_be_bytes(entry[4..].try_into().expect("4 of 8 bytes"));
+        let (Ok(relative), Ok(position)) = (u32::try_from(relative), u32::try_from(position)) else {
+            return Err(corrupt_metadata(
+                object,
+                i as u64 * 8,
+                format!("negative offset index entry ({relative}, {position})"),
+            ));
+        };
+        match last {
+            Some((r, p)) if relative <= r || position <= p => break,
+            _ => last = Some((relative, position)),
+        }
+    }
+    Ok(last)
+}
+
+fn base64_decode(text: &str) -> std::result::Result<Vec<u8>, char> {
     // A dozen lines instead of a dependency: only the standard alphabet, with padding, is used here.
-    let value = |c: u8| -> std::result::Result<u32, String> {
+    let value = |c: u8| -> std::result::Result<u32, char> {
         Ok(match c {
             b'A'..=b'Z' => c - b'A',
             b'a'..=b'z' => c - b'a' + 26,
             b'0'..=b'9' => c - b'0' + 52,
             b'+' => 62,
             b'/' => 63,
-            _ => return Err(format!("invalid base64 character {:?}", c as char)),
+            _ => return Err(c as char),
         } as u32)
     };
     let clean: Vec<u8> = text.bytes().filter(|&c| c != b'=').collect();
@@ -289,6 +583,90 @@ pub(crate) fn strip_topic_id(dir: &str) -> Option<&str> {
     None
 }
 
+/// One upload of a segment: its objects and what its manifest says.
+struct Upload {
+    base: Offset,
+    id: String,
+    log: ObjectMeta,
+    manifest_key: Path,
+    manifest: Manifest,
+    indexes: Option<ObjectMeta>,
+    chunks: Arc<Chunks>,
+    /// The offset after the segment's last, where the manifest says.
+    next: Option<Offset>,
+}
+
+/// `key` with its `.log` suffix replaced by `suffix`.
+fn sibling(log: &Path, suffix: &str) -> Result<Path> {
+    let stem = log.as_ref().strip_suffix(".log").unwrap_or(log.as_ref());
+    Path::parse(format!("{stem}{suffix}"))
+        .map_err(|e| Error::InvalidKey { object: log.to_string(), reason: format!("no {suffix} key beside it: {e}") })
+}
+
+/// Reads the manifest of the upload whose `.log` is `log`; `None` if it has none (an upload that
+/// did not finish).
+async fn read_upload(
+    archive: &Archive,
+    base: Offset,
+    id: String,
+    log: ObjectMeta,
+    objects: &HashMap<String, ObjectMeta>,
+) -> Result<Option<Upload>> {
+    let manifest_key = sibling(&log.location, ".rsm-manifest")?;
+    let Some(manifest_meta) = objects.get(manifest_key.as_ref()) else { return Ok(None) };
+    if manifest_meta.size > MAX_MANIFEST {
+        return Err(corrupt_metadata(
+            manifest_key.as_ref(),
+            0,
+            format!("{} bytes, more than the {MAX_MANIFEST} any manifest needs", manifest_meta.size),
+        ));
+    }
+    let bytes = archive.fetch(&manifest_key).await?;
+    let manifest = Manifest::parse(manifest_key.as_ref(), &bytes)?;
+    let chunks = Arc::new(manifest.chunks(manifest_key.as_ref(), log.size)?);
+    let next = manifest.next_offset(manifest_key.as_ref(), base)?;
+    let indexes = objects.get(sibling(&log.location, ".indexes")?.as_ref()).cloned();
+    Ok(Some(Upload { base, id, log, manifest_key, manifest, indexes, chunks, next }))
+}
+
+/// The offset after the last segment's last batch, when its manifest does not say (plugin versions
+/// without `remoteLogSegmentMetadata`). Only the segment's bytes know it, so only its tail is
+/// read: the offset index's last entry (from `.indexes`, one ranged read) points at a batch near
+/// the end; the chunks from there on are fetched (one ranged read), untransformed, and their batch
+/// headers walked. Without an offset index the walk starts at the segment's first byte, so the
+/// whole of this one segment is read.
+async fn tail_end(archive: &Archive, upload: &Upload) -> Result<Offset> {
+    let log = upload.log.location.as_ref();
+    let chunks = &upload.chunks;
+    let mut position = 0u32;
+    let range = upload.manifest.segment_indexes.and_then(|s| s.offset);
+    if let (Some(range), Some(indexes)) = (range, &upload.indexes) {
+        let bytes = range.bytes_in(upload.manifest_key.as_ref(), indexes.size)?;
+        let index = archive.fetch_range(&indexes.location, bytes).await?;
+        if let Some((_, at)) = offset_index_last(indexes.location.as_ref(), &index)? {
+            position = at;
+        }
+    }
+    if position > 0 && position >= chunks.original_file_size {
+        return Err(corrupt_metadata(
+            upload.indexes.as_ref().map_or(log, |i| i.location.as_ref()),
+            0,
+            format!("offset index points at byte {position}, past the {}-byte segment", chunks.original_file_size),
+        ));
+    }
+    let first = (position / chunks.original_chunk_size) as usize;
+    let from = chunks.transformed_offset(first);
+    let tail = archive.fetch_range(&upload.log.location, from..chunks.transformed_offset(chunks.len())).await?;
+    let plain = chunks.untransform_from(log, &tail, first)?;
+    let skip = (position - first as u32 * chunks.original_chunk_size) as usize;
+    let walk = walk_batches(log, plain.get(skip..).unwrap_or_default(), u64::from(position), false)?;
+    walk.map(|w| w.next_offset).ok_or_else(|| Error::CorruptBatch {
+        object: log.to_string(),
+        byte_offset: u64::from(position),
+        reason: "holds no record batch".into(),
+    })
+}
+
 impl ArchiveLayout for Kip405Layout {
     fn name(&self) -> &'static str {
         "kip405"
@@ -302,92 +680,134 @@ impl ArchiveLayout for Kip405Layout {
         .boxed()
     }
 
-    fn segments<'a>(
-        &'a self,
-        archive: &'a Archive,
-        topic: &'a str,
-        partition: i32,
-    ) -> BoxFuture<'a, Result<Vec<SegmentRef>>> {
+    fn list<'a>(&'a self, archive: &'a Archive, topic: &'a str, partition: i32) -> BoxFuture<'a, Result<Listing>> {
         async move {
-            let Some(topic_dir) = Self::topic_dir(archive, topic).await? else { return Ok(Vec::new()) };
+            let Some(topic_dir) = Self::topic_dir(archive, topic).await? else { return Ok(Listing::default()) };
             let dir = topic_dir.clone().join(partition.to_string());
             let objects = archive.list_objects(&dir).await?;
-            // Per base offset, every upload: (segment id, log object).
-            let mut uploads: BTreeMap<i64, Vec<(String, object_store::ObjectMeta)>> = BTreeMap::new();
+            let mut logs = Vec::new();
             for meta in &objects {
                 let name = meta.location.filename().unwrap_or_default();
                 let Some(stem) = name.strip_suffix(".log") else { continue };
                 let Some((base, id)) = stem.split_once('-') else { continue };
                 let Ok(base) = base.parse::<i64>() else { continue };
-                uploads.entry(base).or_default().push((id.to_string(), meta.clone()));
+                logs.push((base, id.to_string(), meta.clone()));
             }
-            let mut chosen = Vec::new();
-            for (base, mut candidates) in uploads {
-                let mut read = Vec::new();
-                for (id, meta) in candidates.drain(..) {
-                    let manifest_key = dir.clone().join(format!("{base:020}-{id}.rsm-manifest"));
-                    let manifest = archive.fetch(&manifest_key).await?;
-                    let manifest: Manifest = serde_json::from_slice(&manifest).map_err(|e| Error::Inconsistent {
-                        object: manifest_key.to_string(),
-                        reason: format!("not an RSM manifest: {e}"),
-                    })?;
-                    let chunks = manifest.chunks().map_err(|what| Error::UnsupportedFormat {
-                        object: manifest_key.to_string(),
-                        byte_offset: 0,
-                        what,
-                    })?;
-                    let bytes = archive.fetch(&meta.location).await?;
-                    // A damaged upload still lists (its end then unknown): replay and `verify`
-                    // report the damage by object when they read it.
-                    let next = match chunks.untransform(meta.location.as_ref(), &bytes) {
-                        Ok(plain) => last_offset(meta.location.as_ref(), &plain).ok().flatten().map(|l| l + 1),
-                        Err(_) => None,
-                    };
-                    read.push((next, id, meta, Arc::new(chunks)));
-                }
-                // Most offsets first, then the smallest segment id.
-                read.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-                let others = read.len() - 1;
-                let (next, id, meta, chunks) = read.into_iter().next().expect("at least one upload");
-                let next = next.unwrap_or(base + 1);
-                let note = (others > 0).then(|| format!("offset {base}: {} uploads, reading segment {id}", others + 1));
-                chosen.push((base, next, meta, chunks, note));
+            let objects: HashMap<String, ObjectMeta> =
+                objects.into_iter().map(|meta| (meta.location.to_string(), meta)).collect();
+            let bases: BTreeSet<Offset> = logs.iter().map(|(base, ..)| *base).collect();
+            // Manifests only, a few at once: no segment is read to list them.
+            let objects = &objects;
+            let uploads: Vec<Option<Upload>> = futures::stream::iter(logs)
+                .map(|(base, id, log)| read_upload(archive, base, id, log, objects))
+                .buffered(CONCURRENT_MANIFESTS)
+                .try_collect()
+                .await?;
+            let mut by_base: BTreeMap<Offset, Vec<Upload>> = BTreeMap::new();
+            for upload in uploads.into_iter().flatten() {
+                by_base.entry(upload.base).or_default().push(upload);
             }
-            let mut out = Vec::with_capacity(chosen.len());
-            for (i, (base, next, meta, chunks, note)) in chosen.iter().enumerate() {
-                if let Some((following, ..)) = chosen.get(i + 1) {
-                    if next > following {
-                        return Err(Error::Inconsistent {
-                            object: meta.location.to_string(),
-                            reason: format!(
-                                "holds offsets up to {}, past the next segment's base {following}",
-                                next - 1
-                            ),
-                        });
-                    }
-                }
-                out.push(SegmentRef {
-                    key: meta.location.clone(),
-                    base_offset: *base,
-                    next_offset: *next,
-                    size: meta.size,
-                    relative_offsets: false,
-                    aborted: Default::default(),
-                    transform: Transform::Chunked(chunks.clone()),
-                    note: note.clone(),
+            if let Some(unfinished) = bases.iter().find(|b| !by_base.contains_key(b)) {
+                return Err(Error::Inconsistent {
+                    object: dir.to_string(),
+                    reason: format!("no upload of the segment at offset {unfinished} has a manifest: none finished"),
                 });
             }
-            Ok(out)
+            let mut chosen = Vec::with_capacity(by_base.len());
+            for (base, mut candidates) in by_base {
+                // Most offsets first, then the smallest segment id.
+                candidates.sort_by(|a, b| {
+                    (b.next, b.chunks.original_file_size)
+                        .cmp(&(a.next, a.chunks.original_file_size))
+                        .then(a.id.cmp(&b.id))
+                });
+                let others = candidates.len() - 1;
+                let Some(upload) = candidates.into_iter().next() else { continue };
+                let note = (others > 0)
+                    .then(|| format!("offset {base}: {} uploads, reading segment {}", others + 1, upload.id));
+                chosen.push((upload, note));
+            }
+            let mut segments = Vec::with_capacity(chosen.len());
+            let mut holes = Vec::new();
+            for (i, (upload, note)) in chosen.iter().enumerate() {
+                let following = chosen.get(i + 1).map(|(u, _)| u);
+                let chunked = Transform::Chunked(upload.chunks.clone());
+                let mut note = note.clone();
+                let (next_offset, transform) = match (upload.next, following) {
+                    (Some(next), Some(following)) => {
+                        if next > following.base {
+                            return Err(Error::Inconsistent {
+                                object: upload.log.location.to_string(),
+                                reason: format!(
+                                    "holds offsets up to {}, past the next segment's base {}",
+                                    next - 1,
+                                    following.base
+                                ),
+                            });
+                        }
+                        if next < following.base {
+                            holes.push(Hole {
+                                topic: topic.to_string(),
+                                partition,
+                                expected_offset: next,
+                                found_offset: following.base,
+                                object: following.log.location.to_string(),
+                            });
+                        }
+                        (next, chunked)
+                    }
+                    (Some(next), None) => (next, chunked),
+                    // No metadata: the segment ends where the next begins, and its batches must
+                    // reach that far (Kafka's segments are contiguous), or one is missing between.
+                    (None, Some(following)) => (
+                        following.base,
+                        Transform::MustReach(Arc::new(MustReach {
+                            inner: chunked,
+                            topic: topic.to_string(),
+                            partition,
+                            base_offset: upload.base,
+                            relative: false,
+                            next_offset: following.base,
+                            next_object: following.log.location.to_string(),
+                        })),
+                    ),
+                    (None, None) => match tail_end(archive, upload).await {
+                        Ok(next) => (next, chunked),
+                        Err(error @ Error::ObjectStore { .. }) => return Err(error),
+                        // A damaged upload still lists (its end then unknown): replay and `verify`
+                        // report the damage by object when they read it.
+                        Err(damage) => {
+                            let next = upload.base.checked_add(1).ok_or_else(|| Error::InvalidKey {
+                                object: upload.log.location.to_string(),
+                                reason: format!("base offset {} leaves no next offset", upload.base),
+                            })?;
+                            let unread = format!("offset {}: the segment's end cannot be read: {damage}", upload.base);
+                            note = Some(note.map_or(unread.clone(), |n| format!("{n}; {unread}")));
+                            (next, chunked)
+                        }
+                    },
+                };
+                if next_offset <= upload.base {
+                    return Err(Error::Inconsistent {
+                        object: upload.log.location.to_string(),
+                        reason: format!("ends at offset {next_offset}, before it starts ({})", upload.base),
+                    });
+                }
+                segments.push(SegmentRef {
+                    key: upload.log.location.clone(),
+                    base_offset: upload.base,
+                    next_offset,
+                    size: upload.log.size,
+                    relative_offsets: false,
+                    aborted: Default::default(),
+                    transform,
+                    note,
+                });
+            }
+            Ok(Listing { segments, holes })
         }
         .boxed()
     }
-}
-
-/// The last offset of the batches in an untransformed segment.
-fn last_offset(object: &str, plain: &Bytes) -> Result<Option<i64>> {
-    let mut records = Vec::new();
-    let summary = crate::segment::decode_segment(object, plain, i64::MIN, &mut records)?;
-    Ok(summary.offsets.map(|(_, last)| last))
 }
 
 #[cfg(test)]
@@ -395,45 +815,67 @@ mod tests {
     use super::*;
     use crate::layout::conformance::{check_layout, history};
     use crate::segment::{control_record, encode_batch_full, encode_batch_with, BatchOptions, Codec};
+    use kappa_engine::{PartitionId, SourceFactory};
     use object_store::ObjectStoreExt;
+    use proptest::prelude::*;
+
+    fn put(archive: &Archive, key: &Path, bytes: Vec<u8>) {
+        crate::archive::runtime().block_on(archive.store.put(key, bytes.into())).expect("put");
+    }
 
     #[test]
     fn variable_size_lists_decode_like_the_published_example() {
         // The format's own test vector: sizes 10, 20, 30.
-        assert_eq!(decode_variable_sizes("KLUv/SAPeQAAAAAAAwAAAAoBAAoAAAAe").expect("decodes"), vec![10, 20, 30]);
+        let list = decode_variable_sizes("m", "KLUv/SAPeQAAAAAAAwAAAAoBAAoAAAAe", 3).expect("decodes");
+        assert_eq!(list.iter().collect::<Vec<_>>(), vec![10, 20, 30]);
         let sizes = vec![7, 300, 12, 90_000, 5];
-        assert_eq!(decode_variable_sizes(&encode_variable_sizes(&sizes)).expect("round trips"), sizes);
+        let list = decode_variable_sizes("m", &encode_variable_sizes(&sizes), 5).expect("round trips");
+        assert_eq!(list.iter().collect::<Vec<_>>(), sizes);
+        assert!(matches!(
+            decode_variable_sizes("m", &encode_variable_sizes(&sizes), 4),
+            Err(Error::CorruptMetadata { .. })
+        ));
     }
 
-    /// Writes `history()` as an Aiven RSM upload: zstd chunks of 200 bytes, variable index; and for
-    /// partition 2, a second, shorter upload of its first segment.
-    fn write_kip405(archive: &Archive) -> Path {
-        let mut victim = None;
+    /// Writes `history()` as an Aiven RSM upload: zstd chunks of 200 bytes, variable index.
+    /// Partitions 0 and 1 have manifests with `remoteLogSegmentMetadata`; partition 2's manifests
+    /// lack it (as older plugin versions write them) and its `.indexes` hold an offset index, and
+    /// its first segment has a second, shorter upload. Returns the segment to damage and the
+    /// middle segment of partition 1 to delete.
+    fn write_kip405(archive: &Archive) -> (Path, Path) {
+        let (mut victim, mut missing) = (None, None);
         for (p, records) in history() {
             let last_chunk = (records.len() - 1) / 16;
             for (n, chunk) in records.chunks(16).enumerate() {
                 let mut plain = Vec::new();
+                let mut index = Vec::new();
                 // Partition 0 ends with a committed transaction: its batches and the commit marker.
                 let txn = p == 0 && n == last_chunk;
                 let codec = if n % 2 == 0 { Codec::Lz4 } else { Codec::None };
                 let options =
                     BatchOptions { codec, producer_id: if txn { 9 } else { -1 }, transactional: txn, control: false };
+                let base = chunk[0].offset;
                 for batch in chunk.chunks(5) {
+                    if !plain.is_empty() {
+                        index.extend(((batch[batch.len() - 1].offset - base) as u32).to_be_bytes());
+                        index.extend((plain.len() as u32).to_be_bytes());
+                    }
                     encode_batch_full(batch, &options, &mut plain);
                 }
+                let mut end = chunk[chunk.len() - 1].offset + 1;
                 if txn {
-                    let marker = control_record(chunk[chunk.len() - 1].offset + 1, 0, true);
+                    let marker = control_record(end, 0, true);
                     encode_batch_full(&[marker], &BatchOptions { control: true, ..options }, &mut plain);
+                    end += 1;
                 }
-                let base = chunk[0].offset;
                 let dir = format!("t-AAAAAAAAAAAAAAAAAAAAAA/{p}");
-                let mut uploads = vec![("5f1d", plain.clone())];
+                let mut uploads = vec![("5f1d", plain.clone(), end)];
                 if p == 2 && n == 0 {
                     let mut shorter = Vec::new();
                     encode_batch_with(&chunk[..5], Codec::None, &mut shorter);
-                    uploads.push(("0a0a", shorter));
+                    uploads.push(("0a0a", shorter, chunk[5].offset));
                 }
-                for (id, plain) in uploads {
+                for (id, plain, end) in uploads {
                     let original_chunk = 200usize;
                     let mut transformed = Vec::new();
                     let mut sizes = Vec::new();
@@ -442,33 +884,52 @@ mod tests {
                         sizes.push(z.len() as u32);
                         transformed.extend(z);
                     }
-                    let manifest = serde_json::json!({
+                    let mut manifest = serde_json::json!({
                         "version": "1",
                         "chunkIndex": {"type": "variable", "originalChunkSize": original_chunk,
                                        "originalFileSize": plain.len(), "transformedChunks": encode_variable_sizes(&sizes)},
                         "segmentIndexes": {},
                         "compression": true,
                     });
+                    if p == 2 {
+                        let at = |position: usize, size: usize| serde_json::json!({"position": position, "size": size});
+                        let n = index.len();
+                        manifest["segmentIndexes"] = serde_json::json!({"offset": at(0, n), "timestamp": at(n, 0),
+                            "producerSnapshot": at(n, 0), "leaderEpoch": at(n, 0)});
+                        put(archive, &archive.key(&format!("{dir}/{base:020}-{id}.indexes")), index.clone());
+                    } else {
+                        manifest["remoteLogSegmentMetadata"] = serde_json::json!({
+                            "remoteLogSegmentId": {"topicIdPartition": {"topicId": "AAAAAAAAAAAAAAAAAAAAAA",
+                                "topicPartition": {"topic": "t", "partition": p}}, "id": id},
+                            "startOffset": base, "endOffset": end - 1, "maxTimestampMs": 0, "brokerId": 0,
+                            "eventTimestampMs": 0, "segmentLeaderEpochs": {"0": base}});
+                    }
                     let log = archive.key(&format!("{dir}/{base:020}-{id}.log"));
-                    let rt = crate::archive::runtime();
-                    rt.block_on(archive.store.put(&log, transformed.into())).expect("put");
+                    put(archive, &log, transformed);
                     let m = archive.key(&format!("{dir}/{base:020}-{id}.rsm-manifest"));
-                    rt.block_on(archive.store.put(&m, serde_json::to_vec(&manifest).expect("json").into()))
-                        .expect("put");
+                    put(archive, &m, serde_json::to_vec(&manifest).expect("json"));
                     if p == 1 && n == 1 {
-                        victim.get_or_insert(log);
+                        victim.get_or_insert(log.clone());
+                    }
+                    if p == 1 && n == 2 {
+                        missing.get_or_insert(log);
                     }
                 }
             }
         }
-        victim.expect("written")
+        (victim.expect("written"), missing.expect("written"))
+    }
+
+    fn kip405_archive(name: &str) -> (Archive, Path, Path) {
+        let archive = Archive::open(&format!("memory://{name}")).expect("opens");
+        let archive = Archive { layout: Arc::new(Kip405Layout), ..archive };
+        let (victim, missing) = write_kip405(&archive);
+        (archive, victim, missing)
     }
 
     #[test]
     fn kip405_layout_conforms_and_picks_one_of_several_uploads() {
-        let archive = Archive::open("memory://conformance-kip405").expect("opens");
-        let archive = Archive { layout: Arc::new(Kip405Layout), ..archive };
-        let victim = write_kip405(&archive);
+        let (archive, victim, missing) = kip405_archive("conformance-kip405");
         let segments = crate::archive::runtime().block_on(Kip405Layout.segments(&archive, "t", 2)).expect("lists");
         assert!(segments[0].note.as_deref().is_some_and(|n| n.contains("2 uploads, reading segment 5f1d")));
         let detected = Archive::open_layout("memory://conformance-kip405", None, None).expect("opens");
@@ -476,7 +937,191 @@ mod tests {
         let summary = crate::inspect::summarize(&archive, "t").expect("summarizes");
         assert_eq!(summary.partitions[&0].control_batches, 1, "the commit marker is skipped");
         assert!(summary.transactions_note().expect("has a transaction").contains("does not record"));
-        check_layout(&archive, "t", &history(), &victim);
+        check_layout(&archive, "t", &history(), &victim, &missing);
+    }
+
+    #[test]
+    fn end_offsets_come_from_manifests_and_the_last_segments_tail_without_reading_segments() {
+        let (archive, ..) = kip405_archive("kip405-ends");
+        // Where manifests give end offsets, listing reads no segment: garbage in place of the
+        // last segments of partitions 0 and 1 (same sizes) changes nothing.
+        for p in [0, 1] {
+            let segments = crate::archive::runtime().block_on(Kip405Layout.segments(&archive, "t", p)).expect("lists");
+            let last = segments.last().expect("segments");
+            put(&archive, &last.key, vec![0x5a; last.size as usize]);
+        }
+        let replay = crate::ReplaySource::open(archive.clone(), "t").expect("opens");
+        // Partition 0 ends with its commit marker (from the manifest); partition 2's last segment
+        // has no metadata: its end comes from the tail its offset index points at.
+        let history = history();
+        let last = |p: usize| history[p].1.last().expect("records").offset;
+        assert_eq!(replay.end_offsets(), BTreeMap::from([(0, last(0) + 2), (1, last(1) + 1), (2, last(2) + 1)]));
+    }
+
+    #[test]
+    fn a_last_segment_without_metadata_is_read_from_its_tail_only() {
+        let archive = Archive::open("memory://kip405-tail").expect("opens");
+        let archive = Archive { layout: Arc::new(Kip405Layout), ..archive };
+        let dir = "t-AAAAAAAAAAAAAAAAAAAAAA/0";
+        let records: Vec<kappa_engine::Record> = history()[0].1.clone();
+        let base = records[0].offset;
+        let (mut plain, mut index) = (Vec::new(), Vec::new());
+        for batch in records.chunks(3) {
+            if !plain.is_empty() {
+                index.extend(((batch[batch.len() - 1].offset - base) as u32).to_be_bytes());
+                index.extend((plain.len() as u32).to_be_bytes());
+            }
+            encode_batch_with(batch, Codec::None, &mut plain);
+        }
+        let (mut transformed, mut sizes) = (Vec::new(), Vec::new());
+        for c in plain.chunks(100) {
+            let z = crate::segment::compression::compress(Codec::Zstd, c);
+            sizes.push(z.len() as u32);
+            transformed.extend(z);
+        }
+        // Garbage in place of the first chunk: only a reader of the whole segment would see it.
+        transformed[..sizes[0] as usize].fill(0x5a);
+        let manifest = serde_json::json!({
+            "chunkIndex": {"type": "variable", "originalChunkSize": 100, "originalFileSize": plain.len(),
+                           "transformedChunks": encode_variable_sizes(&sizes)},
+            "segmentIndexes": {"offset": {"position": 0, "size": index.len()}},
+            "compression": true,
+        });
+        put(&archive, &archive.key(&format!("{dir}/{base:020}-a.log")), transformed);
+        put(
+            &archive,
+            &archive.key(&format!("{dir}/{base:020}-a.rsm-manifest")),
+            serde_json::to_vec(&manifest).expect("json"),
+        );
+        put(&archive, &archive.key(&format!("{dir}/{base:020}-a.indexes")), index);
+        let segments = crate::archive::runtime().block_on(Kip405Layout.segments(&archive, "t", 0)).expect("lists");
+        assert_eq!(segments[0].next_offset, records[records.len() - 1].offset + 1);
+        assert_eq!(segments[0].note, None);
+        // Without the offset index the whole segment is walked, and its damage noted.
+        crate::archive::runtime()
+            .block_on(archive.store.delete(&archive.key(&format!("{dir}/{base:020}-a.indexes"))))
+            .expect("delete");
+        let segments = crate::archive::runtime().block_on(Kip405Layout.segments(&archive, "t", 0)).expect("lists");
+        assert!(segments[0].note.as_deref().is_some_and(|n| n.contains("end cannot be read")), "{:?}", segments[0]);
+    }
+
+    #[test]
+    fn a_missing_segment_without_manifest_metadata_fails_replay_when_the_one_before_is_read() {
+        let (archive, ..) = kip405_archive("kip405-hole-no-metadata");
+        let segments = crate::archive::runtime().block_on(Kip405Layout.segments(&archive, "t", 2)).expect("lists");
+        let gone = segments[2].clone();
+        crate::archive::runtime().block_on(archive.store.delete(&gone.key)).expect("delete");
+        // The listing cannot see it (no end offsets), so opening succeeds; reading the segment
+        // before the hole shows its batches end early.
+        let replay = crate::ReplaySource::open(archive.clone(), "t").expect("opens");
+        let mut reader = replay.open(&[(PartitionId::new("t", 2), None)]).expect("reader");
+        let (mut out, mut finished) = (Vec::new(), Vec::new());
+        let error = loop {
+            match reader.poll(&mut out, &mut finished) {
+                Err(e) => break e,
+                Ok(_) => assert!(finished.is_empty(), "replay over a missing segment must fail"),
+            }
+            std::thread::yield_now();
+        };
+        let error = error.downcast::<Error>().expect("a replay error");
+        assert!(
+            matches!(*error, Error::ArchiveHole { partition: 2, expected_offset, found_offset, .. }
+                if expected_offset == gone.base_offset && found_offset == gone.next_offset),
+            "{error}"
+        );
+        let summary = crate::inspect::summarize(&archive, "t").expect("summarizes");
+        assert_eq!(summary.partitions[&2].holes.len(), 1);
+        assert_eq!(summary.partitions[&2].records, history()[2].1.len() as u64 - 16, "the rest is still read");
+    }
+
+    fn manifest(json: &str) -> Result<Manifest> {
+        Manifest::parse("m.rsm-manifest", json.as_bytes())
+    }
+
+    #[test]
+    fn a_200_byte_manifest_claiming_4_billion_chunks_is_refused_before_allocating() {
+        let json = r#"{"chunkIndex":{"type":"fixed","originalChunkSize":1,"originalFileSize":4294967295,
+            "transformedChunkSize":1,"finalTransformedChunkSize":1},"segmentIndexes":{},"compression":true}"#;
+        assert!(json.len() <= 200);
+        let err = manifest(json).and_then(|m| m.chunks("m.rsm-manifest", 1_000)).expect_err("refused");
+        assert!(matches!(err, Error::CorruptMetadata { .. }), "{err}");
+        // Within Kafka's segment size, the object's size still bounds the chunk count.
+        let json = json.replace("4294967295", "2000000000");
+        let err = manifest(&json).and_then(|m| m.chunks("m.rsm-manifest", 1_000)).expect_err("refused");
+        assert!(err.to_string().contains("2000000000 chunks") && err.to_string().contains("1000 bytes"), "{err}");
+        // A variable list of width 0 claims any count in 13 bytes.
+        let mut raw = u32::MAX.to_be_bytes().to_vec();
+        raw.extend([0, 0, 0, 1, 0, 0, 0, 0, 1]);
+        let list = base64_encode(&crate::segment::compression::compress(Codec::Zstd, &raw));
+        let err = decode_variable_sizes("m", &list, 1_000).expect_err("refused");
+        assert!(matches!(err, Error::CorruptMetadata { .. }), "{err}");
+        let zero = r#"{"chunkIndex":{"type":"fixed","originalChunkSize":0,"originalFileSize":10,
+            "transformedChunkSize":1,"finalTransformedChunkSize":1},"compression":false}"#;
+        assert!(matches!(manifest(zero).and_then(|m| m.chunks("m", 10)), Err(Error::CorruptMetadata { .. })));
+    }
+
+    #[test]
+    fn truncated_or_garbage_manifests_name_the_object_and_byte() {
+        let good = r#"{"chunkIndex":{"type":"fixed","originalChunkSize":100,"originalFileSize":250,
+            "transformedChunkSize":100,"finalTransformedChunkSize":50},"compression":false}"#;
+        assert_eq!(manifest(good).and_then(|m| m.chunks("m", 250)).expect("reads").len(), 3);
+        let err = manifest(&good[..40]).expect_err("truncated");
+        assert!(matches!(err, Error::CorruptMetadata { byte_offset: 39, .. }), "the last byte read: {err}");
+        assert!(err.to_string().contains("m.rsm-manifest"), "{err}");
+        let err = manifest("\u{1}garbage").expect_err("garbage");
+        assert!(matches!(err, Error::CorruptMetadata { byte_offset: 0, .. }), "{err}");
+        let bad_list = r#"{"chunkIndex":{"type":"variable","originalChunkSize":100,"originalFileSize":250,
+            "transformedChunks":"@@@@"},"compression":true}"#;
+        let err = manifest(bad_list).and_then(|m| m.chunks("m", 250)).expect_err("bad base64");
+        assert!(matches!(err, Error::CorruptMetadata { .. }), "{err}");
+    }
+
+    #[test]
+    fn manifest_end_offsets_near_i64_max_are_named_errors() {
+        let at = |start: i64, end: i64| {
+            format!(
+                r#"{{"chunkIndex":{{"type":"fixed","originalChunkSize":100,"originalFileSize":250,
+                "transformedChunkSize":100,"finalTransformedChunkSize":50}},"compression":false,
+                "remoteLogSegmentMetadata":{{"startOffset":{start},"endOffset":{end}}}}}"#
+            )
+        };
+        let m = manifest(&at(i64::MAX, i64::MAX)).expect("parses");
+        let err = m.next_offset("m", i64::MAX).expect_err("no next offset");
+        assert!(matches!(err, Error::CorruptMetadata { byte_offset, .. } if byte_offset > 0), "{err}");
+        let m = manifest(&at(10, 5)).expect("parses");
+        assert!(matches!(m.next_offset("m", 10), Err(Error::CorruptMetadata { .. })));
+        assert!(matches!(m.next_offset("m", 11), Err(Error::Inconsistent { .. })));
+        assert_eq!(manifest(&at(10, 19)).expect("parses").next_offset("m", 10).expect("reads"), Some(20));
+    }
+
+    #[test]
+    fn a_last_segment_keyed_at_i64_max_lists_with_a_named_error() {
+        let archive = Archive::open("memory://kip405-i64-max").expect("opens");
+        let archive = Archive { layout: Arc::new(Kip405Layout), ..archive };
+        let dir = "t-AAAAAAAAAAAAAAAAAAAAAA/0";
+        let base = i64::MAX;
+        put(&archive, &archive.key(&format!("{dir}/{base:020}-x.log")), b"not batches".to_vec());
+        let json = r#"{"chunkIndex":{"type":"fixed","originalChunkSize":100,"originalFileSize":11,
+            "transformedChunkSize":11,"finalTransformedChunkSize":11},"compression":false}"#;
+        put(&archive, &archive.key(&format!("{dir}/{base:020}-x.rsm-manifest")), json.as_bytes().to_vec());
+        let err = crate::archive::runtime().block_on(Kip405Layout.segments(&archive, "t", 0)).expect_err("refused");
+        assert!(matches!(&err, Error::InvalidKey { object, .. } if object.contains("09223372036854775807")), "{err}");
+    }
+
+    #[test]
+    fn offset_indexes_read_their_last_entry_and_refuse_partial_or_negative_ones() {
+        let entries: Vec<u8> = [(3u32, 4096u32), (9, 9000), (0, 0), (0, 0)]
+            .iter()
+            .flat_map(|(r, p)| r.to_be_bytes().into_iter().chain(p.to_be_bytes()))
+            .collect();
+        assert_eq!(offset_index_last("i", &entries).expect("reads"), Some((9, 9000)), "preallocated zeros end it");
+        assert_eq!(offset_index_last("i", &[]).expect("reads"), None);
+        assert!(matches!(offset_index_last("i", &entries[..13]), Err(Error::CorruptMetadata { byte_offset: 8, .. })));
+        let negative = [0xff; 8];
+        assert!(matches!(offset_index_last("i", &negative), Err(Error::CorruptMetadata { byte_offset: 0, .. })));
+        let range = IndexRange { position: 10, size: i64::MAX };
+        assert!(matches!(range.bytes_in("m", 100), Err(Error::CorruptMetadata { .. })));
+        assert_eq!(IndexRange { position: 10, size: 20 }.bytes_in("m", 30).expect("inside"), 10..30);
     }
 
     #[test]
@@ -487,13 +1132,44 @@ mod tests {
             "compression": false, "encryption": {"dataKey": "x"}
         }))
         .expect("parses");
-        assert!(manifest.chunks().expect_err("refused").contains("encrypted"));
+        let err = manifest.chunks("m", 250).expect_err("refused");
+        assert!(matches!(err, Error::UnsupportedFormat { .. }) && err.to_string().contains("encrypted"), "{err}");
         let plain: Manifest = serde_json::from_value(serde_json::json!({
             "chunkIndex": {"type": "fixed", "originalChunkSize": 100, "originalFileSize": 250,
                            "transformedChunkSize": 110, "finalTransformedChunkSize": 30},
             "compression": false
         }))
         .expect("parses");
-        assert_eq!(plain.chunks().expect("readable").sizes, vec![(100, 110), (100, 110), (50, 30)]);
+        let chunks = plain.chunks("m", 250).expect("readable");
+        assert_eq!(chunks.sizes().collect::<Vec<_>>(), vec![(100, 110), (100, 110), (50, 30)]);
+    }
+
+    proptest! {
+        #[test]
+        fn any_manifest_bytes_parse_or_fail_with_a_named_error(
+            bytes in proptest::collection::vec(any::<u8>(), 0..300),
+            log_size in 0u64..100_000,
+        ) {
+            match Manifest::parse("m", &bytes).and_then(|m| m.chunks("m", log_size)) {
+                Ok(chunks) => prop_assert!(chunks.len() as u64 <= log_size.max(1)),
+                Err(Error::CorruptMetadata { .. } | Error::UnsupportedFormat { .. }) => {}
+                Err(other) => prop_assert!(false, "unexpected error {other}"),
+            }
+        }
+
+        #[test]
+        fn any_chunk_index_numbers_are_bounded_by_the_object(
+            chunk in any::<u32>(), file in any::<u32>(), t in any::<u32>(), last in any::<u32>(), log_size in 0u64..10_000,
+        ) {
+            let json = serde_json::json!({"chunkIndex": {"type": "fixed", "originalChunkSize": chunk,
+                "originalFileSize": file, "transformedChunkSize": t, "finalTransformedChunkSize": last},
+                "compression": true});
+            let parsed = Manifest::parse("m", &serde_json::to_vec(&json).expect("json"));
+            if let Ok(chunks) = parsed.and_then(|m| m.chunks("m", log_size)) {
+                prop_assert!(chunks.len() as u64 <= log_size.max(1));
+                let bytes = Bytes::from(vec![0u8; log_size as usize]);
+                prop_assert!(chunks.untransform("m.log", &bytes).is_err() || chunks.original_file_size() == 0);
+            }
+        }
     }
 }

@@ -12,12 +12,13 @@ mod kip405;
 mod tansu;
 
 use futures::future::BoxFuture;
+use futures::FutureExt;
 use kappa_engine::Offset;
 use object_store::path::Path;
 
 pub use kafka_logdir::{encode_txn_index, parse_txn_index, KafkaLogDirLayout};
 pub use kappa::KappaLayout;
-pub use kip405::{Chunks, Kip405Layout, Manifest};
+pub use kip405::{decode_variable_sizes, offset_index_last, Chunks, IndexRange, Kip405Layout, Manifest, SizeList};
 pub use tansu::TansuLayout;
 
 use crate::archive::Archive;
@@ -53,6 +54,28 @@ pub enum Transform {
     None,
     /// Chunked and transformed by a remote storage manager (KIP-405).
     Chunked(std::sync::Arc<Chunks>),
+    /// As `inner`, and the batches must reach the segment's end: the layout's offsets have no
+    /// legitimate gaps, so batches that end early mean the next object is missing.
+    MustReach(std::sync::Arc<MustReach>),
+}
+
+/// The check of [`Transform::MustReach`]: where a segment's batches must end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MustReach {
+    /// The transform of the object's bytes.
+    pub inner: Transform,
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The segment's base offset (where the first batch's offsets are counted from, if relative).
+    pub base_offset: Offset,
+    /// Whether the batches carry offsets relative to `base_offset` (Tansu).
+    pub relative: bool,
+    /// Where the batches must end: the next object's base offset.
+    pub next_offset: Offset,
+    /// The next object's key.
+    pub next_object: String,
 }
 
 impl Transform {
@@ -61,11 +84,105 @@ impl Transform {
         match self {
             Transform::None => Ok(bytes.clone()),
             Transform::Chunked(chunks) => chunks.untransform(object, bytes),
+            Transform::MustReach(check) => {
+                let plain = check.inner.apply(object, bytes)?;
+                check.verify(object, &plain)?;
+                Ok(plain)
+            }
+        }
+    }
+
+    /// This transform without its end check (for `verify`, which reports a hole and still reads
+    /// the segment before it).
+    pub fn without_end_check(&self) -> Transform {
+        match self {
+            Transform::MustReach(check) => check.inner.without_end_check(),
+            other => other.clone(),
         }
     }
 }
 
+impl MustReach {
+    /// [`Error::ArchiveHole`] if the batches of `plain` end before `next_offset`. Damaged bytes
+    /// pass: the decoder that reads them next names the damage better than a hole would.
+    fn verify(&self, object: &str, plain: &[u8]) -> Result<()> {
+        use crate::segment::extent::walk_batches;
+        let Ok(Some(walk)) = walk_batches(object, plain, 0, false) else { return Ok(()) };
+        let end = if self.relative {
+            walk.next_offset.checked_sub(walk.first_base).and_then(|span| self.base_offset.checked_add(span))
+        } else {
+            Some(walk.next_offset)
+        };
+        match end {
+            Some(end) if end < self.next_offset && walk_batches(object, plain, 0, true).is_ok() => {
+                Err(Error::ArchiveHole {
+                    topic: self.topic.clone(),
+                    partition: self.partition,
+                    expected_offset: end,
+                    found_offset: self.next_offset,
+                    object: self.next_object.clone(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Offsets of a partition that no object holds although the layout shows some object must.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hole {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The first missing offset: where the objects before the hole end.
+    pub expected_offset: Offset,
+    /// Where the objects go on.
+    pub found_offset: Offset,
+    /// The object that starts at `found_offset`.
+    pub object: String,
+}
+
+impl From<Hole> for Error {
+    fn from(hole: Hole) -> Self {
+        let Hole { topic, partition, expected_offset, found_offset, object } = hole;
+        Error::ArchiveHole { topic, partition, expected_offset, found_offset, object }
+    }
+}
+
+impl Hole {
+    /// The hole an [`Error::ArchiveHole`] describes.
+    pub fn from_error(error: &Error) -> Option<Hole> {
+        match error {
+            Error::ArchiveHole { topic, partition, expected_offset, found_offset, object } => Some(Hole {
+                topic: topic.clone(),
+                partition: *partition,
+                expected_offset: *expected_offset,
+                found_offset: *found_offset,
+                object: object.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// One partition's segments as a layout lists them, and the holes the listing alone shows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// The segments, in offset order, not overlapping.
+    pub segments: Vec<SegmentRef>,
+    /// Offsets between segments that some missing object held.
+    pub holes: Vec<Hole>,
+}
+
 /// The key scheme of one platform's archives.
+///
+/// A missing object in the middle of an archive must not go unnoticed: replay would drop its
+/// records silently. A layout that can tell a missing object from a legitimate gap in offsets
+/// (transaction markers, compaction) reports it as [`Error::ArchiveHole`], from its listing
+/// ([`Listing::holes`], refused by [`ArchiveLayout::segments`]) or, when only the bytes show it,
+/// while reading ([`Transform::MustReach`]). A layout that cannot says why in
+/// [`ArchiveLayout::cannot_tell_holes`], and `inspect` says so beside every gap it sees.
 pub trait ArchiveLayout: Send + Sync {
     /// The layout's name, as `--layout` spells it.
     fn name(&self) -> &'static str;
@@ -73,15 +190,33 @@ pub trait ArchiveLayout: Send + Sync {
     fn carries_aborts(&self) -> bool {
         false
     }
+    /// Why this layout cannot tell a missing object from a legitimate gap in offsets, if it
+    /// cannot; `None` when it refuses every hole it can see.
+    fn cannot_tell_holes(&self) -> Option<&'static str> {
+        None
+    }
     /// The partitions of `topic` the archive holds, sorted.
     fn partitions<'a>(&'a self, archive: &'a Archive, topic: &'a str) -> BoxFuture<'a, Result<Vec<i32>>>;
-    /// The segments of one partition, in offset order, not overlapping.
+    /// The segments of one partition, in offset order, not overlapping, with the holes between
+    /// them that the listing shows.
+    fn list<'a>(&'a self, archive: &'a Archive, topic: &'a str, partition: i32) -> BoxFuture<'a, Result<Listing>>;
+    /// The segments of one partition, in offset order, not overlapping; a hole the listing shows
+    /// is an [`Error::ArchiveHole`].
     fn segments<'a>(
         &'a self,
         archive: &'a Archive,
         topic: &'a str,
         partition: i32,
-    ) -> BoxFuture<'a, Result<Vec<SegmentRef>>>;
+    ) -> BoxFuture<'a, Result<Vec<SegmentRef>>> {
+        async move {
+            let Listing { segments, holes } = self.list(archive, topic, partition).await?;
+            match holes.into_iter().next() {
+                Some(hole) => Err(hole.into()),
+                None => Ok(segments),
+            }
+        }
+        .boxed()
+    }
 }
 
 /// The layouts `--layout` accepts.

@@ -5,6 +5,8 @@
 
 use std::io::Read;
 
+use crate::error::{Error, Result};
+
 /// Largest decompressed records section accepted from one batch.
 pub const MAX_DECOMPRESSED: usize = 256 << 20;
 
@@ -62,46 +64,71 @@ impl Codec {
 /// Every codec, for tests and tools.
 pub const CODECS: [Codec; 5] = [Codec::None, Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd];
 
-fn read_bounded(mut reader: impl Read, limit: usize) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    (&mut reader).take(limit as u64 + 1).read_to_end(&mut out).map_err(|e| e.to_string())?;
-    if out.len() > limit {
-        return Err(format!("decompresses to more than {limit} bytes"));
+/// Where compressed bytes come from, so that a failure names the object and byte offset.
+struct Site<'a> {
+    object: &'a str,
+    byte_offset: u64,
+    codec: Codec,
+}
+
+impl Site<'_> {
+    fn fail(&self, why: impl std::fmt::Display) -> Error {
+        Error::CorruptBatch {
+            object: self.object.to_string(),
+            byte_offset: self.byte_offset,
+            reason: format!("{} data does not decompress: {why}", self.codec.name()),
+        }
     }
-    Ok(out)
+
+    fn read_bounded(&self, mut reader: impl Read, limit: usize) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        (&mut reader).take(limit as u64 + 1).read_to_end(&mut out).map_err(|e| self.fail(e))?;
+        if out.len() > limit {
+            return Err(self.fail(format_args!("decompresses to more than {limit} bytes")));
+        }
+        Ok(out)
+    }
+
+    fn snappy_block(&self, input: &[u8], limit: usize) -> Result<Vec<u8>> {
+        let len = snap::raw::decompress_len(input).map_err(|e| self.fail(e))?;
+        if len > limit {
+            return Err(self.fail(format_args!("snappy block claims {len} bytes, more than the {limit} allowed")));
+        }
+        snap::raw::Decoder::new().decompress_vec(input).map_err(|e| self.fail(e))
+    }
 }
 
 const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
 
-fn snappy_block(input: &[u8], limit: usize) -> Result<Vec<u8>, String> {
-    let len = snap::raw::decompress_len(input).map_err(|e| e.to_string())?;
-    if len > limit {
-        return Err(format!("snappy block claims {len} bytes, more than the {limit} allowed"));
-    }
-    snap::raw::Decoder::new().decompress_vec(input).map_err(|e| e.to_string())
-}
-
-/// Decompresses a batch's records section, producing at most `limit` bytes.
-pub fn decompress(codec: Codec, input: &[u8], limit: usize) -> Result<Vec<u8>, String> {
+/// Decompresses `input` (which starts at `byte_offset` in the object `object`), producing at most
+/// `limit` bytes; a failure is a [`Error::CorruptBatch`] naming the object and that offset.
+pub fn decompress(object: &str, byte_offset: u64, codec: Codec, input: &[u8], limit: usize) -> Result<Vec<u8>> {
+    let site = Site { object, byte_offset, codec };
     match codec {
         Codec::None => Ok(input.to_vec()),
-        Codec::Gzip => read_bounded(flate2::read::GzDecoder::new(input), limit),
-        Codec::Lz4 => read_bounded(lz4_flex::frame::FrameDecoder::new(input), limit),
-        Codec::Zstd => read_bounded(zstd::stream::read::Decoder::new(input).map_err(|e| e.to_string())?, limit),
+        Codec::Gzip => site.read_bounded(flate2::read::GzDecoder::new(input), limit),
+        Codec::Lz4 => site.read_bounded(lz4_flex::frame::FrameDecoder::new(input), limit),
+        Codec::Zstd => site.read_bounded(zstd::stream::read::Decoder::new(input).map_err(|e| site.fail(e))?, limit),
         Codec::Snappy if input.starts_with(XERIAL_MAGIC) => {
             // Xerial framing: 8-byte magic, two 4-byte versions, then (u32 length, block)*.
             let mut out = Vec::new();
-            let mut rest = input.get(16..).ok_or("truncated xerial snappy header")?;
+            let mut rest = input.get(16..).ok_or_else(|| site.fail("truncated xerial snappy header"))?;
             while !rest.is_empty() {
-                let len_bytes: [u8; 4] = rest.get(..4).ok_or("truncated xerial chunk length")?.try_into().expect("4");
+                let len_bytes: [u8; 4] = rest
+                    .get(..4)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| site.fail("truncated xerial chunk length"))?;
                 let len = u32::from_be_bytes(len_bytes) as usize;
-                let block = rest.get(4..4 + len).ok_or("xerial chunk length points past the end")?;
-                out.extend(snappy_block(block, limit - out.len())?);
+                let block = rest
+                    .get(4..)
+                    .and_then(|r| r.get(..len))
+                    .ok_or_else(|| site.fail("xerial chunk length points past the end"))?;
+                out.extend(site.snappy_block(block, limit.saturating_sub(out.len()))?);
                 rest = &rest[4 + len..];
             }
             Ok(out)
         }
-        Codec::Snappy => snappy_block(input, limit),
+        Codec::Snappy => site.snappy_block(input, limit),
     }
 }
 
@@ -134,7 +161,7 @@ mod tests {
         let input: Vec<u8> = (0..50_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
         for codec in CODECS {
             let packed = compress(codec, &input);
-            assert_eq!(decompress(codec, &packed, MAX_DECOMPRESSED).expect("decompresses"), input, "{codec:?}");
+            assert_eq!(decompress("x", 0, codec, &packed, MAX_DECOMPRESSED).expect("decompresses"), input, "{codec:?}");
         }
     }
 
@@ -143,7 +170,7 @@ mod tests {
         let zeros = vec![0u8; 1 << 20];
         for codec in [Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd] {
             let packed = compress(codec, &zeros);
-            let err = decompress(codec, &packed, 1000).expect_err("over the limit");
+            let err = decompress("x", 0, codec, &packed, 1000).expect_err("over the limit").to_string();
             assert!(err.contains("1000"), "{codec:?}: {err}");
         }
     }
@@ -156,6 +183,6 @@ mod tests {
         framed.extend([0, 0, 0, 1, 0, 0, 0, 1]);
         framed.extend((block.len() as u32).to_be_bytes());
         framed.extend(&block);
-        assert_eq!(decompress(Codec::Snappy, &framed, MAX_DECOMPRESSED).expect("reads"), input);
+        assert_eq!(decompress("x", 0, Codec::Snappy, &framed, MAX_DECOMPRESSED).expect("reads"), input);
     }
 }

@@ -416,8 +416,7 @@ impl Cursor<'_> {
 fn decode_compressed(section: &Cursor<'_>, header: &Header, from: Offset, out: &mut Vec<Record>) -> Result<()> {
     let codec = header.codec.name();
     let compressed = &section.bytes[section.pos..section.end];
-    let inflated = decompress(header.codec, compressed, MAX_DECOMPRESSED)
-        .map_err(|reason| section.corrupt(0, format!("{codec} records section does not decompress: {reason}")))?;
+    let inflated = decompress(section.object, section.pos as u64, header.codec, compressed, MAX_DECOMPRESSED)?;
     let inflated = Bytes::from(inflated);
     let inner = Cursor { object: section.object, bytes: &inflated, pos: 0, end: inflated.len() };
     decode_records(&inner, header, from, out).map_err(|error| match error {
