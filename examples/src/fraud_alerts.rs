@@ -8,13 +8,15 @@
 //!   cards (computed by iteration to a fixpoint), labelled by its smallest card id.
 //! - Output `{"ring","cards","devices","amount_cents"}` for every ring with at least 3 cards and at
 //!   least 100,000 active cents. Integer arithmetic throughout.
+//! - Amounts come from outside and are bounded by [`MAX_AMOUNT_CENTS`], checked by [`decode`], so
+//!   the sums the dataflow keeps cannot overflow.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use differential_dataflow::operators::iterate::Iterate;
 use kappa_engine::{
-    execute, ClusterConfig, Collection, JobOptions, JobReport, Record, Retention, Sink, SourceFactory, Sources,
+    execute, ClusterConfig, Collection, Diff, JobOptions, JobReport, Record, Retention, Sink, SourceFactory, Sources,
 };
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +28,13 @@ pub const WINDOW_MS: u64 = 3_600_000;
 pub const MIN_CARDS: u64 = 3;
 /// Least active spend of an alerting ring, cents.
 pub const MIN_CENTS: u64 = 100_000;
+/// Largest amount of one payment [`decode`] accepts, cents: `u32::MAX` (about 42.9 million
+/// dollars); a larger one is a bad record.
+///
+/// The bound is what keeps the dataflow exact: a ring's active spend is summed in [`Diff`] (64
+/// bits), and with every amount below 2^32 that sum cannot overflow while fewer than 2^31 payments
+/// are active in one ring at once (2^31 · 2^32 = 2^63).
+pub const MAX_AMOUNT_CENTS: u64 = u32::MAX as u64;
 
 /// One payment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -48,6 +57,20 @@ pub struct Payment {
 // padding, every bit pattern valid, so the (default, no-op) implementation is exact.
 impl abomonation::Abomonation for Payment {}
 
+impl Payment {
+    /// Checks the bounds the dataflow's arithmetic relies on: `amount_cents` at most
+    /// [`MAX_AMOUNT_CENTS`]. The error names the field and its value.
+    pub fn check(&self) -> Result<(), String> {
+        if self.amount_cents > MAX_AMOUNT_CENTS {
+            return Err(format!(
+                "amount_cents {} exceeds the largest accepted amount, {MAX_AMOUNT_CENTS} cents",
+                self.amount_cents
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// One alert row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Ring {
@@ -67,14 +90,18 @@ impl kappa_connectors::Keyed for Ring {
     }
 }
 
-/// Decodes a record's JSON value; the event time is its `ts`.
+/// Decodes a record's JSON value; the event time is its `ts`. A payment whose amount is beyond
+/// [`MAX_AMOUNT_CENTS`] is rejected ([`Payment::check`]).
 pub fn decode(record: &Record) -> Result<(Payment, u64), String> {
     let value = record.value.as_deref().ok_or("record has no value")?;
     let p: Payment = serde_json::from_slice(value).map_err(|e| format!("not a payment: {e}"))?;
+    p.check()?;
     Ok((p, p.ts))
 }
 
 /// The dataflow: payments in, alerting rings out.
+///
+/// Every payment's amount must be at most [`MAX_AMOUNT_CENTS`], as [`decode`] ensures.
 pub fn fraud_alerts(payments: Collection<'_, Payment>) -> Collection<'_, Ring> {
     // The window by retraction: every payment is retracted one hour after it arrived.
     let active = payments.clone().concat(payments.delay(|t| t.saturating_add(WINDOW_MS)).negate());
@@ -102,13 +129,14 @@ pub fn fraud_alerts(payments: Collection<'_, Payment>) -> Collection<'_, Ring> {
         .distinct()
         .map(|(ring, _device)| ring)
         .count();
+    // The amount becomes the update's difference; `decode` bounds it (see `MAX_AMOUNT_CENTS`).
     let ring_cents = active
-        .explode(|p| Some(((p.card, ()), p.amount_cents as isize)))
+        .explode(|p| Some(((p.card, ()), Diff::try_from(p.amount_cents).expect("decode bounds amount_cents"))))
         .join_map(labels, |_card, &(), &ring| ring)
         .count();
 
     ring_cards.join(ring_devices).join(ring_cents).flat_map(|(ring, ((cards, devices), cents))| {
-        let (cards, devices, cents) = (cards as u64, devices as u64, cents.max(0) as u64);
+        let (cards, devices, cents) = (cards as u64, devices as u64, u64::try_from(cents).unwrap_or(0));
         (cards >= MIN_CARDS && cents >= MIN_CENTS).then_some(Ring { ring, cards, devices, amount_cents: cents })
     })
 }
@@ -131,9 +159,13 @@ pub fn run<S: Sink<Ring>>(
 
 /// The batch reference at time `at`: from `(time, payment)` records, the payments active at `at`
 /// (`time <= at < time + 1 h`), their card components by union-find, and the alerting rings.
+/// Payments that [`decode`] rejects ([`Payment::check`]) are left out, as the skip policy does.
 pub fn reference_at(payments: &[(u64, Payment)], at: u64) -> BTreeSet<Ring> {
-    let active: Vec<&Payment> =
-        payments.iter().filter(|(t, _)| *t <= at && at < t.saturating_add(WINDOW_MS)).map(|(_, p)| p).collect();
+    let active: Vec<&Payment> = payments
+        .iter()
+        .filter(|(t, p)| *t <= at && at < t.saturating_add(WINDOW_MS) && p.check().is_ok())
+        .map(|(_, p)| p)
+        .collect();
     // Union-find over cards, joining cards that share a device.
     let mut parent: BTreeMap<u64, u64> = BTreeMap::new();
     fn find(parent: &mut BTreeMap<u64, u64>, x: u64) -> u64 {
@@ -202,5 +234,75 @@ mod tests {
         assert!(reference_at(&payments, 2_000).is_empty(), "two cards only");
         // The first payment expires at 3,600,000: card 5 leaves, the rest is too small.
         assert!(reference_at(&payments, WINDOW_MS).is_empty());
+    }
+
+    fn record(value: &str) -> Record {
+        Record { offset: 0, timestamp: None, key: None, value: Some(bytes::Bytes::copy_from_slice(value.as_bytes())) }
+    }
+
+    fn payment_json(amount_cents: &str) -> String {
+        format!(r#"{{"ts":1,"payment":2,"card":3,"device":4,"merchant":5,"amount_cents":{amount_cents}}}"#)
+    }
+
+    #[test]
+    fn amounts_beyond_the_bound_are_rejected_naming_the_field() {
+        for amount in [u64::MAX, i64::MAX as u64 + 1, MAX_AMOUNT_CENTS + 1] {
+            let reason = decode(&record(&payment_json(&amount.to_string()))).expect_err("rejected");
+            assert!(reason.contains("amount_cents") && reason.contains(&amount.to_string()), "{reason}");
+        }
+        for bad in ["-1", "18446744073709551616", "1.5"] {
+            assert!(decode(&record(&payment_json(bad))).is_err(), "amount {bad} is rejected");
+        }
+        let (p, ts) = decode(&record(&payment_json(&MAX_AMOUNT_CENTS.to_string()))).expect("the bound itself decodes");
+        assert_eq!((p.amount_cents, ts), (MAX_AMOUNT_CENTS, 1));
+    }
+
+    #[test]
+    fn reference_leaves_out_what_the_decoder_rejects() {
+        let payments = vec![
+            pay(0, 5, 100, 40_000),
+            pay(1_000, 7, 100, 40_000),
+            pay(2_000, 9, 100, 40_000),
+            pay(3_000, 11, 100, u64::MAX),
+        ];
+        let ring = Ring { ring: 5, cards: 3, devices: 1, amount_cents: 120_000 };
+        assert_eq!(reference_at(&payments, 3_000), BTreeSet::from([ring]));
+    }
+
+    #[test]
+    fn largest_amounts_sum_exactly_in_the_dataflow() {
+        use kappa_engine::{MemorySink, MemorySource, PartitionId};
+        // Three cards on one device, each paying the largest amount twice: 6 · (2^32 − 1) cents,
+        // past u32 and past what an `as` cast of a wrapped sum would give.
+        let payments: Vec<(u64, Payment)> = (0..6).map(|i| pay(1_000 * i, 5 + i % 3, 100, MAX_AMOUNT_CENTS)).collect();
+        let records: Vec<Record> = payments
+            .iter()
+            .enumerate()
+            .map(|(i, (_, p))| Record {
+                offset: i as i64,
+                timestamp: None,
+                key: None,
+                value: Some(bytes::Bytes::from(serde_json::to_vec(p).expect("serializes"))),
+            })
+            .collect();
+        let source = MemorySource::new(vec![(PartitionId::new(INPUT, 0), records)]);
+        let sink = MemorySink::new();
+        run(&ClusterConfig::threads(1), JobOptions::default(), Arc::new(source), sink.clone()).expect("runs");
+        // The ring at time 5,000, when all six payments are active (they expire an hour later).
+        let mut at: BTreeMap<Ring, Diff> = BTreeMap::new();
+        for (ring, _, diff) in sink.updates().into_iter().filter(|(_, t, _)| *t <= 5_000) {
+            *at.entry(ring).or_default() += diff;
+        }
+        let got: BTreeSet<Ring> = at
+            .into_iter()
+            .filter(|(_, d)| *d != 0)
+            .map(|(r, d)| {
+                assert_eq!(d, 1, "{r:?} once");
+                r
+            })
+            .collect();
+        let ring = Ring { ring: 5, cards: 3, devices: 1, amount_cents: 6 * MAX_AMOUNT_CENTS };
+        assert_eq!(got, BTreeSet::from([ring]));
+        assert_eq!(reference_at(&payments, 5_000), BTreeSet::from([ring]));
     }
 }

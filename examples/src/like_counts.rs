@@ -115,7 +115,7 @@ pub fn reference<'a>(likes: impl IntoIterator<Item = &'a Like>) -> BTreeMap<u64,
     likes_per_post
 }
 
-/// Sums an output's diffs per row into the final result, as [`reference`] gives it. Fails if a row
+/// Sums an output's diffs per row into the final result, as [`reference()`] gives it. Fails if a row
 /// ends with a multiplicity other than 0 or 1, which a correct run never produces.
 pub fn final_result(updates: impl IntoIterator<Item = (PostLikes, isize)>) -> Result<BTreeMap<u64, u64>, String> {
     let mut sums: BTreeMap<PostLikes, isize> = BTreeMap::new();

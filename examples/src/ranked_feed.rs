@@ -6,7 +6,7 @@
 //!   with a positive net count are edges follower → followee.
 //! - `posts` `{"ts","post","author"}`: a post exists from its first record on (should records
 //!   disagree on the author, the smallest author id is taken).
-//! - `likes`, as in [`like_counts`](crate::like_counts).
+//! - `likes`, as in [`like_counts`].
 //!
 //! Author rank is PageRank in integer micro-units: every user that appears in an edge starts at
 //! 1,000,000; each of exactly 20 rounds computes
@@ -15,6 +15,12 @@
 //! `(likes(post) + 1) · rank(author)`, or 0 if the author has no rank. Output
 //! `{"user","position","post","score"}`: for every user, the 10 highest-scoring posts by authors the
 //! user follows now, ties broken by smaller post id, positions 1..10.
+//!
+//! The inputs carry only ids and times; what could overflow is computed from how many records
+//! there are, which no decoder sees. So the products are taken in 128 bits, where they cannot
+//! overflow ([`share`], [`score`]: a score passes 2^64 once a post of a popular author has millions
+//! of likes), and the one sum kept in 64 bits, of rank shares, is bounded by the graph's size: see
+//! [`author_ranks`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -81,8 +87,8 @@ pub struct FeedEntry {
     pub position: u64,
     /// The post.
     pub post: u64,
-    /// Its score.
-    pub score: u64,
+    /// Its score, `(likes + 1) · rank` (see [`score`]).
+    pub score: u128,
 }
 
 impl kappa_connectors::Keyed for FeedEntry {
@@ -119,7 +125,38 @@ pub fn decode_post(record: &Record) -> Result<(Post, u64), String> {
     json::<Post>(record, "post").map(|p| (p, p.ts))
 }
 
+/// The part of `rank` each of a user's `degree` out-edges carries,
+/// `floor(rank · 85 / (100 · degree))`. In 128 bits, since `rank · 85` can pass 2^64; the share
+/// itself is below `rank`.
+///
+/// ```
+/// use kappa_examples::ranked_feed::share;
+/// assert_eq!(share(1_000_000, 2), 425_000);
+/// assert_eq!(share(u64::MAX, 1), 15_679_732_462_653_118_872); // rank · 85 is past 2^64
+/// ```
+pub fn share(rank: u64, degree: u64) -> u64 {
+    let share = u128::from(rank) * 85 / (100 * u128::from(degree));
+    u64::try_from(share).expect("a share is less than its rank")
+}
+
+/// A post's score, `(likes + 1) · rank`. In 128 bits, where it cannot overflow: both factors are
+/// at most 2^64.
+///
+/// ```
+/// use kappa_examples::ranked_feed::score;
+/// assert_eq!(score(0, 150_000), 150_000);
+/// assert_eq!(score(10_000_000, 2_000_000_000_000), 20_000_002_000_000_000_000); // past 2^64
+/// ```
+pub fn score(likes: u64, rank: u64) -> u128 {
+    (u128::from(likes) + 1) * u128::from(rank)
+}
+
 /// Integer PageRank over `edges` (each present once), exactly [`ROUNDS`] rounds.
+///
+/// Every rank is at most 10^6 · n for n users in `edges`: the total starts at 10^6 · n, and a round
+/// gives 150,000 · n plus at most 0.85 of the previous total. The shares are summed in a 64-bit
+/// [`Diff`], so the ranks are exact for graphs of fewer than 9 · 10^12 users (10^6 · 9 · 10^12 <
+/// 2^63); [`share`]'s product is taken in 128 bits.
 ///
 /// Each round is a join and a sum. The sum is carried in differences (`explode` the share into the
 /// diff, then `count_total`), so a changed share is one update `new − old` on its target instead of
@@ -135,8 +172,8 @@ pub fn author_ranks<'s>(edges: Collection<'s, (u64, u64)>) -> Collection<'s, (u6
     // Exactly twenty rounds, unrolled: each is maintained incrementally.
     for _ in 0..ROUNDS {
         let shares = ranks
-            .join_core(edges_by_source.clone(), |_u, &rank, &(v, degree)| Some((v, rank * 85 / (100 * degree))))
-            .explode(|(v, share)| Some((v, share as isize)));
+            .join_core(edges_by_source.clone(), |_u, &rank, &(v, degree)| Some((v, share(rank, degree))))
+            .explode(|(v, share)| Some((v, Diff::try_from(share).expect("a share is below 2^63 (see above)"))));
         ranks = base.clone().concat(shares).count_total().map(|(v, sum)| (v, sum as u64));
     }
     ranks
@@ -156,7 +193,7 @@ pub fn ranked_feed<'s>(
     let ranked = by_author.clone().join_map(ranks.clone(), |_author, &post, &rank| (post, rank));
     let unranked = by_author.antijoin(ranks.map(|(u, _)| u)).map(|(_author, post)| (post, 0u64));
     let post_likes = like_counts::like_counts(likes).map(|pl| (pl.post, pl.likes));
-    // Score = (likes + 1) · rank; posts without likes have none in `post_likes`.
+    // Score = (likes + 1) · rank, in 128 bits; posts without likes have none in `post_likes`.
     let scores = ranked
         .concat(unranked)
         .map(|(post, rank)| (post, (0u8, rank)))
@@ -165,17 +202,17 @@ pub fn ranked_feed<'s>(
             let rank = tagged.iter().find(|((tag, _), _)| *tag == 0).map(|((_, r), _)| *r);
             let likes = tagged.iter().find(|((tag, _), _)| *tag == 1).map_or(0, |((_, l), _)| *l);
             if let Some(rank) = rank {
-                out.push(((likes + 1) * rank, 1));
+                out.push((score(likes, rank), 1));
             }
         });
     edges
         .map(|(follower, followee)| (followee, follower))
         .join_map(post_author.map(|(post, author)| (author, post)), |_author, &follower, &post| (post, follower))
-        .join_map(scores, |&post, &follower, &score| (follower, (u64::MAX - score, post)))
+        .join_map(scores, |&post, &follower, &score| (follower, (u128::MAX - score, post)))
         .reduce(|_user, candidates, out| {
             // Sorted by (MAX - score, post): highest score first, then smaller post id.
             for (position, ((inverse, post), _)) in candidates.iter().take(FEED_LEN).enumerate() {
-                out.push(((position as u64 + 1, *post, u64::MAX - inverse), 1));
+                out.push(((position as u64 + 1, *post, u128::MAX - inverse), 1));
             }
         })
         .map(|(user, (position, post, score))| FeedEntry { user, position, post, score })
@@ -212,7 +249,7 @@ pub fn reference_ranks(edges: &BTreeSet<(u64, u64)>) -> BTreeMap<u64, u64> {
     for _ in 0..ROUNDS {
         let mut next: BTreeMap<u64, u64> = ranks.keys().map(|&u| (u, 150_000)).collect();
         for &(u, v) in edges {
-            *next.get_mut(&v).expect("v is a user") += ranks[&u] * 85 / (100 * out_degree[&u]);
+            *next.get_mut(&v).expect("v is a user") += share(ranks[&u], out_degree[&u]);
         }
         ranks = next;
     }
@@ -237,8 +274,8 @@ pub fn reference<'a>(
         *a = (*a).min(p.author);
     }
     let like_counts = like_counts::reference(likes);
-    let score = |post: u64, author: u64| {
-        ranks.get(&author).map_or(0, |r| (like_counts.get(&post).copied().unwrap_or(0) + 1) * r)
+    let score_of = |post: u64, author: u64| {
+        ranks.get(&author).map_or(0, |&r| score(like_counts.get(&post).copied().unwrap_or(0), r))
     };
     let mut posts_by: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
     for (&post, &author) in &author_of {
@@ -247,10 +284,10 @@ pub fn reference<'a>(
     let mut feeds = BTreeSet::new();
     let followers: BTreeSet<u64> = edges.iter().map(|(u, _)| *u).collect();
     for user in followers {
-        let mut candidates: Vec<(u64, u64)> = edges
+        let mut candidates: Vec<(u128, u64)> = edges
             .range((user, 0)..=(user, u64::MAX))
             .flat_map(|&(_, followee)| posts_by.get(&followee).into_iter().flatten().map(move |&post| (post, followee)))
-            .map(|(post, author)| (score(post, author), post))
+            .map(|(post, author)| (score_of(post, author), post))
             .collect();
         candidates.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         for (i, (score, post)) in candidates.into_iter().take(FEED_LEN).enumerate() {
@@ -273,5 +310,17 @@ mod tests {
         // r(3) = 150,000 + 425,000 + 850,000 = 1,425,000. Later rounds: 1 stays 150,000,
         // 2 = 150,000 + 63,750 = 213,750, 3 = 150,000 + 63,750 + floor(213,750·85/100) = 395,437.
         assert_eq!(ranks, BTreeMap::from([(1, 150_000), (2, 213_750), (3, 395_437)]));
+    }
+
+    #[test]
+    fn shares_and_scores_of_the_largest_values_are_exact() {
+        // rank · 85 passes 2^64 here; the share is still exact.
+        assert_eq!(share(u64::MAX, 1), (u128::from(u64::MAX) * 85 / 100) as u64);
+        assert_eq!(share(u64::MAX, 7), (u128::from(u64::MAX) * 85 / 700) as u64);
+        assert_eq!(share(1_000_000, 3), 283_333);
+        // A score past 2^64 (which `(likes + 1) · rank` in u64 would wrap), and the largest.
+        assert_eq!(score(10_000_000, 2_000_000_000_000), 20_000_002_000_000_000_000);
+        assert_eq!(score(u64::MAX, u64::MAX), (1u128 << 64) * u128::from(u64::MAX));
+        assert_eq!(score(0, 0), 0);
     }
 }

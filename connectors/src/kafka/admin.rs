@@ -111,34 +111,82 @@ fn confirm_high_watermarks(
     Ok(())
 }
 
-/// Creates `topic` with `partitions` partitions (replication 1). An existing topic is not an error.
+/// Creates `topic` with `partitions` partitions, the broker's default replication factor and the
+/// broker's default topic configuration. An existing topic is not an error.
 pub fn create_topic(brokers: &str, topic: &str, partitions: i32) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> =
-        client_config(brokers).create().map_err(|source| Error::Client { brokers: brokers.to_string(), source })?;
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
-    let fut = admin.create_topics([&new], &AdminOptions::new().operation_timeout(Some(TIMEOUT)));
-    let results = futures_lite_block_on(fut).map_err(|source| Error::Request {
+    create_topic_with(brokers, topic, partitions, None, &[])
+}
+
+/// Creates `topic` with `partitions` partitions, `replication` replicas of each and the topic
+/// configuration `config` (e.g. `[("cleanup.policy", "compact")]` for an upsert topic). An existing
+/// topic is not an error, and is left as it is: its settings are neither checked nor changed.
+///
+/// `None` asks for the broker's default replication factor (its `default.replication.factor`),
+/// sent as replication factor −1: brokers accept that since Kafka 2.4 (KIP-464, `CreateTopics`
+/// version 4), and librdkafka refuses it, before sending, to brokers that predate it. Tansu
+/// accepts it. librdkafka's mock cluster implements no `CreateTopics` at all, whatever the
+/// replication factor: create topics there with `MockCluster::create_topic`.
+pub fn create_topic_with(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    replication: Option<i32>,
+    config: &[(&str, &str)],
+) -> Result<()> {
+    let request = |source| Error::Request {
         what: "create topic".into(),
         topic: topic.to_string(),
         brokers: brokers.to_string(),
         source,
-    })?;
+    };
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(brokers).create().map_err(|source| Error::Client { brokers: brokers.to_string(), source })?;
+    let new = new_topic(topic, partitions, replication, config);
+    let fut = admin.create_topics([&new], &AdminOptions::new().operation_timeout(Some(TIMEOUT)));
+    let results = futures_lite_block_on(fut).map_err(request)?;
     for result in results {
         if let Err((_, code)) = result {
             if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
-                return Err(Error::Request {
-                    what: "create topic".into(),
-                    topic: topic.to_string(),
-                    brokers: brokers.to_string(),
-                    source: rdkafka::error::KafkaError::AdminOp(code),
-                });
+                return Err(request(KafkaError::AdminOp(code)));
             }
         }
     }
     Ok(())
 }
 
+/// The `CreateTopics` entry for [`create_topic_with`].
+fn new_topic<'a>(
+    topic: &'a str,
+    partitions: i32,
+    replication: Option<i32>,
+    config: &[(&'a str, &'a str)],
+) -> NewTopic<'a> {
+    // −1: the broker's default (KIP-464).
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication.unwrap_or(-1)));
+    config.iter().fold(new, |new, &(key, value)| new.set(key, value))
+}
+
 /// rdkafka's admin futures complete on librdkafka's own threads; a minimal executor is enough.
 fn futures_lite_block_on<F: std::future::Future>(fut: F) -> F::Output {
     futures::executor::block_on(fut)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Checked against Tansu 0.6.0 by hand: −1 is accepted and the configuration is kept
+    // (`cleanup.policy` reads back as `compact`). librdkafka's mock cluster has no `CreateTopics`
+    // (a request times out whatever the replication factor), so it cannot check this.
+    #[test]
+    fn no_replication_asks_for_the_broker_default_and_config_is_passed_on() {
+        let compact = [("cleanup.policy", "compact")];
+        let new = new_topic("out", 4, None, &compact);
+        assert_eq!((new.name, new.num_partitions), ("out", 4));
+        assert!(matches!(new.replication, TopicReplication::Fixed(-1)), "{:?}", new.replication);
+        assert_eq!(new.config, compact);
+        let new = new_topic("out", 1, Some(3), &[]);
+        assert!(matches!(new.replication, TopicReplication::Fixed(3)), "{:?}", new.replication);
+        assert!(new.config.is_empty());
+    }
 }

@@ -1,5 +1,5 @@
-//! Producing records, for the demo, the tests and the benches (the pipelines' Kafka sink comes
-//! later). Delivery failures are counted, not dropped: [`produce`] fails if any record was not
+//! Producing records, for the demo, the tests and the benches (the pipelines' output goes through
+//! [`crate::KafkaSink`]). Delivery failures are counted, not dropped: [`produce`] fails if any record was not
 //! acknowledged.
 
 use std::sync::atomic::{AtomicU64, Ordering};

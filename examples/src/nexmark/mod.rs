@@ -5,6 +5,8 @@
 //! dataflow time: every window's result is part of the output collection, maintained exactly as
 //! events arrive, late or not. Two deviations keep arithmetic exact (invariant 2): q1 converts to
 //! euros as `price · 908 / 1000` in integers, and averages (q4, q6) are integer divisions.
+//! Prices come from outside and are bounded by [`MAX_PRICE`], checked by [`decode`], so that no
+//! product or sum of them in the queries can overflow.
 //!
 //! Input: one topic of JSON [`Event`]s, `{"Person":{...}}`, `{"Auction":{...}}` or `{"Bid":{...}}`,
 //! each with its `date_time` (ms) as event time; [`generate`] produces them with the `nexmark`
@@ -43,6 +45,14 @@ pub const INPUT: &str = "nexmark";
 pub const WINDOW_MS: u64 = 10_000;
 /// Slide of q5's hopping windows, ms.
 pub const SLIDE_MS: u64 = 2_000;
+/// Largest bid price [`decode`] accepts, cents: `u32::MAX` (about 42.9 million dollars); a bid
+/// above it is a bad record. (The generator's prices stay below 10^8.)
+///
+/// The bound is what keeps the queries exact: q1's `price · 908` stays below 2^42, q6's sum of ten
+/// final prices below 2^36, and q4's per-category sum of final prices, kept in a 64-bit
+/// [`Diff`](kappa_engine::Diff), cannot overflow while a category has fewer than 2^31 auctions
+/// (2^31 · 2^32 = 2^63).
+pub const MAX_PRICE: u64 = u32::MAX as u64;
 
 /// A person registers.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -103,6 +113,17 @@ pub enum Event {
 }
 
 impl Event {
+    /// Checks the bounds the queries' arithmetic relies on: a bid's `price` at most
+    /// [`MAX_PRICE`]. The error names the field and its value.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            Event::Bid(b) if b.price > MAX_PRICE => {
+                Err(format!("price {} exceeds the largest accepted price, {MAX_PRICE} cents", b.price))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The event's time, ms.
     pub fn date_time(&self) -> u64 {
         match self {
@@ -156,10 +177,12 @@ pub fn generate_at(n: usize, per_second: usize) -> Vec<Event> {
         .collect()
 }
 
-/// Decodes a record's JSON event; its event time is its `date_time`.
+/// Decodes a record's JSON event; its event time is its `date_time`. A bid priced beyond
+/// [`MAX_PRICE`] is rejected ([`Event::check`]).
 pub fn decode(record: &Record) -> Result<(Event, u64), String> {
     let value = record.value.as_deref().ok_or("record has no value")?;
     let event: Event = serde_json::from_slice(value).map_err(|e| format!("not a nexmark event: {e}"))?;
+    event.check()?;
     let time = event.date_time();
     Ok((event, time))
 }
@@ -224,7 +247,8 @@ pub enum Value {
 /// One output row.
 pub type Row = Vec<Value>;
 
-/// Builds `query` over `events`.
+/// Builds `query` over `events`, whose bids' prices must be at most [`MAX_PRICE`] (as [`decode`]
+/// ensures).
 pub fn query<'s>(query: Query, events: Collection<'s, Event>) -> Collection<'s, Row> {
     let s = split(events);
     match query {
@@ -256,6 +280,7 @@ pub fn run<S: Sink<Row>>(
 }
 
 /// The batch reference: `query` over `events` in plain Rust, as a set of rows (row → count).
+/// Events that [`decode`] rejects ([`Event::check`]) are left out, as the skip policy does.
 pub fn reference(query: Query, events: &[Event]) -> BTreeMap<Row, i64> {
     let t = Tables::new(events);
     let rows = match query {
@@ -276,7 +301,7 @@ pub fn reference(query: Query, events: &[Event]) -> BTreeMap<Row, i64> {
     out
 }
 
-/// A run's events by kind, for the batch references.
+/// A run's events by kind, for the batch references: those [`decode`] accepts.
 struct Tables<'a> {
     persons: Vec<&'a Person>,
     auctions: Vec<&'a Auction>,
@@ -286,7 +311,7 @@ struct Tables<'a> {
 impl<'a> Tables<'a> {
     fn new(events: &'a [Event]) -> Self {
         let mut t = Tables { persons: Vec::new(), auctions: Vec::new(), bids: Vec::new() };
-        for event in events {
+        for event in events.iter().filter(|e| e.check().is_ok()) {
             match event {
                 Event::Person(p) => t.persons.push(p),
                 Event::Auction(a) => t.auctions.push(a),
@@ -323,7 +348,7 @@ pub fn records(events: &[Event]) -> Vec<Record> {
         .enumerate()
         .map(|(i, e)| Record {
             offset: i as i64,
-            timestamp: Some(e.date_time() as i64),
+            timestamp: i64::try_from(e.date_time()).ok(),
             key: None,
             value: Some(bytes::Bytes::from(serde_json::to_vec(e).expect("events serialize"))),
         })
@@ -351,6 +376,58 @@ mod tests {
             let got: BTreeMap<Row, i64> =
                 sink.accumulated().into_iter().map(|(row, diff)| (row, diff as i64)).collect();
             assert_eq!(got, expected, "{q:?} on {workers} worker(s)");
+        }
+    }
+
+    fn record(value: &str) -> Record {
+        Record { offset: 0, timestamp: None, key: None, value: Some(bytes::Bytes::copy_from_slice(value.as_bytes())) }
+    }
+
+    fn bid_json(price: &str) -> String {
+        format!(r#"{{"Bid":{{"auction":1,"bidder":2,"price":{price},"date_time":1700000000000}}}}"#)
+    }
+
+    #[test]
+    fn prices_beyond_the_bound_are_rejected_naming_the_field() {
+        for price in [u64::MAX, i64::MAX as u64 + 1, u64::MAX / 908 + 1, MAX_PRICE + 1] {
+            let reason = decode(&record(&bid_json(&price.to_string()))).expect_err("rejected");
+            assert!(reason.contains("price") && reason.contains(&price.to_string()), "{reason}");
+        }
+        for bad in ["-1", "18446744073709551616"] {
+            assert!(decode(&record(&bid_json(bad))).is_err(), "price {bad} is rejected");
+        }
+        let (event, _) = decode(&record(&bid_json(&MAX_PRICE.to_string()))).expect("the bound itself decodes");
+        assert!(matches!(event, Event::Bid(Bid { price: MAX_PRICE, .. })));
+    }
+
+    #[test]
+    fn largest_prices_convert_and_average_exactly() {
+        // Two auctions of one category, each sold at the largest price: q1 converts without
+        // overflow and q4's average is the price itself (the sum is past 2^32).
+        let auction =
+            |id| Auction { id, seller: 9, category: 3, initial_bid: 1, reserve: 1, date_time: 0, expires: 10 };
+        let bid = |auction| Bid { auction, bidder: 7, price: MAX_PRICE, date_time: 5 };
+        let events = vec![
+            Event::Auction(auction(1)),
+            Event::Auction(auction(2)),
+            Event::Bid(bid(1)),
+            Event::Bid(bid(2)),
+            Event::Bid(Bid { price: u64::MAX, ..bid(1) }), // rejected, left out by the reference
+        ];
+        let q1_rows = reference(Query::Q1, &events);
+        assert_eq!(q1_rows.len(), 2, "one row per accepted bid");
+        assert!(q1_rows.keys().all(|row| row[2] == int(MAX_PRICE * 908 / 1000)));
+        assert_eq!(reference(Query::Q4, &events), BTreeMap::from([(vec![int(3), int(MAX_PRICE)], 1)]));
+        for q in [Query::Q1, Query::Q4, Query::Q6] {
+            let options = JobOptions { on_bad_record: kappa_engine::BadRecordPolicy::Skip, ..JobOptions::default() };
+            let source = MemorySource::new(vec![(PartitionId::new(INPUT, 0), records(&events))]);
+            let sink = MemorySink::new();
+            let report =
+                run(&ClusterConfig::threads(1), options, q, Arc::new(source), sink.clone()).expect("the query runs");
+            assert_eq!(report.bad_records, 1, "{q:?}: the u64::MAX bid is skipped");
+            let got: BTreeMap<Row, i64> =
+                sink.accumulated().into_iter().map(|(row, diff)| (row, diff as i64)).collect();
+            assert_eq!(got, reference(q, &events), "{q:?}");
         }
     }
 }

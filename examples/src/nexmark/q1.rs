@@ -5,7 +5,8 @@ use kappa_engine::Collection;
 
 use super::{int, Bid, Row, Tables};
 
-/// q1: every bid with its price in euros (integer cents).
+/// q1: every bid with its price in euros (integer cents). Prices are at most
+/// [`MAX_PRICE`](super::MAX_PRICE) < 2^32, so `price · 908` stays below 2^42.
 pub fn q1(bids: Collection<'_, Bid>) -> Collection<'_, Row> {
     bids.map(|b| vec![int(b.auction), int(b.bidder), int(b.price * 908 / 1000), int(b.date_time)])
 }

@@ -7,16 +7,22 @@
 use std::collections::BTreeMap;
 
 use differential_dataflow::operators::CountTotal;
-use kappa_engine::Collection;
+use kappa_engine::{Collection, Diff};
 
 use super::max::max_by_key;
 use super::{int, Auction, Bid, Row, Tables};
 
 /// q4: per category, the integer average of its auctions' final prices.
+///
+/// The sum is a 64-bit [`Diff`]: exact while a category has fewer than 2^31 auctions, every price
+/// being at most [`MAX_PRICE`](super::MAX_PRICE) < 2^32.
 pub fn q4<'s>(auctions: Collection<'s, Auction>, bids: Collection<'s, Bid>) -> Collection<'s, Row> {
     let finals = final_prices(auctions, bids).map(|(a, price)| (a.category, price));
     // Sum and count carried in differences: a new final price is one update per category.
-    let sums = finals.clone().explode(|(category, price)| Some((category, price as isize))).count_total();
+    let sums = finals
+        .clone()
+        .explode(|(category, price)| Some((category, Diff::try_from(price).expect("decode bounds price"))))
+        .count_total();
     let counts = finals.map(|(category, _)| category).count_total();
     sums.join_map(counts, |&category, &sum, &count| vec![int(category), int(sum as u64 / count.max(1) as u64)])
 }

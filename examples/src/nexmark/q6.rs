@@ -11,7 +11,8 @@ use kappa_engine::Collection;
 use super::q4::{final_prices, final_prices_reference};
 use super::{int, Auction, Bid, Row, Tables};
 
-/// q6: per seller, the average final price of its ten most recent auctions.
+/// q6: per seller, the average final price of its ten most recent auctions. Prices are at most
+/// [`MAX_PRICE`](super::MAX_PRICE) < 2^32, so the sum of ten stays below 2^36.
 pub fn q6<'s>(auctions: Collection<'s, Auction>, bids: Collection<'s, Bid>) -> Collection<'s, Row> {
     final_prices(auctions, bids)
         .map(|(a, price)| (a.seller, (u64::MAX - a.date_time, u64::MAX - a.id, price)))
