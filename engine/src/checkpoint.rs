@@ -130,19 +130,59 @@ pub struct PartHeader {
     pub partition: PartitionId,
     /// Where reading resumes: every record before it is in the part.
     pub next_offset: Option<Offset>,
-    /// The partition's time assigner state: the largest timestamp seen.
+    /// The partition's time assigner state: the largest timestamp seen...
     pub max_seen: Option<u64>,
+    /// ...and the watermark its recorded idle advances had set (see [`crate::clock`]).
+    #[serde(default)]
+    pub floor: Time,
     /// The output frontier the part was compacted at.
     pub frontier: Time,
     /// The Rust type of the updates' data, so that a part is never decoded as another type.
     pub data_type: String,
+    /// For [`Codec::Abomonation`] parts: the build and memory layout that wrote the body, which
+    /// must be this program's exactly (set by [`encode_part`]).
+    #[serde(default)]
+    pub layout: Option<AbiLayout>,
     /// How many updates follow.
     pub updates: u64,
 }
 
+/// What abomonation's bytes depend on besides the data type's name: the compiler, the target, the
+/// build, and the size and alignment of every type it lays out. A part is decoded with abomonation
+/// only when all of them equal this program's (`type_name` alone is documented as neither unique
+/// nor stable, and a CRC only says the bytes are the ones written, not who wrote them).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AbiLayout {
+    /// `rustc --version` of the build.
+    pub rustc: String,
+    /// The target triple.
+    pub target: String,
+    /// An id of the engine's build: it changes whenever the engine is rebuilt.
+    pub build: String,
+    /// `size_of` and `align_of` of the data type...
+    pub data: (usize, usize),
+    /// ...and of one update `(data, time, diff)`.
+    pub update: (usize, usize),
+}
+
+impl AbiLayout {
+    /// This program's layout for data type `T`.
+    pub fn of<T>() -> Self {
+        AbiLayout {
+            rustc: env!("KAPPA_RUSTC_VERSION").to_string(),
+            target: env!("KAPPA_TARGET").to_string(),
+            build: env!("KAPPA_BUILD_ID").to_string(),
+            data: (std::mem::size_of::<T>(), std::mem::align_of::<T>()),
+            update: (std::mem::size_of::<(T, Time, Diff)>(), std::mem::align_of::<(T, Time, Diff)>()),
+        }
+    }
+}
+
 /// Encodes a part: magic, header (JSON), codec, body, CRC-32C of everything before it.
 pub fn encode_part<T: CheckpointData>(header: &PartHeader, updates: &[(T, Time, Diff)], codec: Codec) -> Vec<u8> {
-    let header_json = serde_json::to_vec(header).expect("part headers serialize");
+    let mut header = header.clone();
+    header.layout = (codec == Codec::Abomonation).then(AbiLayout::of::<T>);
+    let header_json = serde_json::to_vec(&header).expect("part headers serialize");
     let mut out = Vec::with_capacity(64 + header_json.len() + updates.len() * 32);
     out.extend_from_slice(PART_MAGIC);
     out.extend_from_slice(&(header_json.len() as u32).to_le_bytes());
@@ -204,13 +244,33 @@ pub fn decode_part<T: CheckpointData>(object: &str, bytes: &[u8]) -> Result<(Par
     let updates: Vec<(T, Time, Diff)> = match codec {
         1 => postcard::from_bytes(body).map_err(|e| bad(header_end + 9, &format!("postcard: {e}")))?,
         2 => {
+            let ours = AbiLayout::of::<T>();
+            if header.layout.as_ref() != Some(&ours) {
+                let theirs = header.layout.as_ref().map_or("an unrecorded build".to_string(), |l| {
+                    format!(
+                        "rustc `{}`, target {}, build {}, sizes {:?}/{:?}",
+                        l.rustc, l.target, l.build, l.data, l.update
+                    )
+                });
+                return Err(bad(
+                    12,
+                    &format!(
+                        "abomonation part written by {theirs}, not by this program (rustc `{}`, target {}, build {}, \
+                         sizes {:?}/{:?}); abomonation parts are only read by the build that wrote them: restart with \
+                         that build, or delete the checkpoint and use --checkpoint-codec postcard",
+                        ours.rustc, ours.target, ours.build, ours.data, ours.update
+                    ),
+                ));
+            }
             // Copy into u64-aligned storage: abomonation reads values in place.
             let mut aligned = vec![0u64; body.len().div_ceil(8)];
             let buffer: &mut [u8] = &mut bytemuck_bytes(&mut aligned)[..body.len()];
             buffer.copy_from_slice(body);
-            // SAFETY: the CRC above matched, so these are the bytes `encode_part` wrote for this
-            // very data type (checked above) with this codec, on a machine of the same layout
-            // (the format version and engine version are checked by the manifest).
+            // SAFETY: the CRC above matched, so these are the bytes `encode_part` wrote with this
+            // codec for a type of this name (checked above), by this very build of the engine with
+            // the same compiler, target, and size and alignment of the data and update types
+            // (checked just above). A checkpoint location is trusted like the job's own memory: a
+            // CRC detects damage, it does not authenticate (README, "Checkpoints").
             #[allow(unsafe_code)]
             let decoded = unsafe { abomonation::decode::<Vec<(T, Time, Diff)>>(buffer) };
             match decoded {
@@ -307,7 +367,7 @@ fn io_error(object: impl std::fmt::Display, e: impl std::fmt::Display) -> Error 
     Error::Checkpoint { object: object.to_string(), reason: e.to_string() }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -468,6 +528,19 @@ pub(crate) struct Writer {
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Checkpoints completed by this process (manifests written), for reports and tests.
     pub completed: Arc<AtomicU64>,
+    /// Generations queued and not yet uploaded, with their parts still in the queue; and the
+    /// generations skipped because uploads were behind.
+    queue: Arc<Mutex<Queue>>,
+}
+
+/// At most this many generations wait for upload: a slower store skips generations instead of
+/// piling whole snapshots up in memory.
+const QUEUED_GENERATIONS: usize = 2;
+
+#[derive(Default)]
+struct Queue {
+    parts: BTreeMap<u64, usize>,
+    skipped: BTreeSet<u64>,
 }
 
 impl Writer {
@@ -483,22 +556,52 @@ impl Writer {
         let (tx, rx) = std::sync::mpsc::channel();
         let completed = Arc::new(AtomicU64::new(0));
         let done = completed.clone();
+        let queue = Arc::new(Mutex::new(Queue::default()));
+        let uploaded = queue.clone();
         let rt = runtime()?;
         let thread = std::thread::Builder::new()
             .name("kappa-checkpoint".into())
             .spawn(move || {
-                let mut state =
-                    WriterState { config, finalize, expected, durable, pending: BTreeSet::new(), completed: done };
+                let mut state = WriterState {
+                    config,
+                    finalize,
+                    expected,
+                    durable,
+                    pending: BTreeSet::new(),
+                    completed: done,
+                    queue: uploaded,
+                };
                 if let Err(e) = rt.block_on(state.run(rx)) {
                     failure(e);
                 }
             })
             .map_err(|e| io_error("(writer)", e))?;
-        Ok(Writer { tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)), completed })
+        Ok(Writer { tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)), completed, queue })
     }
 
-    /// Queues a part for upload.
+    /// Queues a part for upload, unless uploads are so far behind that its generation is skipped
+    /// (said once per generation; a later generation completes instead).
     pub fn send(&self, part: CutPart) {
+        {
+            let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let queue = &mut *queue;
+            if queue.skipped.contains(&part.generation) {
+                return;
+            }
+            if !queue.parts.contains_key(&part.generation) && queue.parts.len() >= QUEUED_GENERATIONS {
+                queue.skipped.insert(part.generation);
+                while queue.skipped.len() > 64 {
+                    queue.skipped.pop_first();
+                }
+                warn(&format!(
+                    "checkpoint generation {} skipped: {} earlier ones are still uploading (the checkpoint location is \
+                     slower than --checkpoint-every)",
+                    part.generation, QUEUED_GENERATIONS
+                ));
+                return;
+            }
+            *queue.parts.entry(part.generation).or_insert(0) += 1;
+        }
         if let Some(tx) = self.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             let _ = tx.send(part);
         }
@@ -520,6 +623,7 @@ struct WriterState {
     durable: Arc<DurableProgress>,
     pending: BTreeSet<u64>,
     completed: Arc<AtomicU64>,
+    queue: Arc<Mutex<Queue>>,
 }
 
 impl WriterState {
@@ -536,6 +640,13 @@ impl WriterState {
                         .await
                         .map_err(|e| io_error(&path, format!("cannot write ({e}); check the checkpoint location")))?;
                     self.pending.insert(part.generation);
+                    let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(left) = queue.parts.get_mut(&part.generation) {
+                        *left -= 1;
+                        if *left == 0 {
+                            queue.parts.remove(&part.generation);
+                        }
+                    }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
@@ -652,8 +763,10 @@ mod tests {
             partition: PartitionId::new("likes", 3),
             next_offset: Some(42),
             max_seen: Some(1_000),
+            floor: 0,
             frontier: 900,
             data_type: std::any::type_name::<(u64, u64)>().into(),
+            layout: None,
             updates,
         }
     }
@@ -664,7 +777,9 @@ mod tests {
             (0..1_000).map(|i| ((i, i * 7), i % 13, (i as Diff) - 500)).collect();
         for codec in [Codec::Postcard, Codec::Abomonation] {
             let bytes = encode_part(&header(1_000), &updates, codec);
-            let (h, back) = decode_part::<(u64, u64)>("p", &bytes).expect("decodes");
+            let (mut h, back) = decode_part::<(u64, u64)>("p", &bytes).expect("decodes");
+            assert_eq!(h.layout.is_some(), codec == Codec::Abomonation);
+            h.layout = None;
             assert_eq!(h, header(1_000));
             assert_eq!(back, updates, "{codec:?}");
         }
@@ -689,6 +804,36 @@ mod tests {
         let bytes = encode_part(&header(1), &[((1u64, 2u64), 5u64, 1isize)], Codec::Abomonation);
         let err = decode_part::<(u64, u64, u64)>("p", &bytes).expect_err("other type").to_string();
         assert!(err.contains("this job reads"), "{err}");
+    }
+
+    #[test]
+    fn an_abomonation_part_of_another_build_or_layout_is_refused_before_decoding() {
+        let updates = vec![((1u64, 2u64), 5u64, 1isize)];
+        let bytes = encode_part(&header(1), &updates, Codec::Abomonation);
+        // Rewrite the header as another build would have written it, with a valid CRC.
+        let header_len = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
+        let mut h: PartHeader = serde_json::from_slice(&bytes[12..12 + header_len]).expect("header");
+        for change in [
+            |l: &mut AbiLayout| l.build = "another-build".into(),
+            |l: &mut AbiLayout| l.rustc = "rustc 1.0.0".into(),
+            |l: &mut AbiLayout| l.target = "sparc64-unknown-linux-gnu".into(),
+            |l: &mut AbiLayout| l.update.0 += 8,
+        ] {
+            let mut other = h.clone();
+            change(other.layout.as_mut().expect("abomonation parts record their layout"));
+            let json = serde_json::to_vec(&other).expect("header");
+            let mut forged = Vec::new();
+            forged.extend_from_slice(PART_MAGIC);
+            forged.extend_from_slice(&(json.len() as u32).to_le_bytes());
+            forged.extend_from_slice(&json);
+            forged.extend_from_slice(&bytes[12 + header_len..bytes.len() - 4]);
+            let crc = crc32c::crc32c(&forged);
+            forged.extend_from_slice(&crc.to_le_bytes());
+            let err = decode_part::<(u64, u64)>("gen-1/x.part", &forged).expect_err("refused").to_string();
+            assert!(err.contains("only read by the build that wrote them"), "{err}");
+        }
+        h.layout = None;
+        let _ = h;
     }
 
     #[test]

@@ -1,9 +1,17 @@
 //! The input operator: reads a worker's partitions, stamps deterministic times, holds capabilities.
 //!
 //! Per activation the operator polls its [`PartitionedSource`] once and, for every record:
-//! 1. decodes it with the pipeline's decoder into a value and an event timestamp;
-//! 2. assigns the record's time with its partition's [`TimeAssigner`];
-//! 3. emits `(Ok(value) | Err(bad record), time, +1)`.
+//! 1. applies the partition's recorded idle advances that lie at or before the record
+//!    ([`crate::clock`]);
+//! 2. decodes it with the pipeline's decoder into a value, an event timestamp and a difference,
+//!    and checks the timestamp ([`TimeAssigner::check`]);
+//! 3. assigns the record's time with its partition's [`TimeAssigner`], rounded up to the backfill
+//!    granularity if the record lies before the partition's recorded backfill end;
+//! 4. emits `(Ok(value) | Err(bad record), time, diff)`.
+//!
+//! Then, for every live partition the source says is caught up and that has been silent for the
+//! idle timeout, it may decide to advance the partition's watermark to the job's greatest
+//! ([`crate::watermarks`]), recording the decision durably first (restartable jobs).
 //!
 //! It then downgrades its capability to the least watermark among the partitions still open, so
 //! the dataflow's frontier passes a time exactly when no owned partition can produce a record at
@@ -12,19 +20,22 @@
 //! look like a completed one to the sinks.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{Scope, Stream};
 
 use crate::checkpoint::{compact, part_object_name, CutPart, PartHeader, Retention, Updates, Writer};
+use crate::clock::{ClockStore, PartitionClock};
 use crate::error::{BadRecord, Error};
 use crate::runtime::Metrics;
 use crate::source::{PartitionId, PartitionedSource, Poll, Record};
 use crate::time::{Time, TimeAssigner};
+use crate::watermarks::Board;
 use crate::Diff;
 
 /// Decoded records and bad ones, as one stream of differential updates.
@@ -35,6 +46,10 @@ pub type DecodedStream<'scope, T> = Stream<'scope, Time, Vec<(Result<T, BadRecor
 pub(crate) struct TimePolicy {
     pub lateness_ms: u64,
     pub backfill_granularity_ms: u64,
+    /// How far a timestamp may jump ahead of its partition's watermark plus lateness.
+    pub max_timestamp_jump_ms: u64,
+    /// How long a caught-up live partition may stay silent before its watermark advances.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl TimePolicy {
@@ -97,6 +112,41 @@ fn generation(every_ms: u64) -> u64 {
     now.as_millis() as u64 / every_ms.max(1)
 }
 
+/// One owned partition's timekeeping.
+struct PartitionTime {
+    assigner: TimeAssigner,
+    open: bool,
+    /// The recorded decisions (backfill end, idle advances).
+    clock: PartitionClock,
+    /// Recorded advances this run has yet to reach, by increasing offset.
+    pending: VecDeque<(crate::source::Offset, Time)>,
+    /// When the partition last delivered a record (or the reader started).
+    last_record: Instant,
+    /// When this run last decided an idle advance for it.
+    last_advance: Option<Instant>,
+}
+
+impl PartitionTime {
+    /// Applies the recorded advances that lie at or before `offset`.
+    fn reach(&mut self, offset: crate::source::Offset) {
+        while let Some(&(at, watermark)) = self.pending.front() {
+            if at > offset {
+                break;
+            }
+            self.assigner.advance_to(watermark);
+            self.pending.pop_front();
+        }
+    }
+}
+
+/// What an input needs to keep its partitions' times: the settled clocks (one per owned partition,
+/// already recorded), where to record new decisions, and the board.
+pub(crate) struct Timekeeping {
+    pub clocks: Vec<PartitionClock>,
+    pub store: Option<Arc<ClockStore>>,
+    pub board: Board,
+}
+
 /// Builds the input operator for one worker over the partitions it `owned`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn partitioned_input<'scope, T, F>(
@@ -108,16 +158,34 @@ pub(crate) fn partitioned_input<'scope, T, F>(
     mut decode: F,
     metrics: Arc<Metrics>,
     durable: Option<Durable<T>>,
+    timekeeping: Timekeeping,
 ) -> DecodedStream<'scope, T>
 where
     T: differential_dataflow::Data,
     F: FnMut(&Record) -> Result<(T, u64, Diff), String> + 'static,
 {
     let input_name = name.to_string();
+    let Timekeeping { clocks, store: clock_store, board } = timekeeping;
+    let board_slot = board.register();
+    board.install(scope);
+    if owned.is_empty() {
+        // Nothing to read here: this worker's part of the input is drained from the start.
+        board.post(board_slot, Time::MAX, 0, true);
+    }
     source::<_, CapacityContainerBuilder<Vec<_>>, _, _>(scope, name, move |capability, info| {
         let activator = scope.activator_for(info.address);
-        let mut assigners = vec![TimeAssigner::new(times.lateness_ms); owned.len()];
-        let mut open = vec![true; owned.len()];
+        let started = Instant::now();
+        let mut parts: Vec<PartitionTime> = clocks
+            .into_iter()
+            .map(|clock| PartitionTime {
+                assigner: TimeAssigner::new(times.lateness_ms),
+                open: true,
+                pending: clock.advances.iter().copied().collect(),
+                clock,
+                last_record: started,
+                last_advance: None,
+            })
+            .collect();
         let mut capability = (!owned.is_empty()).then_some(capability);
         let (mut records, mut finished) = (Vec::new(), Vec::new());
         // Durable inputs: the partitions' logs, and the restored updates still to be emitted.
@@ -130,7 +198,12 @@ where
             for (index, restored) in std::mem::take(&mut d.restored).into_iter().enumerate() {
                 let mut log = PartitionLog { next_offset: None, updates: Vec::new(), compacted_len: 0 };
                 if let Some((header, updates)) = restored {
-                    assigners[index] = TimeAssigner::resume(times.lateness_ms, header.max_seen);
+                    let part = &mut parts[index];
+                    part.assigner = TimeAssigner::resume(times.lateness_ms, header.max_seen, header.floor);
+                    if let Some(next) = header.next_offset {
+                        // Advances before the restored offset are in the restored floor.
+                        part.pending.retain(|&(at, _)| at >= next);
+                    }
                     log.next_offset = header.next_offset;
                     to_restore.extend(updates.iter().cloned());
                     log.compacted_len = updates.len();
@@ -149,7 +222,9 @@ where
                 let now = generation(d.every_ms);
                 if now > last_generation {
                     last_generation = now;
-                    let frontier = d.output_frontier.least();
+                    // Never compact past the resumable frontier: a later run over more input
+                    // gives new records times at or after it (see `crate::watermarks`).
+                    let frontier = d.output_frontier.least().min(board.resumable());
                     for (index, log) in logs.iter_mut().enumerate() {
                         compact(&mut log.updates, frontier, d.retention);
                         log.compacted_len = log.updates.len();
@@ -157,9 +232,11 @@ where
                             input: d.input.clone(),
                             partition: owned[index].clone(),
                             next_offset: log.next_offset,
-                            max_seen: assigners[index].max_seen(),
+                            max_seen: parts[index].assigner.max_seen(),
+                            floor: parts[index].assigner.floor(),
                             frontier,
                             data_type: std::any::type_name::<T>().to_string(),
+                            layout: None,
                             updates: log.updates.len() as u64,
                         };
                         d.writer.send(CutPart {
@@ -194,25 +271,49 @@ where
                     return;
                 }
             };
+            let now = Instant::now();
             if !records.is_empty() {
                 metrics.add_records(records.len() as u64);
                 // Every time we give is at least the capability's: the capability sits at the least
                 // watermark of the open partitions, and no partition assigns below its watermark.
-                let backfill = reader.backfilling();
                 let mut session = output.session(&*cap);
                 for (index, record) in records.drain(..) {
-                    let update = match decode(&record) {
+                    let part = &mut parts[index];
+                    part.reach(record.offset);
+                    part.last_record = now;
+                    let backfill = part.clock.is_backfill(record.offset);
+                    if !backfill && !part.clock.live && times.backfill_granularity_ms > 1 {
+                        // The first exact time past the boundary: from now on the boundary is
+                        // fixed, and that must be on record before the time is used.
+                        part.clock.live = true;
+                        if let Some(store) = clock_store.as_ref() {
+                            if let Err(e) = store.save(&input_name, &owned[index], &part.clock) {
+                                metrics.fail(e);
+                                return;
+                            }
+                        }
+                    }
+                    let bad =
+                        |reason: String| BadRecord { partition: owned[index].clone(), offset: record.offset, reason };
+                    let decoded = decode(&record).map_err(bad).and_then(|(value, timestamp, diff)| {
+                        match part.assigner.check(timestamp, times.max_timestamp_jump_ms) {
+                            Ok(()) => Ok((value, timestamp, diff)),
+                            Err(e) => Err(BadRecord {
+                                partition: owned[index].clone(),
+                                offset: record.offset,
+                                reason: e.to_string(),
+                            }),
+                        }
+                    });
+                    let update = match decoded {
                         Ok((value, timestamp, diff)) => {
-                            let time = times.coarsen(assigners[index].assign(timestamp), backfill);
+                            let time = times.coarsen(part.assigner.assign(timestamp), backfill);
                             if let Some(log) = logs.get_mut(index) {
                                 log.updates.push((value.clone(), time, diff));
                             }
                             (Ok(value), time, diff)
                         }
-                        Err(reason) => {
-                            let bad = BadRecord { partition: owned[index].clone(), offset: record.offset, reason };
-                            (Err(bad), times.coarsen(assigners[index].watermark(), backfill), 1)
-                        }
+                        Err(bad) => (Err(bad), times.coarsen(part.assigner.watermark(), backfill), 1),
                     };
                     if let Some(log) = logs.get_mut(index) {
                         log.next_offset = Some(record.offset + 1);
@@ -221,16 +322,53 @@ where
                 }
                 if let Some(d) = durable.as_ref() {
                     // Consolidate now and then, so memory follows the state, not the history.
+                    let frontier = d.output_frontier.least().min(board.resumable());
                     for log in logs.iter_mut().filter(|l| l.updates.len() > 2 * l.compacted_len + 4_096) {
-                        compact(&mut log.updates, d.output_frontier.least(), d.retention);
+                        compact(&mut log.updates, frontier, d.retention);
                         log.compacted_len = log.updates.len();
                     }
                 }
             }
             for &index in &finished {
-                open[index] = false;
+                parts[index].open = false;
             }
-            let least = (0..owned.len()).filter(|&i| open[i]).map(|i| assigners[i].watermark()).min();
+            // Caught-up partitions: recorded advances at their position apply; silent ones may
+            // advance to the job's greatest watermark, a decision recorded before it is used.
+            for (index, part) in parts.iter_mut().enumerate() {
+                // Silent for the timeout; while it stays silent, the target is followed every
+                // quarter timeout (each advance is one small recorded decision).
+                let silent = times.idle_timeout.is_some_and(|idle| {
+                    now.duration_since(part.last_record) >= idle
+                        && part.last_advance.is_none_or(|at| now.duration_since(at) >= idle / 4)
+                });
+                if !part.open || (part.pending.is_empty() && !silent) {
+                    continue;
+                }
+                let Some(position) = reader.caught_up(index) else { continue };
+                part.reach(position);
+                let target = board.greatest();
+                if !silent || target <= part.assigner.watermark() || part.clock.is_backfill(position) {
+                    continue;
+                }
+                part.last_advance = Some(now);
+                part.clock.record_advance(position, target);
+                if let Some(store) = clock_store.as_ref() {
+                    if let Err(e) = store.save(&input_name, &owned[index], &part.clock) {
+                        metrics.fail(e);
+                        return;
+                    }
+                }
+                tracing::debug!("{} idle at offset {position}: watermark advanced to {target}", owned[index]);
+                part.assigner.advance_to(target);
+            }
+            let least_all = parts.iter().map(|p| p.assigner.watermark()).min().unwrap_or(Time::MAX);
+            // Only partitions that are still delivering lead the silent ones: when every
+            // partition is quiet there is nothing to follow, and no decision is made.
+            let active = |p: &&PartitionTime| times.idle_timeout.is_some_and(|idle| now.duration_since(p.last_record) < idle);
+            let greatest = parts.iter().filter(active).map(|p| p.assigner.watermark()).max().unwrap_or(0);
+            let drained = parts.iter().all(|p| !p.open);
+            board.post(board_slot, least_all, greatest, drained);
+            let least = parts.iter().filter(|p| p.open).map(|p| p.assigner.watermark()).min();
             match least {
                 Some(time) => {
                     cap.downgrade(&time);

@@ -3,8 +3,10 @@
 //! The engine turns *partitioned, ordered inputs* (think: Kafka topic partitions, whether read
 //! live from a broker or replayed from an archive) into differential-dataflow collections with
 //! **deterministic times**, and delivers results to sinks **one completed timestamp at a time**.
-//! It knows nothing of Kafka or object storage: `kappa-connectors` and `kappa-replay` plug into the
-//! [`Source`](source::PartitionedSource) trait defined here.
+//! It knows nothing of Kafka or of archive layouts: `kappa-connectors` and `kappa-replay` plug into
+//! the [`Source`](source::PartitionedSource) trait defined here. It does use object storage (the
+//! `object_store` crate), for one thing of its own: checkpoints and the recorded time decisions
+//! beside them ([`checkpoint`], [`clock`]).
 //!
 //! Where to start reading:
 //! 1. [`time`]: how a record's dataflow time is derived from its partition's records alone.
@@ -13,6 +15,9 @@
 //! 4. [`sink`]: the consistent sink, which hands a timestamp's consolidated updates to a
 //!    [`Sink`] only once the frontier has passed it.
 //! 5. [`runtime`]: workers, processes, and the [`execute`] entry point that ties them together.
+//! 6. [`checkpoint`] and [`clock`]: restarting a job, and the decisions (backfill boundaries, idle
+//!    advances) that keep its times the same across restarts; [`watermarks`]: what every worker
+//!    knows of all partitions' watermarks (the resumable frontier, the idle target).
 //!
 //! # Examples
 //!
@@ -29,9 +34,11 @@
 //!     JobOptions::default(),
 //!     Sources::new().with("words", source),
 //!     move |ctx| {
+//!         // A decoder returns a value and its event time, or any displayable reason to reject
+//!         // the record (which the job's bad-record policy then handles).
 //!         let words = ctx.input("words", |rec| {
-//!             let text = std::str::from_utf8(rec.value.as_deref().unwrap_or(b"")).map_err(|e| e.to_string())?;
-//!             Ok((text.to_string(), rec.timestamp.unwrap_or(0) as u64))
+//!             let text = std::str::from_utf8(rec.value.as_deref().unwrap_or(b""))?;
+//!             Ok::<_, std::str::Utf8Error>((text.to_string(), rec.timestamp.unwrap_or(0) as u64))
 //!         })?;
 //!         ctx.output(words.count(), out.clone());
 //!         Ok(())
@@ -45,19 +52,24 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod checkpoint;
+pub mod clock;
 mod error;
 pub mod input;
 pub mod runtime;
 pub mod sink;
 pub mod source;
 pub mod time;
+pub mod watermarks;
 
 pub use checkpoint::{CheckpointConfig, Codec, Retention};
 pub use error::{BadRecord, BoxError, Error, Result};
-pub use runtime::{execute, BadRecordPolicy, ClusterConfig, Context, JobOptions, JobReport, Metrics, Sources};
+pub use runtime::{
+    execute, BadRecordPolicy, ClusterConfig, Context, JobOptions, JobReport, Metrics, Sources, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_TIMESTAMP_JUMP_MS,
+};
 pub use sink::{JsonLinesSink, MemorySink, Sink};
 pub use source::{MemorySource, Offset, PartitionId, PartitionedSource, Poll, Record, SourceFactory};
-pub use time::{Time, TimeAssigner};
+pub use time::{Time, TimeAssigner, TimestampError, MAX_TIMESTAMP_MS};
 
 /// Difference type of every Kappa collection: a signed 64-bit count, exact under retraction.
 pub type Diff = isize;

@@ -22,11 +22,13 @@ use crate::checkpoint::{
     decode_part, encode_part, CheckpointConfig, CheckpointData, Codec, DurableProgress, PartHeader, Restored,
     Retention, Writer,
 };
+use crate::clock::{ClockStore, PartitionClock};
 use crate::error::{BadRecord, Error, Result};
-use crate::input::{partitioned_input, Durable, OutputFrontiers};
+use crate::input::{partitioned_input, Durable, OutputFrontiers, Timekeeping};
 use crate::sink::{consistent_sink, Sink, SinkDurability};
 use crate::source::{owner, PartitionId, Record, SourceFactory};
 use crate::time::Time;
+use crate::watermarks::Board;
 use crate::Collection;
 
 /// Where the workers run: threads of this process, or one process of a timely cluster.
@@ -151,7 +153,21 @@ pub struct JobOptions {
     /// Checkpoints: makes the job restartable (see [`crate::checkpoint`]). Every input must then
     /// be a [`Context::durable_input`] and every sink durable.
     pub checkpoint: Option<CheckpointConfig>,
+    /// How long a live partition may stay silent, once the broker has confirmed it has no more
+    /// records, before its watermark advances to the job's greatest watermark, so that one idle
+    /// partition does not hold back every result ([`crate::clock`]; `None`: never). Results then
+    /// reach the sinks within the lateness plus this timeout plus a poll. Archive replays never
+    /// advance a partition this way.
+    pub idle_timeout: Option<Duration>,
+    /// How far a record's timestamp may lie ahead of its partition's watermark plus lateness; a
+    /// timestamp further ahead is a bad record ([`crate::time`]).
+    pub max_timestamp_jump_ms: u64,
 }
+
+/// Default of [`JobOptions::idle_timeout`].
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default of [`JobOptions::max_timestamp_jump_ms`]: 365 days.
+pub const DEFAULT_MAX_TIMESTAMP_JUMP_MS: u64 = 365 * 24 * 3_600 * 1_000;
 
 impl Default for JobOptions {
     fn default() -> Self {
@@ -161,6 +177,8 @@ impl Default for JobOptions {
             backfill_granularity_ms: 0,
             metrics: Arc::default(),
             checkpoint: None,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            max_timestamp_jump_ms: DEFAULT_MAX_TIMESTAMP_JUMP_MS,
         }
     }
 }
@@ -207,6 +225,7 @@ pub struct Context<'scope> {
     open_sinks: Rc<Cell<usize>>,
     durability: Option<Arc<Durability>>,
     output_frontiers: OutputFrontiers,
+    board: Board,
 }
 
 /// Encodes and decodes one input's parts (bound to its data type by `durable_input`).
@@ -224,6 +243,7 @@ struct Durability {
     writer: Arc<Writer>,
     expected: Arc<Mutex<BTreeSet<(String, PartitionId)>>>,
     progress: Arc<DurableProgress>,
+    clock: Arc<ClockStore>,
 }
 
 impl<'scope> Context<'scope> {
@@ -238,15 +258,19 @@ impl<'scope> Context<'scope> {
     ///
     /// Such an input cannot be checkpointed: a job with [`JobOptions::checkpoint`] must read its
     /// inputs with [`durable_input`](Self::durable_input).
-    pub fn input<T, F>(&mut self, name: &str, mut decode: F) -> Result<Collection<'scope, T>>
+    ///
+    /// The decoder's error is any displayable reason (a `serde_json::Error`, a pipeline's own
+    /// error enum); it becomes the bad record's reason.
+    pub fn input<T, E, F>(&mut self, name: &str, mut decode: F) -> Result<Collection<'scope, T>>
     where
         T: differential_dataflow::Data,
-        F: FnMut(&Record) -> Result<(T, u64), String> + 'static,
+        E: std::fmt::Display,
+        F: FnMut(&Record) -> std::result::Result<(T, u64), E> + 'static,
     {
         if self.durability.is_some() {
             return Err(Error::NotCheckpointable { input: name.to_string() });
         }
-        self.build_input(name, move |r| decode(r).map(|(v, ts)| (v, ts, 1)), None)
+        self.build_input(name, move |r| decode(r).map(|(v, ts)| (v, ts, 1)).map_err(|e| e.to_string()), None)
     }
 
     /// Reads input `name` as a collection that checkpoints can save and restore: `decode` turns
@@ -254,11 +278,18 @@ impl<'scope> Context<'scope> {
     /// cancel (a like and its unlike) consolidate in the checkpoint. `retention` says how far back
     /// the pipeline looks at this input ([`Retention`]). Without [`JobOptions::checkpoint`] this is
     /// an ordinary input.
-    pub fn durable_input<T, F>(&mut self, name: &str, decode: F, retention: Retention) -> Result<Collection<'scope, T>>
+    pub fn durable_input<T, E, F>(
+        &mut self,
+        name: &str,
+        mut decode: F,
+        retention: Retention,
+    ) -> Result<Collection<'scope, T>>
     where
         T: CheckpointData,
-        F: FnMut(&Record) -> Result<(T, u64, crate::Diff), String> + 'static,
+        E: std::fmt::Display,
+        F: FnMut(&Record) -> std::result::Result<(T, u64, crate::Diff), E> + 'static,
     {
+        let decode = move |r: &Record| decode(r).map_err(|e| e.to_string());
         let codec = self.durability.as_ref().map_or(Codec::Postcard, |d| d.config.codec);
         let codec = PartCodec {
             encode: Box::new(move |h: &PartHeader, u: &[(T, Time, crate::Diff)]| encode_part(h, u, codec)),
@@ -289,6 +320,24 @@ impl<'scope> Context<'scope> {
             partitions.iter().enumerate().filter(|(i, _)| owner(*i, peers) == index).map(|(_, p)| p.clone()).collect();
         let mut durable_state = None;
         let mut starts: Vec<_> = owned.iter().map(|p| (p.clone(), None)).collect();
+        // The partitions' recorded time decisions, settled with this run's backfill ends and
+        // recorded before any record is read (see `crate::clock`).
+        let clock_store = self.durability.as_ref().map(|d| d.clock.clone());
+        let mut clocks = Vec::with_capacity(owned.len());
+        for pid in &owned {
+            let recorded = match &clock_store {
+                Some(store) => store.load(name, pid)?,
+                None => None,
+            };
+            let (clock, changed) = PartitionClock::settle(recorded, factory.backfill_end(pid));
+            // Boundaries matter only where times are coarsened (and the fingerprint refuses a
+            // checkpoint of another granularity); advances are recorded either way.
+            let coarsens = self.options.backfill_granularity_ms > 1;
+            if let (Some(store), true, true) = (&clock_store, changed, coarsens) {
+                store.save(name, pid, &clock)?;
+            }
+            clocks.push(clock);
+        }
         if let (Some(d), Some((retention, codec))) = (self.durability.clone(), durable) {
             if index == 0 {
                 let mut expected = d.expected.lock().unwrap_or_else(|p| p.into_inner());
@@ -321,8 +370,12 @@ impl<'scope> Context<'scope> {
         let times = crate::input::TimePolicy {
             lateness_ms: self.options.lateness_ms,
             backfill_granularity_ms: self.options.backfill_granularity_ms,
+            max_timestamp_jump_ms: self.options.max_timestamp_jump_ms,
+            idle_timeout: self.options.idle_timeout,
         };
-        let stream = partitioned_input(self.scope, name, reader, owned, times, decode, metrics, durable_state);
+        let timekeeping = Timekeeping { clocks, store: clock_store, board: self.board.clone() };
+        let stream =
+            partitioned_input(self.scope, name, reader, owned, times, decode, metrics, durable_state, timekeeping);
         let (good, bad) = stream.ok_err(|(result, time, diff)| match result {
             Ok(value) => Ok((value, time, diff)),
             Err(bad) => Err((bad, time, diff)),
@@ -363,6 +416,7 @@ impl<'scope> Context<'scope> {
             self.options.metrics.clone(),
             self.open_sinks.clone(),
             self.output_frontiers.clone(),
+            self.board.clone(),
             durable,
         );
     }
@@ -382,6 +436,7 @@ where
             let expected = Arc::new(Mutex::new(BTreeSet::new()));
             let progress = Arc::new(DurableProgress::default());
             let failed = metrics.clone();
+            let clock = Arc::new(ClockStore::new(checkpoint.store.clone(), &checkpoint.prefix)?);
             let writer = Writer::start(
                 checkpoint.clone(),
                 cluster.process == 0,
@@ -395,6 +450,7 @@ where
                 writer: Arc::new(writer),
                 expected,
                 progress,
+                clock,
             }))
         }
         None => None,
@@ -412,6 +468,7 @@ where
                 open_sinks: open_sinks.clone(),
                 durability: worker_durability.clone(),
                 output_frontiers: OutputFrontiers::default(),
+                board: Board::default(),
             };
             pipeline(&mut ctx)
         });
@@ -521,8 +578,8 @@ mod file_sink_tests {
         let sink = JsonLinesSink::new(Some(path.clone()));
         execute(&ClusterConfig::threads(4), JobOptions::default(), Sources::new().with("n", src), move |ctx| {
             let words = ctx.input("n", |r| {
-                let v = std::str::from_utf8(r.value.as_deref().unwrap_or_default()).map_err(|e| e.to_string())?;
-                Ok((v.to_string(), r.timestamp.unwrap_or(0) as u64))
+                let v = std::str::from_utf8(r.value.as_deref().unwrap_or_default())?;
+                Ok::<_, std::str::Utf8Error>((v.to_string(), r.timestamp.unwrap_or(0) as u64))
             })?;
             ctx.output(words, sink.clone());
             Ok(())

@@ -4,6 +4,18 @@
 //! timestamp, and then all of them at once, consolidated and sorted: `(data, diff)` pairs with no
 //! data repeated and no zero diff. All updates are routed to one worker (worker 0 of process 0),
 //! so the written output is the same byte for byte whatever the number of workers or processes.
+//!
+//! # Final and provisional times (restartable jobs)
+//! A restartable job may be run again over more input: a daily backfill, a job that stopped when
+//! its input went idle. Its inputs' partitions finish when the input ends, and the dataflow's
+//! frontier then passes every time, but a later run gives each partition's new records times at
+//! or after that partition's watermark. So only times below the *resumable frontier* `R` (the
+//! least watermark over every partition, finished ones included; [`crate::watermarks`]) are
+//! final. The sink's durable progress ([`Sink::advanced`], [`Sink::finish`]) never passes `R`;
+//! times at or after it are *provisional*. A sink that can take back its tail
+//! ([`Sink::rewrites_tail`]: a file truncates to its progress record) receives them, so a finished
+//! job's file holds the whole answer over the input so far, and the next run rewrites the tail.
+//! A sink that cannot (a Kafka topic) receives them only once they are final.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -12,13 +24,14 @@ use std::sync::{Arc, Mutex};
 use differential_dataflow::consolidation::consolidate;
 use serde::Serialize;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
 use crate::checkpoint::DurableProgress;
 use crate::error::{BoxError, Error};
 use crate::input::OutputFrontiers;
 use crate::runtime::Metrics;
 use crate::time::Time;
+use crate::watermarks::Board;
 use crate::{Collection, Diff};
 
 /// Receives a pipeline's output, one completed timestamp at a time.
@@ -28,14 +41,24 @@ use crate::{Collection, Diff};
 pub trait Sink<D>: Clone + Send + Sync + 'static {
     /// All updates at `time`, consolidated and sorted by data. Called once per time, in time order.
     fn write(&mut self, time: Time, updates: &[(D, Diff)]) -> Result<(), BoxError>;
-    /// Called once the frontier is empty: every update has been written.
-    fn finish(&mut self) -> Result<(), BoxError> {
+    /// Called once the frontier is empty: every update this run computes has been written.
+    /// `upper` is the resumable frontier (`Time::MAX` in a job that cannot restart): times before
+    /// it are final, and a durable progress record says at most `upper`; times at or after it were
+    /// written only if [`rewrites_tail`](Self::rewrites_tail), and a later run over more input
+    /// rewrites them (see the module docs).
+    fn finish(&mut self, _upper: Time) -> Result<(), BoxError> {
         Ok(())
     }
-    /// Called when every time before `upper` is complete and written (whether or not it had
-    /// updates): for progress reports, latency measurements, durable progress records.
+    /// Called when every time before `upper` is complete, final and written (whether or not it
+    /// had updates): for progress reports, latency measurements, durable progress records.
     fn advanced(&mut self, _upper: Time) -> Result<(), BoxError> {
         Ok(())
+    }
+    /// Whether the sink can take back what it wrote at or after its durable progress, as a file
+    /// truncated to its progress record can. Only then does a restartable job hand it provisional
+    /// times (see the module docs); otherwise it receives each time once the time is final.
+    fn rewrites_tail(&self) -> bool {
+        false
     }
     /// For a restartable job (one with checkpoints): called once, before any write, to learn the
     /// time from which this sink needs updates, every earlier time having been durably written by
@@ -66,15 +89,18 @@ pub(crate) fn consistent_sink<D, S>(
     metrics: Arc<Metrics>,
     open_sinks: std::rc::Rc<std::cell::Cell<usize>>,
     frontiers: OutputFrontiers,
+    board: Board,
     durable: Option<SinkDurability>,
 ) where
     D: differential_dataflow::ExchangeData + Ord,
     S: Sink<D>,
 {
     open_sinks.set(open_sinks.get() + 1);
+    let scope = collection.inner.scope();
     // Only worker 0 ever receives updates (the exchange below); only it may touch the sink, or
     // other workers would open (and truncate) the same file when they finish.
-    let writes = collection.inner.scope().index() == 0;
+    let writes = scope.index() == 0;
+    let resumable = durable.is_some();
     // Updates not yet complete, in arrival order. One flat buffer, sorted only when the frontier
     // moves: cheaper than a map lookup per update when most times are distinct milliseconds.
     let mut pending: Vec<(Time, D, Diff)> = Vec::new();
@@ -88,88 +114,103 @@ pub(crate) fn consistent_sink<D, S>(
     let mut resume_from: Option<Time> = None;
     let durable_slot = durable.as_ref().filter(|_| writes).map(|d| d.progress.register());
     let route_all_to_worker_zero = Exchange::new(|_update: &(D, Time, Diff)| 0u64);
-    collection.inner.sink(route_all_to_worker_zero, "ConsistentSink", move |(input, frontier)| {
-        input.for_each(|_time, data| pending.extend(data.drain(..).map(|(d, t, r)| (t, d, r))));
-        frontiers.set(frontier_slot, frontier.frontier().first().copied().unwrap_or(Time::MAX));
-        if done || metrics.failed() {
-            return;
-        }
-        if let (Some(d), true, None) = (&durable, writes, resume_from) {
-            match sink.resume() {
-                Ok(from) if from < d.restored_frontier => {
-                    let reason = format!(
-                        "the sink's durable progress ends at time {from}, before the restored checkpoint's frontier {}; \
-                         the output was removed or replaced: delete the checkpoint location to recompute from the beginning",
-                        d.restored_frontier
-                    );
-                    metrics.fail(Error::Sink { time: from, source: reason.into() });
-                    return;
-                }
-                Ok(from) => {
-                    d.progress.set(durable_slot.unwrap_or(0), from);
-                    resume_from = Some(from);
-                }
-                Err(source) => {
-                    metrics.fail(Error::Sink { time: 0, source });
-                    return;
+    let mut builder = OperatorBuilder::new("ConsistentSink".to_string(), scope);
+    let mut input = builder.new_input(collection.inner, route_all_to_worker_zero);
+    let activator = scope.activator_for(builder.operator_info().address);
+    // `build_reschedule`: the sink stays incomplete (scheduled) until it has finished, even once
+    // its input frontier is empty, because finishing may wait for the board's last reports.
+    builder.build_reschedule(move |_capabilities| {
+        move |input_frontiers| {
+            let frontier = &input_frontiers[0];
+            input.for_each(|_time, data| pending.extend(data.drain(..).map(|(d, t, r)| (t, d, r))));
+            frontiers.set(frontier_slot, frontier.frontier().first().copied().unwrap_or(Time::MAX));
+            if done || metrics.failed() {
+                return !done;
+            }
+            if let (Some(d), true, None) = (&durable, writes, resume_from) {
+                match sink.resume() {
+                    Ok(from) if from < d.restored_frontier => {
+                        let reason = format!(
+                            "the sink's durable progress ends at time {from}, before the restored checkpoint's frontier {}; \
+                             the output was removed or replaced: delete the checkpoint location to recompute from the beginning",
+                            d.restored_frontier
+                        );
+                        metrics.fail(Error::Sink { time: from, source: reason.into() });
+                        return !done;
+                    }
+                    Ok(from) => {
+                        d.progress.set(durable_slot.unwrap_or(0), from);
+                        resume_from = Some(from);
+                    }
+                    Err(source) => {
+                        metrics.fail(Error::Sink { time: 0, source });
+                        return !done;
+                    }
                 }
             }
-        }
-        let skip_below = resume_from.unwrap_or(0);
-        let upper = frontier.frontier().first().copied().unwrap_or(Time::MAX);
-        if !pending.is_empty() && sorted_upto != Some(upper) {
-            sorted_upto = Some(upper);
-            // Complete times out of the buffer, in arrival order; then ordered by time alone (a
-            // stable sort on integers, which finds the runs operators emit in time order), and
-            // each time's group consolidated by data (cheap when it arrives sorted, as one
-            // operator's output at one time does).
-            complete.clear();
-            complete.extend(pending.extract_if(.., |u| u.0 < upper));
-            complete.sort_by_key(|u| u.0);
-            let mut ready = complete.drain(..).peekable();
-            while let Some((time, data, diff)) = ready.next() {
-                group.clear();
-                group.push((data, diff));
-                while let Some((_, data, diff)) = ready.next_if(|u| u.0 == time) {
+            let finishing = frontier.is_empty();
+            if finishing && resumable && !board.complete() {
+                // The final resumable frontier is a few reports away.
+                activator.activate_after(std::time::Duration::from_millis(2));
+                return !done;
+            }
+            let skip_below = resume_from.unwrap_or(0);
+            let upper = frontier.frontier().first().copied().unwrap_or(Time::MAX);
+            // Times below `settled` are final: no later run over more input changes them.
+            let resumable_upper = if resumable { board.resumable() } else { Time::MAX };
+            let settled = upper.min(resumable_upper);
+            let write_upper = if !resumable || sink.rewrites_tail() { upper } else { settled };
+            if !pending.is_empty() && sorted_upto != Some(write_upper) {
+                sorted_upto = Some(write_upper);
+                // Complete times out of the buffer, in arrival order; then ordered by time alone (a
+                // stable sort on integers, which finds the runs operators emit in time order), and
+                // each time's group consolidated by data (cheap when it arrives sorted, as one
+                // operator's output at one time does).
+                complete.clear();
+                complete.extend(pending.extract_if(.., |u| u.0 < write_upper));
+                complete.sort_by_key(|u| u.0);
+                let mut ready = complete.drain(..).peekable();
+                while let Some((time, data, diff)) = ready.next() {
+                    group.clear();
                     group.push((data, diff));
-                }
-                consolidate(&mut group);
-                if time < skip_below {
-                    // Written by an earlier run; by determinism this run computed the same updates.
-                    continue;
-                }
-                if !group.is_empty() {
-                    if let Err(source) = sink.write(time, &group) {
-                        metrics.fail(Error::Sink { time, source });
-                        return;
+                    while let Some((_, data, diff)) = ready.next_if(|u| u.0 == time) {
+                        group.push((data, diff));
+                    }
+                    consolidate(&mut group);
+                    if time < skip_below {
+                        // Written by an earlier run; by determinism this run computed the same updates.
+                        continue;
+                    }
+                    if !group.is_empty() {
+                        if let Err(source) = sink.write(time, &group) {
+                            metrics.fail(Error::Sink { time, source });
+                            return !done;
+                        }
                     }
                 }
             }
-        }
-        if writes {
-            if let Some(&upper) = frontier.frontier().first() {
-                if last_upper != Some(upper) && upper > skip_below {
-                    last_upper = Some(upper);
-                    if let Err(source) = sink.advanced(upper) {
-                        metrics.fail(Error::Sink { time: upper, source });
-                        return;
-                    }
-                    if let (Some(d), Some(slot), Some(durable_upper)) = (&durable, durable_slot, sink.durable_upper()) {
-                        d.progress.set(slot, durable_upper);
-                    }
+            if writes && !finishing && last_upper != Some(settled) && settled > skip_below {
+                last_upper = Some(settled);
+                if let Err(source) = sink.advanced(settled) {
+                    metrics.fail(Error::Sink { time: settled, source });
+                    return !done;
+                }
+                if let (Some(d), Some(slot), Some(durable_upper)) = (&durable, durable_slot, sink.durable_upper()) {
+                    d.progress.set(slot, durable_upper);
                 }
             }
-        }
-        if frontier.is_empty() {
-            let finished = if writes { sink.finish() } else { Ok(()) };
-            if let Err(source) = finished {
-                metrics.fail(Error::Sink { time: u64::MAX, source });
+            if finishing {
+                let finished = if writes { sink.finish(resumable_upper.max(skip_below)) } else { Ok(()) };
+                if let Err(source) = finished {
+                    metrics.fail(Error::Sink { time: u64::MAX, source });
+                }
+                if let (Some(d), Some(slot), Some(durable_upper)) = (&durable, durable_slot, sink.durable_upper()) {
+                    d.progress.set(slot, durable_upper);
+                }
+                done = true;
+                open_sinks.set(open_sinks.get() - 1);
             }
-            if let (Some(d), Some(slot), Some(durable_upper)) = (&durable, durable_slot, sink.durable_upper()) {
-                d.progress.set(slot, durable_upper);
-            }
-            done = true;
-            open_sinks.set(open_sinks.get() - 1);
+            !done
         }
     });
 }
@@ -180,7 +221,9 @@ pub(crate) fn consistent_sink<D, S>(
 /// `<file>.progress`: the time below which the file is complete and the file's length at that
 /// point, written (after an fsync of the file, by atomic rename) at most every 50 ms and at the
 /// end. A restarted job truncates the file to that length and goes on from that time, so the file
-/// ends byte for byte as an uninterrupted run would have left it.
+/// ends byte for byte as an uninterrupted run would have left it. The file also receives the
+/// provisional tail of a finished run (times at or after the resumable frontier, see the module
+/// docs): it stands after the recorded length, so the next run over more input replaces it.
 pub struct JsonLinesSink {
     path: Option<PathBuf>,
     writer: Option<std::io::BufWriter<Box<dyn Write + Send + Sync>>>,
@@ -189,6 +232,9 @@ pub struct JsonLinesSink {
     written: u64,
     durable: Option<Time>,
     last_sync: Option<std::time::Instant>,
+    /// Restartable mode: `(time, length before it)` of each time written since the last sync, to
+    /// find the length at a progress record's upper when provisional times follow it.
+    starts: std::collections::VecDeque<(Time, u64)>,
 }
 
 /// How often a restartable file sink records its progress.
@@ -203,7 +249,15 @@ struct FileProgress {
 impl JsonLinesSink {
     /// Writes to `path` (created or truncated on the first write), or to stdout if `None`.
     pub fn new(path: Option<PathBuf>) -> Self {
-        JsonLinesSink { path, writer: None, file: None, written: 0, durable: None, last_sync: None }
+        JsonLinesSink {
+            path,
+            writer: None,
+            file: None,
+            written: 0,
+            durable: None,
+            last_sync: None,
+            starts: Default::default(),
+        }
     }
 
     fn progress_path(path: &std::path::Path) -> PathBuf {
@@ -226,16 +280,21 @@ impl JsonLinesSink {
         Ok(self.writer.as_mut().expect("just set"))
     }
 
-    /// Makes everything written so far durable and records `upper` as the progress.
+    /// Makes everything written so far durable and records `upper` as the progress, with the
+    /// file's length where the first time at or after `upper` begins.
     fn sync(&mut self, upper: Time) -> Result<(), BoxError> {
         let (Some(path), Some(file)) = (self.path.clone(), self.file.as_ref()) else { return Ok(()) };
+        while self.starts.front().is_some_and(|&(time, _)| time < upper) {
+            self.starts.pop_front();
+        }
+        let bytes = self.starts.front().map_or(self.written, |&(_, start)| start);
         if let Some(writer) = self.writer.as_mut() {
             writer.flush()?;
         }
         file.sync_data().map_err(|e| format!("cannot sync output file {}: {e}", path.display()))?;
         let progress = Self::progress_path(&path);
         let temporary = progress.with_extension("progress.tmp");
-        std::fs::write(&temporary, serde_json::to_vec(&FileProgress { upper, bytes: self.written })?)
+        std::fs::write(&temporary, serde_json::to_vec(&FileProgress { upper, bytes })?)
             .map_err(|e| format!("cannot write {}: {e}", temporary.display()))?;
         std::fs::rename(&temporary, &progress).map_err(|e| format!("cannot write {}: {e}", progress.display()))?;
         self.durable = Some(upper);
@@ -264,6 +323,9 @@ impl<D: Serialize + 'static> Sink<D> for JsonLinesSink {
             serde_json::to_writer(&mut buffer, &Line { time, diff: *diff, data })?;
             buffer.push(b'\n');
         }
+        if self.file.is_some() {
+            self.starts.push_back((time, self.written));
+        }
         self.written += buffer.len() as u64;
         self.writer()?.write_all(&buffer)?;
         Ok(())
@@ -276,10 +338,14 @@ impl<D: Serialize + 'static> Sink<D> for JsonLinesSink {
         Ok(())
     }
 
-    fn finish(&mut self) -> Result<(), BoxError> {
+    fn finish(&mut self, upper: Time) -> Result<(), BoxError> {
         // Create the file even when there was no update, so an empty result is visible as such.
         self.writer()?.flush()?;
-        self.sync(Time::MAX)
+        self.sync(upper)
+    }
+
+    fn rewrites_tail(&self) -> bool {
+        true
     }
 
     fn resume(&mut self) -> Result<Time, BoxError> {
@@ -376,8 +442,12 @@ impl<D: Clone + Send + 'static> Sink<D> for MemorySink<D> {
         Ok(())
     }
 
-    fn finish(&mut self) -> Result<(), BoxError> {
+    fn finish(&mut self, _upper: Time) -> Result<(), BoxError> {
         *self.finished.lock().map_err(|_| "memory sink poisoned")? = true;
         Ok(())
+    }
+
+    fn rewrites_tail(&self) -> bool {
+        true
     }
 }

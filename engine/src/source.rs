@@ -70,11 +70,13 @@ pub trait PartitionedSource {
     /// order; appends to `finished` the index of every partition that has ended for good.
     fn poll(&mut self, out: &mut Vec<(usize, Record)>, finished: &mut Vec<usize>) -> Result<Poll, BoxError>;
 
-    /// Whether the records of the last [`poll`](Self::poll) are a backfill (history replayed from
-    /// an archive) rather than live. Backfill times may be coarsened
-    /// ([`JobOptions::backfill_granularity_ms`](crate::JobOptions::backfill_granularity_ms)).
-    fn backfilling(&self) -> bool {
-        false
+    /// Whether the partition at `index` has delivered every record the broker holds, *as the
+    /// broker confirmed* (Kafka's partition EOF), and where it stands: the offset of the next
+    /// record it would deliver. `None` when the source cannot tell (an archive, or a reader still
+    /// fetching). Only a partition that is caught up may be declared idle
+    /// ([`JobOptions::idle_timeout`](crate::JobOptions::idle_timeout)).
+    fn caught_up(&self, _index: usize) -> Option<Offset> {
+        None
     }
 }
 
@@ -84,6 +86,14 @@ pub trait SourceFactory: Send + Sync {
     fn partitions(&self) -> Result<Vec<PartitionId>, BoxError>;
     /// Opens a reader over `owned`, each starting at the given offset (or at the beginning).
     fn open(&self, owned: &[(PartitionId, Option<Offset>)]) -> Result<Box<dyn PartitionedSource>, BoxError>;
+
+    /// Where `partition`'s backfill ends: records at lower offsets are history replayed from an
+    /// archive, whose times may be coarsened
+    /// ([`JobOptions::backfill_granularity_ms`](crate::JobOptions::backfill_granularity_ms)).
+    /// `None` (the default): no record of this input is backfill.
+    fn backfill_end(&self, _partition: &PartitionId) -> Option<Offset> {
+        None
+    }
 }
 
 /// The worker that reads partition number `index` of an input with `partitions` sorted partitions.

@@ -126,10 +126,16 @@ impl<D: serde::Serialize + kappa_connectors::Keyed + 'static> kappa_engine::Sink
             Output::Kafka(s) => s.write(time, updates),
         }
     }
-    fn finish(&mut self) -> Result<(), BoxError> {
+    fn finish(&mut self, upper: kappa_engine::Time) -> Result<(), BoxError> {
         match self {
-            Output::File(s) => kappa_engine::Sink::<D>::finish(s),
-            Output::Kafka(s) => s.finish(),
+            Output::File(s) => kappa_engine::Sink::<D>::finish(s, upper),
+            Output::Kafka(s) => s.finish(upper),
+        }
+    }
+    fn rewrites_tail(&self) -> bool {
+        match self {
+            Output::File(s) => kappa_engine::Sink::<D>::rewrites_tail(s),
+            Output::Kafka(s) => s.rewrites_tail(),
         }
     }
     fn advanced(&mut self, upper: kappa_engine::Time) -> Result<(), BoxError> {

@@ -102,6 +102,11 @@ impl SourceFactory for Handoff {
             switched_at: self.switched_at.clone(),
         }))
     }
+
+    /// The archive's records are backfill; the live ones after them are not.
+    fn backfill_end(&self, partition: &PartitionId) -> Option<Offset> {
+        Some(self.ends.get(&partition.partition).copied().unwrap_or(0))
+    }
 }
 
 struct HandoffReader {
@@ -123,7 +128,6 @@ impl PartitionedSource for HandoffReader {
                 self.archive_open[index] = false;
             }
             if self.archive_open.iter().any(|&o| o) || !out.is_empty() {
-                // Records of one poll are all archive or all live (see `backfilling`).
                 return Ok(poll);
             }
             self.archive = None;
@@ -138,8 +142,8 @@ impl PartitionedSource for HandoffReader {
         }
     }
 
-    fn backfilling(&self) -> bool {
-        self.live.is_none()
+    fn caught_up(&self, index: usize) -> Option<Offset> {
+        self.live.as_ref()?.caught_up(index)
     }
 }
 

@@ -35,7 +35,7 @@
 //! let out = sink.clone();
 //! let replay = ReplaySource::open(archive, "t").unwrap();
 //! execute(&ClusterConfig::threads(1), JobOptions::default(), Sources::new().with("t", replay), move |ctx| {
-//!     let lengths = ctx.input("t", |r| Ok((r.value.as_ref().map_or(0, |v| v.len()), r.offset as u64)))?;
+//!     let lengths = ctx.input("t", |r| Ok::<_, std::convert::Infallible>((r.value.as_ref().map_or(0, |v| v.len()), r.offset as u64)))?;
 //!     ctx.output(lengths, out.clone());
 //!     Ok(())
 //! })

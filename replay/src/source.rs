@@ -146,6 +146,11 @@ impl SourceFactory for ReplaySource {
         }
         Ok(Box::new(ReplayReader { channels }))
     }
+
+    /// Every archived record is backfill.
+    fn backfill_end(&self, partition: &PartitionId) -> Option<Offset> {
+        Some(self.segments.get(&partition.partition).and_then(|s| s.last()).map_or(0, |s| s.next_offset))
+    }
 }
 
 fn kib(bytes: u64) -> u32 {
@@ -272,10 +277,6 @@ impl PartitionedSource for ReplayReader {
         }
         Ok(if any { Poll::Ready } else { Poll::Pending })
     }
-
-    fn backfilling(&self) -> bool {
-        true
-    }
 }
 
 #[cfg(test)]
@@ -319,7 +320,8 @@ mod tests {
         let out = sink.clone();
         let report =
             execute(&ClusterConfig::threads(2), JobOptions::default(), Sources::new().with("t", replay), move |ctx| {
-                let offsets = ctx.input("t", |r| Ok((r.offset, r.offset as u64 * 10)))?;
+                let offsets =
+                    ctx.input("t", |r| Ok::<_, std::convert::Infallible>((r.offset, r.offset as u64 * 10)))?;
                 ctx.output(offsets.map(|_| ()).count(), out.clone());
                 Ok(())
             })

@@ -82,6 +82,9 @@ impl SourceFactory for Crashing {
     fn open(&self, owned: &[(PartitionId, Option<Offset>)]) -> Result<Box<dyn PartitionedSource>, BoxError> {
         Ok(Box::new(CrashingReader { inner: self.inner.open(owned)?, left: self.left.clone() }))
     }
+    fn backfill_end(&self, partition: &PartitionId) -> Option<Offset> {
+        self.inner.backfill_end(partition)
+    }
 }
 
 impl PartitionedSource for CrashingReader {
@@ -97,8 +100,8 @@ impl PartitionedSource for CrashingReader {
         self.left.fetch_sub((out.len() - before) as i64, Ordering::Relaxed);
         Ok(poll)
     }
-    fn backfilling(&self) -> bool {
-        self.inner.backfilling()
+    fn caught_up(&self, index: usize) -> Option<Offset> {
+        self.inner.caught_up(index)
     }
 }
 
@@ -182,8 +185,10 @@ fn codec_costs(n: usize, codec: Codec, dir: &std::path::Path) -> anyhow::Result<
         partition: PartitionId::new("likes", 0),
         next_offset: Some(n as i64),
         max_seen: Some(1_700_000_000_000),
+        floor: 0,
         frontier: 1_700_000_000_001,
         data_type: std::any::type_name::<(u64, u64)>().into(),
+        layout: None,
         updates: n as u64,
     };
     let t = Instant::now();

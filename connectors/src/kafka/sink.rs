@@ -189,12 +189,17 @@ impl<D> KafkaSink<D> {
         if self.producer.is_some() {
             return Ok(());
         }
-        for (topic, partitions) in
-            [(self.config.topic.clone(), self.config.partitions), (self.config.progress_topic(), 1)]
-        {
+        // An upsert topic *is* the view once compacted; the progress topic needs only its last
+        // record. Replication is the broker's default.
+        let compacted: &[(&str, &str)] = &[("cleanup.policy", "compact")];
+        let output_config: &[(&str, &str)] = if self.config.mode == SinkMode::Upsert { compacted } else { &[] };
+        for (topic, partitions, config) in [
+            (self.config.topic.clone(), self.config.partitions, output_config),
+            (self.config.progress_topic(), 1, compacted),
+        ] {
             // Create only what is missing (some brokers, like librdkafka's mock, cannot create).
             if admin::partitions(&self.config.brokers, &topic).is_err() {
-                admin::create_topic(&self.config.brokers, &topic, partitions)?;
+                admin::create_topic_with(&self.config.brokers, &topic, partitions, None, config)?;
             }
         }
         self.partitions = admin::partitions(&self.config.brokers, &self.config.topic)?.len().max(1) as i32;
@@ -385,7 +390,9 @@ impl<D: Serialize + Keyed + 'static> Sink<D> for KafkaSink<D> {
         Ok(())
     }
 
-    fn finish(&mut self) -> Result<(), BoxError> {
+    /// A topic cannot take back records, so a restartable job hands this sink only final times
+    /// (see the engine's `sink` module); the progress record says `upper`, the resumable frontier.
+    fn finish(&mut self, upper: Time) -> Result<(), BoxError> {
         self.connect()?;
         if let Some((partition, left)) = self.skip.iter().find(|(_, left)| !left.is_empty()) {
             return Err(format!(
@@ -396,7 +403,7 @@ impl<D: Serialize + Keyed + 'static> Sink<D> for KafkaSink<D> {
             )
             .into());
         }
-        self.commit(Time::MAX)
+        self.commit(upper)
     }
 
     fn resume(&mut self) -> Result<Time, BoxError> {
@@ -491,7 +498,7 @@ mod tests {
         let mut second = KafkaSink::<Row>::new(config);
         assert_eq!(second.resume().expect("resume"), 2);
         second.write(2, &[(row(1, 1), -1), (row(1, 2), 1)]).expect("write");
-        second.finish().expect("finish");
+        second.finish(Time::MAX).expect("finish");
 
         assert_eq!(times(&brokers), vec![1, 1, 2, 2], "each time once, in order, nothing of the aborted transaction");
     }

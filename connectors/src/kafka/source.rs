@@ -235,4 +235,16 @@ impl PartitionedSource for KafkaReader {
         }
         Ok(if delivered == POLL_BUDGET { Poll::Ready } else { Poll::Pending })
     }
+
+    /// After a partition EOF from the broker and no record since: the consumer's position.
+    fn caught_up(&self, index: usize) -> Option<Offset> {
+        if !self.open.get(index).copied().unwrap_or(false) || !self.at_end[index] {
+            return None;
+        }
+        let partition = self.index_of.iter().find(|(_, &i)| i == index).map(|(&p, _)| p)?;
+        let position = self.consumer.position().ok()?;
+        let offset = position.find_partition(&self.topic, partition)?.offset().to_raw()?;
+        // The position is the next offset to fetch; it is at least what was delivered.
+        (offset >= 0).then_some(offset.max(self.next[index]))
+    }
 }

@@ -147,11 +147,15 @@ struct ReplayArgs {
     /// Kafka bootstrap servers, host:port.
     #[arg(long)]
     brokers: Option<String>,
-    /// Once live and caught up, exit after this many seconds without new records.
-    #[arg(long, value_name = "SECS")]
-    exit_when_idle: Option<f64>,
+    /// Once live and caught up, exit after this long without new records (e.g. 3s, 500ms; a bare
+    /// number is seconds).
+    #[arg(long, value_name = "DURATION", value_parser = parse_idle)]
+    exit_when_idle: Option<Duration>,
     /// Where the output goes: a file of JSON lines (default: stdout), or `kafka:TOPIC` on
-    /// --brokers, written exactly once in transactions (a changelog: one record per update).
+    /// --brokers (a changelog: one record per update). Kafka output is written exactly once without
+    /// broker transactions: each partition's records form a deterministic sequence, sent by the
+    /// idempotent producer, and progress records tell a restarted job where to go on
+    /// (--kafka-transactions adds transactions).
     #[arg(long, value_name = "FILE|kafka:TOPIC")]
     output: Option<String>,
     /// With --output kafka:TOPIC: write key -> current row, and a tombstone when a row goes away,
@@ -187,8 +191,32 @@ struct ReplayArgs {
     /// Bytes of segments fetched ahead of the dataflow, at most, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 256)]
     read_ahead_mib: u64,
+    /// A live partition that the broker confirms has no more records and that stays silent this
+    /// long has its watermark advanced to the job's greatest, so results do not wait for it (the
+    /// decision is recorded with the checkpoints; `off`: never). Results of a topic with one silent
+    /// partition then arrive within the lateness plus this timeout.
+    #[arg(long, value_name = "DURATION|off", value_parser = parse_optional_duration, default_value = "2s")]
+    idle_timeout: OptionalDuration,
+    /// A record whose timestamp lies further than this ahead of its partition's watermark plus
+    /// lateness is malformed (handled by --on-bad-record), so one far-future timestamp cannot pin
+    /// the partition's time there.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "365days")]
+    max_timestamp_jump: Duration,
     #[command(flatten)]
     cluster: ClusterArgs,
+}
+
+/// A duration flag that can be switched off.
+#[derive(Clone, Copy, Debug)]
+struct OptionalDuration(Option<Duration>);
+
+fn parse_optional_duration(text: &str) -> Result<OptionalDuration, String> {
+    match text {
+        "off" | "never" | "none" => Ok(OptionalDuration(None)),
+        _ => humantime::parse_duration(text)
+            .map(|d| OptionalDuration(Some(d)))
+            .map_err(|e| format!("{e}: give a duration such as 2s or 500ms, or `off`")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -296,7 +324,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
             cluster: args.layout.cluster.clone(),
             brokers: args.brokers.clone(),
             then_live: args.then_live,
-            exit_when_idle: args.exit_when_idle.map(Duration::from_secs_f64),
+            exit_when_idle: args.exit_when_idle,
             read_ahead_bytes: Some(args.read_ahead_mib.max(1) << 20),
         };
         open_input(&spec).with_context(|| format!("opening input `{input}` (topic `{}`)", topics[input]))
@@ -312,9 +340,10 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
             );
             // Settings that change record times or results: a checkpoint taken under others is refused.
             let fingerprint = format!(
-                "lateness_ms={} backfill_granularity_ms={} topics={:?}",
+                "lateness_ms={} backfill_granularity_ms={} max_timestamp_jump_ms={} topics={:?}",
                 args.lateness_ms,
                 args.backfill_granularity.map_or(0, |d| d.as_millis()),
+                args.max_timestamp_jump.as_millis(),
                 topics
             );
             let codec = match args.checkpoint_codec {
@@ -339,6 +368,8 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
             OnBadRecord::Skip => BadRecordPolicy::Skip,
         },
         backfill_granularity_ms: args.backfill_granularity.map_or(0, |d| d.as_millis() as u64),
+        idle_timeout: args.idle_timeout.0,
+        max_timestamp_jump_ms: u64::try_from(args.max_timestamp_jump.as_millis()).unwrap_or(u64::MAX),
         ..JobOptions::default()
     };
     let name = format!("{:?}", args.pipeline);
@@ -396,6 +427,15 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--exit-when-idle`: a duration as the other duration flags take it (`3s`, `500ms`), or a bare
+/// number of seconds (`3`, `0.5`), as the flag took before.
+fn parse_idle(value: &str) -> Result<Duration, String> {
+    match value.parse::<f64>() {
+        Ok(seconds) => Duration::try_from_secs_f64(seconds).map_err(|e| format!("{value} seconds: {e}")),
+        Err(_) => humantime::parse_duration(value).map_err(|e| e.to_string()),
+    }
+}
+
 /// Which topic each input of `pipeline` reads, from `--topic` values.
 fn topics_of(pipeline: Pipeline, given: &[String]) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
     let inputs = pipeline.inputs();
@@ -421,4 +461,39 @@ fn topics_of(pipeline: Pipeline, given: &[String]) -> anyhow::Result<std::collec
         }
     }
     Ok(topics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idle_of(value: &str) -> Result<Option<Duration>, clap::Error> {
+        let args = ["kappa", "replay", "--pipeline", "like-counts", "--brokers", "b:9092", "--exit-when-idle", value];
+        match Cli::try_parse_from(args)?.command {
+            Command::Replay(replay) => Ok(replay.exit_when_idle),
+            _ => unreachable!("a replay command"),
+        }
+    }
+
+    #[test]
+    fn exit_when_idle_takes_durations_and_bare_seconds() {
+        assert_eq!(idle_of("3s").expect("parses"), Some(Duration::from_secs(3)));
+        assert_eq!(idle_of("500ms").expect("parses"), Some(Duration::from_millis(500)));
+        assert_eq!(idle_of("1m 30s").expect("parses"), Some(Duration::from_secs(90)));
+        assert_eq!(idle_of("2").expect("parses"), Some(Duration::from_secs(2)));
+        assert_eq!(idle_of("0.25").expect("parses"), Some(Duration::from_millis(250)));
+        for bad in ["-1", "soon", "3 parsecs"] {
+            assert!(idle_of(bad).is_err(), "{bad} is refused");
+        }
+    }
+
+    #[test]
+    fn output_help_does_not_promise_transactions_by_default() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        let replay = cli.find_subcommand_mut("replay").expect("replay");
+        let output = replay.get_arguments().find(|a| a.get_id() == "output").expect("--output");
+        let help = output.get_long_help().or(output.get_help()).expect("help").to_string();
+        assert!(help.contains("without") && help.contains("idempotent"), "{help}");
+    }
 }

@@ -56,7 +56,7 @@ fn replay_args<'a>(topic: &'a str, brokers: &'a str, output: &'a str, extra: &[&
     let mut args =
         vec!["replay", "--pipeline", "like-counts", "--topic", topic, "--brokers", brokers, "--output", output];
     if !extra.contains(&"--exit-when-idle") {
-        args.extend(["--exit-when-idle", "2"]);
+        args.extend(["--exit-when-idle", "2s"]);
     }
     args.extend_from_slice(extra);
     args
@@ -272,11 +272,15 @@ fn live_job_args(topic: &str, brokers: &str, output: &str, checkpoint: &str, idl
 
 /// The output of an uninterrupted like-counts run over `events`, all in the broker, into `output`
 /// (a file path or `kafka:TOPIC`).
+/// The output of one uninterrupted run over `events`, restartable like the trials (a restartable
+/// job's Kafka output holds only final times; see the engine's `sink` module).
 fn uninterrupted_output(tansu: &Tansu, events: &[(i32, Like)], output: &str) -> Vec<String> {
     let topic = unique("likes");
     tansu.create_topic(&topic, 2);
     produce(&tansu.brokers, &topic, like_records(events), &|_| ()).expect("produce");
-    kappa_ok(&replay_args(&topic, &tansu.brokers, output, &[]), &[]);
+    let checkpoints = tempfile::tempdir().expect("tempdir");
+    let checkpoint = format!("file://{}", checkpoints.path().display());
+    kappa_ok(&replay_args(&topic, &tansu.brokers, output, &["--checkpoint", &checkpoint]), &[]);
     output_of(&tansu.brokers, output)
 }
 
@@ -298,7 +302,7 @@ fn restarting_the_broker_mid_run_ends_with_the_uninterrupted_output() {
     let dir = tempfile::tempdir().expect("tempdir");
     let output = format!("kafka:{}", unique("out"));
     let checkpoint = format!("file://{}", dir.path().join("ckpt").display());
-    let job = Job { args: live_job_args(&topic, &tansu.brokers, &output, &checkpoint, "6", "200ms"), env: vec![] }
+    let job = Job { args: live_job_args(&topic, &tansu.brokers, &output, &checkpoint, "6s", "200ms"), env: vec![] }
         .run_until_success();
     let (first, second) = live.split_at(live.len() / 2);
     produce_slowly(tansu.brokers.clone(), topic.clone(), first.to_vec()).join().expect("produce");
@@ -322,7 +326,7 @@ fn a_damaged_or_missing_newest_checkpoint_falls_back_and_says_so() {
         let output = dir.path().join(format!("{damage}.jsonl")).to_str().expect("utf-8").to_string();
         let ckpt_dir = dir.path().join(format!("ckpt-{damage}"));
         let checkpoint = format!("file://{}", ckpt_dir.display());
-        let job = Job { args: live_job_args(&topic, &tansu.brokers, &output, &checkpoint, "2", "100ms"), env: vec![] };
+        let job = Job { args: live_job_args(&topic, &tansu.brokers, &output, &checkpoint, "2s", "100ms"), env: vec![] };
         let producer = produce_slowly(tansu.brokers.clone(), topic.clone(), all.clone());
         // Kill once two checkpoints are complete.
         let mut child = job.spawn();

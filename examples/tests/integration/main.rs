@@ -6,5 +6,6 @@ mod handoff;
 mod harness;
 mod nexmark;
 mod replay;
+mod reruns;
 mod s3_outage;
 mod tansu_s3;
