@@ -364,7 +364,8 @@ where
             let least_all = parts.iter().map(|p| p.assigner.watermark()).min().unwrap_or(Time::MAX);
             // Only partitions that are still delivering lead the silent ones: when every
             // partition is quiet there is nothing to follow, and no decision is made.
-            let active = |p: &&PartitionTime| times.idle_timeout.is_some_and(|idle| now.duration_since(p.last_record) < idle);
+            let active =
+                |p: &&PartitionTime| times.idle_timeout.is_some_and(|idle| now.duration_since(p.last_record) < idle);
             let greatest = parts.iter().filter(active).map(|p| p.assigner.watermark()).max().unwrap_or(0);
             let drained = parts.iter().all(|p| !p.open);
             board.post(board_slot, least_all, greatest, drained);

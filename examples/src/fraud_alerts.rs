@@ -20,6 +20,8 @@ use kappa_engine::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::decode::{json, DecodeError};
+
 /// The input's name in the pipeline.
 pub const INPUT: &str = "payments";
 /// How long a payment stays active, ms.
@@ -60,12 +62,14 @@ impl abomonation::Abomonation for Payment {}
 impl Payment {
     /// Checks the bounds the dataflow's arithmetic relies on: `amount_cents` at most
     /// [`MAX_AMOUNT_CENTS`]. The error names the field and its value.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), DecodeError> {
         if self.amount_cents > MAX_AMOUNT_CENTS {
-            return Err(format!(
-                "amount_cents {} exceeds the largest accepted amount, {MAX_AMOUNT_CENTS} cents",
-                self.amount_cents
-            ));
+            return Err(DecodeError::OutOfRange {
+                field: "amount_cents",
+                value: self.amount_cents,
+                max: MAX_AMOUNT_CENTS,
+                what: "amount in cents",
+            });
         }
         Ok(())
     }
@@ -92,9 +96,8 @@ impl kappa_connectors::Keyed for Ring {
 
 /// Decodes a record's JSON value; the event time is its `ts`. A payment whose amount is beyond
 /// [`MAX_AMOUNT_CENTS`] is rejected ([`Payment::check`]).
-pub fn decode(record: &Record) -> Result<(Payment, u64), String> {
-    let value = record.value.as_deref().ok_or("record has no value")?;
-    let p: Payment = serde_json::from_slice(value).map_err(|e| format!("not a payment: {e}"))?;
+pub fn decode(record: &Record) -> Result<(Payment, u64), DecodeError> {
+    let p: Payment = json(record, "payment")?;
     p.check()?;
     Ok((p, p.ts))
 }
@@ -247,7 +250,7 @@ mod tests {
     #[test]
     fn amounts_beyond_the_bound_are_rejected_naming_the_field() {
         for amount in [u64::MAX, i64::MAX as u64 + 1, MAX_AMOUNT_CENTS + 1] {
-            let reason = decode(&record(&payment_json(&amount.to_string()))).expect_err("rejected");
+            let reason = decode(&record(&payment_json(&amount.to_string()))).expect_err("rejected").to_string();
             assert!(reason.contains("amount_cents") && reason.contains(&amount.to_string()), "{reason}");
         }
         for bad in ["-1", "18446744073709551616", "1.5"] {

@@ -31,6 +31,7 @@
 #![forbid(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
+pub mod decode;
 pub mod demo;
 pub mod fraud_alerts;
 pub mod generator;

@@ -16,6 +16,8 @@ use kappa_engine::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::decode::{json, DecodeError};
+
 /// The input's name in the pipeline.
 pub const INPUT: &str = "likes";
 
@@ -58,15 +60,14 @@ impl kappa_connectors::Keyed for PostLikes {
 }
 
 /// Decodes a record's JSON value; the event time is its `ts`.
-pub fn decode(record: &Record) -> Result<(Like, u64), String> {
-    let value = record.value.as_deref().ok_or("record has no value")?;
-    let like: Like = serde_json::from_slice(value).map_err(|e| format!("not a like event: {e}"))?;
+pub fn decode(record: &Record) -> Result<(Like, u64), DecodeError> {
+    let like: Like = json(record, "like event")?;
     Ok((like, like.ts))
 }
 
 /// Decodes a record into the pair it changes: `(user, post)` with +1 for a like and −1 for an
 /// unlike. This is the form a checkpoint keeps: a like and its unlike cancel.
-pub fn decode_pair(record: &Record) -> Result<((u64, u64), u64, Diff), String> {
+pub fn decode_pair(record: &Record) -> Result<((u64, u64), u64, Diff), DecodeError> {
     let (like, ts) = decode(record)?;
     Ok(((like.user, like.post), ts, if like.kind == Kind::Like { 1 } else { -1 }))
 }

@@ -31,6 +31,7 @@ use kappa_engine::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::decode::{json, DecodeError};
 use crate::like_counts::{self, Like};
 
 /// Input names.
@@ -97,31 +98,26 @@ impl kappa_connectors::Keyed for FeedEntry {
     }
 }
 
-fn json<T: for<'de> Deserialize<'de>>(record: &Record, what: &str) -> Result<T, String> {
-    let value = record.value.as_deref().ok_or("record has no value")?;
-    serde_json::from_slice(value).map_err(|e| format!("not a {what}: {e}"))
-}
-
 /// Decodes a follow event.
-pub fn decode_follow(record: &Record) -> Result<(Follow, u64), String> {
+pub fn decode_follow(record: &Record) -> Result<(Follow, u64), DecodeError> {
     json::<Follow>(record, "follow event").map(|f| (f, f.ts))
 }
 
 /// Decodes a follow event into the pair it changes, `(follower, followee)`, +1 for a follow and
 /// −1 for an unfollow (the form a checkpoint keeps).
-pub fn decode_edge(record: &Record) -> Result<((u64, u64), u64, Diff), String> {
+pub fn decode_edge(record: &Record) -> Result<((u64, u64), u64, Diff), DecodeError> {
     let (f, ts) = decode_follow(record)?;
     Ok(((f.follower, f.followee), ts, if f.kind == FollowKind::Follow { 1 } else { -1 }))
 }
 
 /// Decodes a post record into `(post, author)`.
-pub fn decode_post_author(record: &Record) -> Result<((u64, u64), u64, Diff), String> {
+pub fn decode_post_author(record: &Record) -> Result<((u64, u64), u64, Diff), DecodeError> {
     let (p, ts) = decode_post(record)?;
     Ok(((p.post, p.author), ts, 1))
 }
 
 /// Decodes a post record.
-pub fn decode_post(record: &Record) -> Result<(Post, u64), String> {
+pub fn decode_post(record: &Record) -> Result<(Post, u64), DecodeError> {
     json::<Post>(record, "post").map(|p| (p, p.ts))
 }
 

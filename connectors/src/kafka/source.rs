@@ -121,6 +121,7 @@ impl SourceFactory for KafkaSource {
             index_of,
             open: vec![true; owned.len()],
             at_end: vec![false; owned.len()],
+            positioned: owned.iter().map(|(_, start)| start.is_some()).collect(),
             next: starts,
             ends,
             idle,
@@ -132,6 +133,8 @@ impl SourceFactory for KafkaSource {
 
 /// Records handed to the engine per poll, at most.
 const POLL_BUDGET: usize = 8192;
+/// How long to wait for a partition's watermarks when an empty partition reaches its end.
+const WATERMARK_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct KafkaReader {
     consumer: crate::kafka::KappaConsumer,
@@ -140,6 +143,9 @@ struct KafkaReader {
     open: Vec<bool>,
     /// Whether the partition has reached the broker's end since its last record.
     at_end: Vec<bool>,
+    /// Whether `next` is known to be the partition's position (a start offset was given, a record
+    /// was delivered, or the end of an empty partition was looked up).
+    positioned: Vec<bool>,
     next: Vec<Offset>,
     ends: Vec<Option<Offset>>,
     idle: Option<Duration>,
@@ -176,6 +182,14 @@ impl PartitionedSource for KafkaReader {
                 Some(Err(KafkaError::PartitionEOF(p))) => {
                     if let Some(&index) = self.index_of.get(&p) {
                         self.at_end[index] = true;
+                        if !self.positioned[index] {
+                            // Read from the beginning and nothing delivered: the consumer has no
+                            // position yet, so ask where the partition ends (once).
+                            if let Ok((_, high)) = self.consumer.fetch_watermarks(&self.topic, p, WATERMARK_TIMEOUT) {
+                                self.next[index] = self.next[index].max(high);
+                                self.positioned[index] = true;
+                            }
+                        }
                     }
                     continue;
                 }
@@ -204,6 +218,7 @@ impl PartitionedSource for KafkaReader {
             ));
             delivered += 1;
             self.next[index] = offset + 1;
+            self.positioned[index] = true;
             self.at_end[index] = false;
             self.last_record = Instant::now();
             if self.ends[index].is_some_and(|end| offset + 1 >= end) {
@@ -242,9 +257,16 @@ impl PartitionedSource for KafkaReader {
             return None;
         }
         let partition = self.index_of.iter().find(|(_, &i)| i == index).map(|(&p, _)| p)?;
-        let position = self.consumer.position().ok()?;
-        let offset = position.find_partition(&self.topic, partition)?.offset().to_raw()?;
-        // The position is the next offset to fetch; it is at least what was delivered.
-        (offset >= 0).then_some(offset.max(self.next[index]))
+        // The position is the next offset to fetch; it is at least what was delivered. Before any
+        // record it may be unset: then what `positioned` vouches for.
+        let position = self
+            .consumer
+            .position()
+            .ok()
+            .and_then(|tpl| tpl.find_partition(&self.topic, partition)?.offset().to_raw().filter(|&o| o >= 0));
+        match position {
+            Some(offset) => Some(offset.max(self.next[index])),
+            None => self.positioned[index].then_some(self.next[index]),
+        }
     }
 }

@@ -18,6 +18,8 @@ use std::sync::Arc;
 use kappa_engine::{execute, ClusterConfig, Collection, JobOptions, JobReport, Record, Sink, SourceFactory, Sources};
 use serde::{Deserialize, Serialize};
 
+use crate::decode::{json, DecodeError};
+
 // One file per query: its dataflow, its batch reference and its test.
 mod max;
 mod q0;
@@ -115,10 +117,10 @@ pub enum Event {
 impl Event {
     /// Checks the bounds the queries' arithmetic relies on: a bid's `price` at most
     /// [`MAX_PRICE`]. The error names the field and its value.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), DecodeError> {
         match self {
             Event::Bid(b) if b.price > MAX_PRICE => {
-                Err(format!("price {} exceeds the largest accepted price, {MAX_PRICE} cents", b.price))
+                Err(DecodeError::OutOfRange { field: "price", value: b.price, max: MAX_PRICE, what: "price in cents" })
             }
             _ => Ok(()),
         }
@@ -179,9 +181,8 @@ pub fn generate_at(n: usize, per_second: usize) -> Vec<Event> {
 
 /// Decodes a record's JSON event; its event time is its `date_time`. A bid priced beyond
 /// [`MAX_PRICE`] is rejected ([`Event::check`]).
-pub fn decode(record: &Record) -> Result<(Event, u64), String> {
-    let value = record.value.as_deref().ok_or("record has no value")?;
-    let event: Event = serde_json::from_slice(value).map_err(|e| format!("not a nexmark event: {e}"))?;
+pub fn decode(record: &Record) -> Result<(Event, u64), DecodeError> {
+    let event: Event = json(record, "nexmark event")?;
     event.check()?;
     let time = event.date_time();
     Ok((event, time))
@@ -390,7 +391,7 @@ mod tests {
     #[test]
     fn prices_beyond_the_bound_are_rejected_naming_the_field() {
         for price in [u64::MAX, i64::MAX as u64 + 1, u64::MAX / 908 + 1, MAX_PRICE + 1] {
-            let reason = decode(&record(&bid_json(&price.to_string()))).expect_err("rejected");
+            let reason = decode(&record(&bid_json(&price.to_string()))).expect_err("rejected").to_string();
             assert!(reason.contains("price") && reason.contains(&price.to_string()), "{reason}");
         }
         for bad in ["-1", "18446744073709551616"] {
