@@ -146,11 +146,14 @@ pub fn at(updates: &[((String, isize), Time, isize)], time: Time) -> BTreeMap<(S
     acc
 }
 
+/// Every partition's records so far, shared by the test and the readers.
+pub type FeedLog = Arc<Mutex<Vec<(PartitionId, Vec<Record>)>>>;
+
 /// A live source the test feeds: records appear when pushed; a partition that has delivered
 /// everything is caught up (as after a broker's partition EOF); all end when `stop` is set.
 #[derive(Clone)]
 pub struct Feed {
-    pub partitions: Arc<Mutex<Vec<(PartitionId, Vec<Record>)>>>,
+    pub partitions: FeedLog,
     pub stop: Arc<AtomicBool>,
     /// Crash after this many polls that delivered records, if set.
     pub crash_after: Option<usize>,
