@@ -85,15 +85,12 @@ impl Board {
     /// A lower bound of the least watermark over every partition of the job (0 until every
     /// worker has reported).
     pub fn resumable(&self) -> Time {
+        // This worker's own summary is newer than its last report.
+        let (least, _, _) = self.local_summary();
         let state = self.0.borrow();
         if state.local.is_empty() {
             return Time::MAX;
         }
-        let (least, _, _) = {
-            drop(state);
-            self.local_summary()
-        };
-        let state = self.0.borrow();
         if state.reports.len() < state.peers {
             return 0;
         }
