@@ -108,6 +108,7 @@ impl SourceFactory for KafkaSource {
             ends.push(self.ends.as_ref().map(|e| e.get(&pid.partition).copied().unwrap_or(0)));
             starts.push(start.unwrap_or(0));
         }
+        let starts_again = starts.clone();
         if !owned.is_empty() {
             consumer.assign(&assignment).map_err(|source| Error::Consume { topic: topic.clone(), source })?;
         }
@@ -127,7 +128,42 @@ impl SourceFactory for KafkaSource {
             idle,
             last_record: Instant::now(),
             started: false,
+            resume: owned.iter().map(|(_, start)| start.filter(|&x| x > 0).map(Resume::new)).collect(),
+            skip_below: starts_again,
         }))
+    }
+}
+
+/// A partition resumed at an offset that a delivered record has not yet confirmed.
+///
+/// A broker should answer a fetch at offset `X` with the batch that contains `X` (the client
+/// drops the records before `X`). Tansu 0.6.0 answers with the batches that *start* at or after
+/// `X`: resumed inside a batch, it silently skips the rest of that batch, or, inside the last
+/// batch, returns nothing at all. So a resumed partition is read from `from ≤ X` and records
+/// before `X` are dropped; the resume is confirmed once the first record delivered after a seek
+/// lies at or before `X` (then every record from `X` on follows, batches being contiguous). If
+/// the first record lies past `X`, or nothing arrives while the broker's end is past `X`, the
+/// reader seeks further back (4× each time) and tries again; from the log start, a first record
+/// past `X` is a real gap (compaction, transaction markers) and is accepted.
+#[derive(Debug)]
+struct Resume {
+    /// The offset the job needs next.
+    want: Offset,
+    /// Where the current fetch started.
+    from: Offset,
+    /// How far back of `want` the next retreat goes.
+    back: Offset,
+    /// When the current fetch started.
+    sought: Instant,
+}
+
+/// How long a resumed partition may deliver nothing, with records at or after its start on the
+/// broker, before the reader seeks further back.
+const RESUME_PATIENCE: Duration = Duration::from_millis(500);
+
+impl Resume {
+    fn new(want: Offset) -> Self {
+        Resume { want, from: want, back: 1_024, sought: Instant::now() }
     }
 }
 
@@ -151,9 +187,62 @@ struct KafkaReader {
     idle: Option<Duration>,
     last_record: Instant,
     started: bool,
+    /// Per partition: a start not yet confirmed (see [`Resume`]).
+    resume: Vec<Option<Resume>>,
+    /// Per partition: records before this offset are dropped (read again after seeking back).
+    skip_below: Vec<Offset>,
 }
 
 impl KafkaReader {
+    fn partition_of(&self, index: usize) -> Option<i32> {
+        self.index_of.iter().find(|(_, &i)| i == index).map(|(&p, _)| p)
+    }
+
+    /// Seeks a resumed partition further back of the offset it needs (see [`Resume`]); returns
+    /// `false` when it already reads from the log start.
+    fn retreat(&mut self, index: usize) -> Result<bool, BoxError> {
+        let Some(partition) = self.partition_of(index) else { return Ok(false) };
+        let (low, _) = self
+            .consumer
+            .fetch_watermarks(&self.topic, partition, WATERMARK_TIMEOUT)
+            .map_err(|source| Error::Consume { topic: self.topic.clone(), source })?;
+        let Some(resume) = self.resume[index].as_mut() else { return Ok(false) };
+        if resume.from <= low {
+            return Ok(false);
+        }
+        resume.from = resume.want.saturating_sub(resume.back).max(low);
+        resume.back = resume.back.saturating_mul(4);
+        resume.sought = Instant::now();
+        let from = resume.from;
+        self.at_end[index] = false;
+        tracing::debug!(
+            "{} partition {partition}: confirming offset {} by reading from {from}",
+            self.topic,
+            resume.want
+        );
+        self.consumer
+            .seek(&self.topic, partition, rdkafka::Offset::Offset(from), WATERMARK_TIMEOUT)
+            .map_err(|source| Error::Consume { topic: self.topic.clone(), source })?;
+        Ok(true)
+    }
+
+    /// Resumed partitions that delivered nothing for a while: seek further back. (Whether the
+    /// broker holds records past the start cannot be asked: Tansu 0.6.0's ListOffsets answers
+    /// with its last batch's first offset plus one. An end of partition after the seek, with
+    /// nothing delivered, confirms the start instead.)
+    fn check_resumes(&mut self) -> Result<(), BoxError> {
+        for index in 0..self.resume.len() {
+            let waited = self.resume[index].as_ref().is_some_and(|r| r.sought.elapsed() >= RESUME_PATIENCE);
+            if self.open[index] && waited && !self.retreat(index)? {
+                // From the log start already: the fetches deliver a record or reach the end.
+                if let Some(r) = self.resume[index].as_mut() {
+                    r.sought = Instant::now();
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn close(&mut self, index: usize, finished: &mut Vec<usize>) {
         if self.open[index] {
             self.open[index] = false;
@@ -182,6 +271,9 @@ impl PartitionedSource for KafkaReader {
                 Some(Err(KafkaError::PartitionEOF(p))) => {
                     if let Some(&index) = self.index_of.get(&p) {
                         self.at_end[index] = true;
+                        // Nothing delivered since the last seek and the end reached: nothing lies
+                        // at or after the start, so nothing was skipped.
+                        self.resume[index] = None;
                         if !self.positioned[index] {
                             // Read from the beginning and nothing delivered: the consumer has no
                             // position yet, so ask where the partition ends (once).
@@ -203,6 +295,28 @@ impl PartitionedSource for KafkaReader {
                 continue;
             }
             let offset = message.offset();
+            if let Some(resume) = self.resume[index].as_ref() {
+                // The first record since the last seek: at or before the start, the start is
+                // confirmed; past it, seek further back unless already at the log start.
+                if offset > resume.want {
+                    drop(message);
+                    if self.retreat(index)? {
+                        continue;
+                    }
+                    self.resume[index] = None;
+                    // A real gap (from the log start, the first record lies past the start): read
+                    // that record again, from its own offset.
+                    let Some(partition) = self.partition_of(index) else { continue };
+                    self.consumer
+                        .seek(&self.topic, partition, rdkafka::Offset::Offset(offset), WATERMARK_TIMEOUT)
+                        .map_err(|source| Error::Consume { topic: self.topic.clone(), source })?;
+                    continue;
+                }
+                self.resume[index] = None;
+            }
+            if offset < self.skip_below[index] {
+                continue;
+            }
             if self.ends[index].is_some_and(|end| offset >= end) {
                 self.close(index, finished);
                 continue;
@@ -225,6 +339,7 @@ impl PartitionedSource for KafkaReader {
                 self.close(index, finished);
             }
         }
+        self.check_resumes()?;
         // A fixed end can be hidden behind records the consumer never shows (transaction
         // markers): reaching the broker's end at or past it also ends the partition.
         for index in 0..self.open.len() {
@@ -241,7 +356,7 @@ impl PartitionedSource for KafkaReader {
             }
         }
         if let Some(idle) = self.idle {
-            let caught_up = (0..self.open.len()).all(|i| !self.open[i] || self.at_end[i]);
+            let caught_up = (0..self.open.len()).all(|i| !self.open[i] || (self.at_end[i] && self.resume[i].is_none()));
             if caught_up && self.last_record.elapsed() >= idle {
                 for index in 0..self.open.len() {
                     self.close(index, finished);
@@ -253,7 +368,7 @@ impl PartitionedSource for KafkaReader {
 
     /// After a partition EOF from the broker and no record since: the consumer's position.
     fn caught_up(&self, index: usize) -> Option<Offset> {
-        if !self.open.get(index).copied().unwrap_or(false) || !self.at_end[index] {
+        if !self.open.get(index).copied().unwrap_or(false) || !self.at_end[index] || self.resume[index].is_some() {
             return None;
         }
         let partition = self.index_of.iter().find(|(_, &i)| i == index).map(|(&p, _)| p)?;

@@ -4,6 +4,7 @@ mod cluster;
 mod exactly_once;
 mod handoff;
 mod harness;
+mod kafka_source;
 mod nexmark;
 mod replay;
 mod reruns;
