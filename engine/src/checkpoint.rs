@@ -99,6 +99,9 @@ pub struct CheckpointConfig {
     pub every: Duration,
     /// The pipeline's name: checkpoints of another pipeline are refused.
     pub pipeline: String,
+    /// The pipeline's version ([`crate::pipeline::Pipeline::version`]): checkpoints of another
+    /// version are refused, so a changed pipeline never resumes from the old one's state.
+    pub pipeline_version: u32,
     /// Settings that change record times or results (lateness, backfill granularity, inputs):
     /// checkpoints taken under other settings are refused.
     pub fingerprint: String,
@@ -322,6 +325,9 @@ pub struct Manifest {
     pub engine: String,
     /// The pipeline.
     pub pipeline: String,
+    /// The pipeline's version (manifests written before versions existed say 1).
+    #[serde(default = "first_version")]
+    pub pipeline_version: u32,
     /// The job's settings fingerprint.
     pub fingerprint: String,
     /// The generation.
@@ -330,6 +336,10 @@ pub struct Manifest {
     pub frontier: Time,
     /// The part objects, relative to the generation's directory.
     pub parts: Vec<String>,
+}
+
+fn first_version() -> u32 {
+    1
 }
 
 /// A checkpoint loaded for a restart: raw parts by input and partition, decoded by the inputs.
@@ -442,6 +452,14 @@ fn check_compatible(config: &CheckpointConfig, manifest: &Manifest) -> Result<()
     }
     if manifest.pipeline != config.pipeline {
         return refuse(format!("it belongs to pipeline `{}`, this job runs `{}`", manifest.pipeline, config.pipeline));
+    }
+    if manifest.pipeline_version != config.pipeline_version {
+        return refuse(format!(
+            "it was written by version {} of pipeline `{}` and this job runs version {}: the pipeline changed, so \
+             its state cannot be resumed; delete the checkpoint location (and the output) to recompute from the \
+             beginning, or run the old version",
+            manifest.pipeline_version, manifest.pipeline, config.pipeline_version
+        ));
     }
     if manifest.fingerprint != config.fingerprint {
         return refuse(format!(
@@ -706,6 +724,7 @@ impl WriterState {
                 format: FORMAT,
                 engine: env!("CARGO_PKG_VERSION").to_string(),
                 pipeline: self.config.pipeline.clone(),
+                pipeline_version: self.config.pipeline_version,
                 fingerprint: self.config.fingerprint.clone(),
                 generation,
                 frontier,

@@ -41,6 +41,22 @@ pub enum Error {
         /// The inputs that were supplied.
         known: String,
     },
+    /// A pipeline read an input it did not declare.
+    #[error(
+        "the pipeline reads input `{name}`, which is not among its declared inputs ({declared}): add it to `inputs()`"
+    )]
+    UndeclaredInput {
+        /// The input read.
+        name: String,
+        /// The declared inputs.
+        declared: String,
+    },
+    /// A job was run without a sink.
+    #[error("job of pipeline `{pipeline}` has no sink: give one with `.sink(..)`")]
+    NoSink {
+        /// The pipeline.
+        pipeline: String,
+    },
     /// A checkpointed job reads an input that cannot be checkpointed.
     #[error("input `{input}` is read with Context::input, which checkpoints cannot save; the pipeline must read it with Context::durable_input, or run without --checkpoint")]
     NotCheckpointable {

@@ -14,7 +14,9 @@
 //! 3. [`input`]: the timely operator that reads a source, stamps times and holds capabilities.
 //! 4. [`sink`]: the consistent sink, which hands a timestamp's consolidated updates to a
 //!    [`Sink`] only once the frontier has passed it.
-//! 5. [`runtime`]: workers, processes, and the [`execute`] entry point that ties them together.
+//! 5. [`runtime`]: workers, processes, and the [`execute`] entry point that ties them together;
+//!    [`pipeline`]: a dataflow as a value ([`Pipeline`]) that runners, the `kappa` command and the
+//!    property harness take.
 //! 6. [`checkpoint`] and [`clock`]: restarting a job, and the decisions (backfill boundaries, idle
 //!    advances) that keep its times the same across restarts; [`watermarks`]: what every worker
 //!    knows of all partitions' watermarks (the resumable frontier, the idle target).
@@ -55,6 +57,7 @@ pub mod checkpoint;
 pub mod clock;
 mod error;
 pub mod input;
+pub mod pipeline;
 pub mod runtime;
 pub mod sink;
 pub mod source;
@@ -63,6 +66,7 @@ pub mod watermarks;
 
 pub use checkpoint::{CheckpointConfig, Codec, Retention};
 pub use error::{BadRecord, BoxError, Error, Result};
+pub use pipeline::{BoxedSink, Input, InputInfo, Inputs, Job, JsonRow, Keyed, Pipeline, Row};
 pub use runtime::{
     execute, BadRecordPolicy, ClusterConfig, Context, JobOptions, JobReport, Metrics, Sources, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_TIMESTAMP_JUMP_MS,

@@ -204,6 +204,14 @@ impl Sources {
         self.inputs.insert(name.into(), factory);
         self
     }
+    /// Whether input `name` has a source.
+    pub fn has(&self, name: &str) -> bool {
+        self.inputs.contains_key(name)
+    }
+    /// The inputs' names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.inputs.keys().cloned().collect()
+    }
 }
 
 /// What a finished job did (counted in this process).
@@ -682,6 +690,7 @@ mod restart_tests {
 
     fn config(store: Arc<dyn ObjectStore>, pipeline: &str, codec: Codec) -> CheckpointConfig {
         CheckpointConfig {
+            pipeline_version: 1,
             store,
             prefix: object_store::path::Path::from("ckpt"),
             location: "memory:///ckpt".into(),

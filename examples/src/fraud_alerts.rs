@@ -16,7 +16,8 @@ use std::sync::Arc;
 
 use differential_dataflow::operators::iterate::Iterate;
 use kappa_engine::{
-    execute, ClusterConfig, Collection, Diff, JobOptions, JobReport, Record, Retention, Sink, SourceFactory, Sources,
+    ClusterConfig, Collection, Diff, Input, InputInfo, Inputs, JobOptions, JobReport, Pipeline, Record, Retention,
+    Sink, SourceFactory, Sources,
 };
 use serde::{Deserialize, Serialize};
 
@@ -88,7 +89,7 @@ pub struct Ring {
     pub amount_cents: u64,
 }
 
-impl kappa_connectors::Keyed for Ring {
+impl kappa_engine::Keyed for Ring {
     fn key(&self) -> serde_json::Value {
         serde_json::json!({ "ring": self.ring })
     }
@@ -151,13 +152,45 @@ pub fn run<S: Sink<Ring>>(
     payments: Arc<dyn SourceFactory>,
     sink: S,
 ) -> kappa_engine::Result<JobReport> {
-    execute(cluster, options, Sources::new().with_shared(INPUT, payments), move |ctx| {
-        // The pipeline looks back one window: a checkpoint keeps the last hour at exact times.
-        let payments =
-            ctx.durable_input(INPUT, |r| decode(r).map(|(p, ts)| (p, ts, 1)), Retention::Window { ms: WINDOW_MS })?;
-        ctx.output(fraud_alerts(payments), sink.clone());
-        Ok(())
-    })
+    kappa_engine::pipeline::run(&FraudAlerts, cluster, options, Sources::new().with_shared(INPUT, payments), sink)
+}
+
+/// A payment record as an update: the payment, its time, +1.
+pub fn decode_update(record: &Record) -> Result<(Payment, u64, Diff), DecodeError> {
+    decode(record).map(|(payment, ts)| (payment, ts, 1))
+}
+
+/// The payments input. The pipeline looks back one window: a checkpoint keeps the last hour at
+/// exact times.
+pub const PAYMENTS: Input<Payment, DecodeError> = Input {
+    name: INPUT,
+    topic: INPUT,
+    about: "JSON payments {ts, payment, card, device, merchant, amount_cents}",
+    decode: decode_update,
+    retention: Retention::Window { ms: WINDOW_MS },
+};
+
+/// Fraud alerts as a [`Pipeline`]: `kappa replay --pipeline fraud-alerts`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FraudAlerts;
+
+impl Pipeline for FraudAlerts {
+    type Output = Ring;
+    fn name(&self) -> &str {
+        "fraud-alerts"
+    }
+    fn about(&self) -> &str {
+        "rings of cards sharing devices, with their active spend over the last hour"
+    }
+    fn inputs(&self) -> Vec<InputInfo> {
+        vec![PAYMENTS.info()]
+    }
+    fn output_about(&self) -> &str {
+        "{ring, cards, devices, amount_cents}, keyed by ring"
+    }
+    fn build<'s>(&self, inputs: &mut Inputs<'s, '_>) -> kappa_engine::Result<Collection<'s, Ring>> {
+        Ok(fraud_alerts(inputs.read(&PAYMENTS)?))
+    }
 }
 
 /// The batch reference at time `at`: from `(time, payment)` records, the payments active at `at`

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use kappa_connectors::{KafkaSource, KafkaSourceConfig, ReadUntil};
-use kappa_engine::{BoxError, SourceFactory};
+use kappa_engine::SourceFactory;
 use kappa_replay::{Archive, Handoff, ReplaySource};
 
 /// Where a job's input comes from.
@@ -102,70 +102,15 @@ impl ClusterArgs {
     }
 }
 
-/// Where a job's output goes: a JSON-lines file (or stdout), or a Kafka topic.
-pub enum Output<D> {
-    /// JSON lines.
-    File(kappa_engine::JsonLinesSink),
-    /// A Kafka topic, exactly once.
-    Kafka(kappa_connectors::KafkaSink<D>),
-}
-
-impl<D> Clone for Output<D> {
-    fn clone(&self) -> Self {
-        match self {
-            Output::File(s) => Output::File(s.clone()),
-            Output::Kafka(s) => Output::Kafka(s.clone()),
-        }
-    }
-}
-
-impl<D: serde::Serialize + kappa_connectors::Keyed + 'static> kappa_engine::Sink<D> for Output<D> {
-    fn write(&mut self, time: kappa_engine::Time, updates: &[(D, kappa_engine::Diff)]) -> Result<(), BoxError> {
-        match self {
-            Output::File(s) => s.write(time, updates),
-            Output::Kafka(s) => s.write(time, updates),
-        }
-    }
-    fn finish(&mut self, upper: kappa_engine::Time) -> Result<(), BoxError> {
-        match self {
-            Output::File(s) => kappa_engine::Sink::<D>::finish(s, upper),
-            Output::Kafka(s) => s.finish(upper),
-        }
-    }
-    fn rewrites_tail(&self) -> bool {
-        match self {
-            Output::File(s) => kappa_engine::Sink::<D>::rewrites_tail(s),
-            Output::Kafka(s) => s.rewrites_tail(),
-        }
-    }
-    fn advanced(&mut self, upper: kappa_engine::Time) -> Result<(), BoxError> {
-        match self {
-            Output::File(s) => kappa_engine::Sink::<D>::advanced(s, upper),
-            Output::Kafka(s) => s.advanced(upper),
-        }
-    }
-    fn resume(&mut self) -> Result<kappa_engine::Time, BoxError> {
-        match self {
-            Output::File(s) => kappa_engine::Sink::<D>::resume(s),
-            Output::Kafka(s) => s.resume(),
-        }
-    }
-    fn durable_upper(&self) -> Option<kappa_engine::Time> {
-        match self {
-            Output::File(s) => kappa_engine::Sink::<D>::durable_upper(s),
-            Output::Kafka(s) => s.durable_upper(),
-        }
-    }
-}
-
-/// Parses `--output`: `kafka:TOPIC` (needs brokers) or a file path; `None` is stdout.
-pub fn output<D>(
+/// Opens the output `--output` names: `kafka:TOPIC` (needs brokers) or a file path; `None` is
+/// stdout. These two lines are the registry of output kinds: a new kind is a new arm.
+pub fn output<D: serde::Serialize + kappa_engine::Keyed + 'static>(
     spec: Option<&str>,
     brokers: Option<&str>,
     upsert: bool,
     transactional: bool,
     job: &str,
-) -> anyhow::Result<Output<D>> {
+) -> anyhow::Result<kappa_engine::BoxedSink<D>> {
     match spec.and_then(|s| s.strip_prefix("kafka:")) {
         Some(topic) => {
             let brokers = brokers.context("--output kafka:TOPIC needs --brokers HOST:PORT")?;
@@ -176,14 +121,14 @@ pub fn output<D>(
                 config.mode = kappa_connectors::SinkMode::Upsert;
             }
             config.transactional = transactional;
-            Ok(Output::Kafka(kappa_connectors::KafkaSink::new(config)))
+            Ok(kappa_engine::BoxedSink::new(kappa_connectors::KafkaSink::<D>::new(config)))
         }
         None => {
             anyhow::ensure!(
                 !upsert && !transactional,
                 "--upsert and --kafka-transactions are for --output kafka:TOPIC"
             );
-            Ok(Output::File(kappa_engine::JsonLinesSink::new(spec.map(std::path::PathBuf::from))))
+            Ok(kappa_engine::BoxedSink::new(kappa_engine::JsonLinesSink::new(spec.map(std::path::PathBuf::from))))
         }
     }
 }
@@ -197,6 +142,7 @@ pub fn checkpoint_config(
     fingerprint: String,
     codec: kappa_engine::Codec,
 ) -> anyhow::Result<kappa_engine::CheckpointConfig> {
+    // The pipeline's version is filled in by the engine from the pipeline itself.
     let archive = Archive::open(url).with_context(|| format!("opening checkpoint location {url}"))?;
     anyhow::ensure!(every >= Duration::from_millis(10), "--checkpoint-every must be at least 10ms");
     Ok(kappa_engine::CheckpointConfig {
@@ -205,6 +151,7 @@ pub fn checkpoint_config(
         location: url.to_string(),
         every,
         pipeline: pipeline.to_string(),
+        pipeline_version: 1,
         fingerprint,
         codec,
         keep: 2,

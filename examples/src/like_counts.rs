@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use differential_dataflow::operators::{CountTotal, ThresholdTotal};
 use kappa_engine::{
-    execute, ClusterConfig, Collection, Context, Diff, JobOptions, JobReport, Record, Retention, Sink, SourceFactory,
-    Sources,
+    ClusterConfig, Collection, Context, Diff, Input, InputInfo, Inputs, JobOptions, JobReport, Pipeline, Record,
+    Retention, Sink, SourceFactory, Sources,
 };
 use serde::{Deserialize, Serialize};
 
@@ -53,7 +53,7 @@ pub struct PostLikes {
     pub likes: u64,
 }
 
-impl kappa_connectors::Keyed for PostLikes {
+impl kappa_engine::Keyed for PostLikes {
     fn key(&self) -> serde_json::Value {
         serde_json::json!({ "post": self.post })
     }
@@ -87,6 +87,38 @@ pub fn like_counts(pairs: Collection<'_, (u64, u64)>) -> Collection<'_, PostLike
         .map(|(post, users)| PostLikes { post, likes: users as u64 })
 }
 
+/// The likes input: `(user, post)` pairs, +1 per like and −1 per unlike.
+pub const LIKES: Input<(u64, u64), DecodeError> = Input {
+    name: INPUT,
+    topic: INPUT,
+    about: "JSON like events {ts, user, post, kind: like|unlike}",
+    decode: decode_pair,
+    retention: Retention::Collapse,
+};
+
+/// Like counts as a [`Pipeline`]: `kappa replay --pipeline like-counts`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LikeCounts;
+
+impl Pipeline for LikeCounts {
+    type Output = PostLikes;
+    fn name(&self) -> &str {
+        "like-counts"
+    }
+    fn about(&self) -> &str {
+        "per post, how many users like it now"
+    }
+    fn inputs(&self) -> Vec<InputInfo> {
+        vec![LIKES.info()]
+    }
+    fn output_about(&self) -> &str {
+        "{post, likes}, keyed by post"
+    }
+    fn build<'s>(&self, inputs: &mut Inputs<'s, '_>) -> kappa_engine::Result<Collection<'s, PostLikes>> {
+        Ok(like_counts(inputs.read(&LIKES)?))
+    }
+}
+
 /// Runs like counts over `likes` (read as input [`INPUT`]) into `sink`.
 pub fn run<S: Sink<PostLikes>>(
     cluster: &ClusterConfig,
@@ -94,11 +126,7 @@ pub fn run<S: Sink<PostLikes>>(
     likes: Arc<dyn SourceFactory>,
     sink: S,
 ) -> kappa_engine::Result<JobReport> {
-    execute(cluster, options, Sources::new().with_shared(INPUT, likes), move |ctx| {
-        let likes = read_pairs(ctx, INPUT)?;
-        ctx.output(like_counts(likes), sink.clone());
-        Ok(())
-    })
+    kappa_engine::pipeline::run(&LikeCounts, cluster, options, Sources::new().with_shared(INPUT, likes), sink)
 }
 
 /// The batch reference: like counts over `likes`, by the definition, in plain Rust.

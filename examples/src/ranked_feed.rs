@@ -27,7 +27,8 @@ use std::sync::Arc;
 
 use differential_dataflow::operators::{CountTotal, ThresholdTotal};
 use kappa_engine::{
-    execute, ClusterConfig, Collection, Diff, JobOptions, JobReport, Record, Retention, Sink, SourceFactory, Sources,
+    ClusterConfig, Collection, Diff, Input, InputInfo, Inputs, JobOptions, JobReport, Pipeline, Record, Retention,
+    Sink, SourceFactory, Sources,
 };
 use serde::{Deserialize, Serialize};
 
@@ -92,7 +93,7 @@ pub struct FeedEntry {
     pub score: u128,
 }
 
-impl kappa_connectors::Keyed for FeedEntry {
+impl kappa_engine::Keyed for FeedEntry {
     fn key(&self) -> serde_json::Value {
         serde_json::json!({ "user": self.user, "position": self.position })
     }
@@ -224,13 +225,52 @@ pub fn run<S: Sink<FeedEntry>>(
     sink: S,
 ) -> kappa_engine::Result<JobReport> {
     let sources = Sources::new().with_shared(FOLLOWS, follows).with_shared(POSTS, posts).with_shared(LIKES, likes);
-    execute(cluster, options, sources, move |ctx| {
-        let follows = ctx.durable_input(FOLLOWS, decode_edge, Retention::Collapse)?;
-        let posts = ctx.durable_input(POSTS, decode_post_author, Retention::Collapse)?;
-        let likes = like_counts::read_pairs(ctx, LIKES)?;
-        ctx.output(ranked_feed(follows, posts, likes), sink.clone());
-        Ok(())
-    })
+    kappa_engine::pipeline::run(&RankedFeed, cluster, options, sources, sink)
+}
+
+/// The follows input: `(follower, followee)` edges, +1 per follow and −1 per unfollow.
+pub const FOLLOW_EDGES: Input<(u64, u64), DecodeError> = Input {
+    name: FOLLOWS,
+    topic: FOLLOWS,
+    about: "JSON follow events {ts, follower, followee, kind: follow|unfollow}",
+    decode: decode_edge,
+    retention: Retention::Collapse,
+};
+/// The posts input: `(post, author)` pairs.
+pub const POST_AUTHORS: Input<(u64, u64), DecodeError> = Input {
+    name: POSTS,
+    topic: POSTS,
+    about: "JSON posts {ts, post, author}",
+    decode: decode_post_author,
+    retention: Retention::Collapse,
+};
+/// The likes input, as like counts reads it.
+pub const LIKE_PAIRS: Input<(u64, u64), DecodeError> = Input { name: LIKES, topic: LIKES, ..like_counts::LIKES };
+
+/// The ranked feed as a [`Pipeline`]: `kappa replay --pipeline ranked-feed`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RankedFeed;
+
+impl Pipeline for RankedFeed {
+    type Output = FeedEntry;
+    fn name(&self) -> &str {
+        "ranked-feed"
+    }
+    fn about(&self) -> &str {
+        "per user, the ten best posts of followed authors by integer PageRank"
+    }
+    fn inputs(&self) -> Vec<InputInfo> {
+        vec![FOLLOW_EDGES.info(), POST_AUTHORS.info(), LIKE_PAIRS.info()]
+    }
+    fn output_about(&self) -> &str {
+        "{user, position, post, score}, keyed by (user, position)"
+    }
+    fn build<'s>(&self, inputs: &mut Inputs<'s, '_>) -> kappa_engine::Result<Collection<'s, FeedEntry>> {
+        let follows = inputs.read(&FOLLOW_EDGES)?;
+        let posts = inputs.read(&POST_AUTHORS)?;
+        let likes = inputs.read(&LIKE_PAIRS)?;
+        Ok(ranked_feed(follows, posts, likes))
+    }
 }
 
 /// The batch reference: PageRank by the definition over the edges, in plain Rust.

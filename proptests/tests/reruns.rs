@@ -163,6 +163,7 @@ fn source(case: &Case, run: &Run, crash_after: Option<i64>) -> Crashing {
 
 fn checkpoint(store: Arc<dyn ObjectStore>, granularity_ms: u64) -> CheckpointConfig {
     CheckpointConfig {
+        pipeline_version: 1,
         store,
         prefix: object_store::path::Path::from("ckpt"),
         location: "memory:///ckpt".into(),

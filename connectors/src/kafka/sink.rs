@@ -42,11 +42,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::kafka::{admin, client_config};
 
-/// Output rows that have a key: the fields that identify a row (for the record key and upserts).
-pub trait Keyed {
-    /// The key, as JSON.
-    fn key(&self) -> serde_json::Value;
-}
+/// Output rows that have a key (the record key, and what an upsert keeps one row per): the
+/// engine's, so that a pipeline's rows are keyed once for every output.
+pub use kappa_engine::Keyed;
 
 /// How updates become records.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

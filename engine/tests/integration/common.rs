@@ -80,6 +80,7 @@ pub fn decode(record: &Record) -> Result<(String, u64, isize), std::str::Utf8Err
 
 pub fn checkpoint(store: Arc<dyn ObjectStore>, granularity: u64) -> CheckpointConfig {
     CheckpointConfig {
+        pipeline_version: 1,
         store,
         prefix: object_store::path::Path::from("ckpt"),
         location: "memory:///ckpt".into(),

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use kappa_engine::pipeline::DynPipeline;
 use kappa_engine::{BadRecordPolicy, JobOptions};
 use kappa_examples::job::{open_input, output, ClusterArgs, InputSpec};
 use kappa_examples::like_counts;
@@ -33,7 +34,9 @@ enum Command {
     #[command(subcommand)]
     Archive(ArchiveCommand),
     /// Run a pipeline over a topic archive, optionally continuing live on the broker.
-    Replay(ReplayArgs),
+    Replay(Box<ReplayArgs>),
+    /// List the pipelines this command runs, with their inputs (default topics) and outputs.
+    Pipelines,
 }
 
 #[derive(Subcommand)]
@@ -89,26 +92,25 @@ impl LayoutArgs {
     }
 }
 
-/// Pipelines the command line can run.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum Pipeline {
-    /// Per post, how many users like it now (input `likes`).
-    LikeCounts,
-    /// Per user, the ten best posts of followed authors (inputs `follows`, `posts`, `likes`).
-    RankedFeed,
-    /// Rings of cards sharing devices, with their active spend (input `payments`).
-    FraudAlerts,
+/// Every pipeline the command runs. This is the registry: a new pipeline is one more entry.
+fn pipelines() -> Vec<&'static dyn DynPipeline> {
+    let mut all: Vec<&'static dyn DynPipeline> = vec![
+        &like_counts::LikeCounts,
+        &kappa_examples::ranked_feed::RankedFeed,
+        &kappa_examples::fraud_alerts::FraudAlerts,
+    ];
+    all.extend(kappa_examples::nexmark::PIPELINES.iter().map(|p| p as &'static dyn DynPipeline));
+    all
 }
 
-impl Pipeline {
-    /// The pipeline's inputs, by their default topic names.
-    fn inputs(self) -> &'static [&'static str] {
-        match self {
-            Pipeline::LikeCounts => &["likes"],
-            Pipeline::RankedFeed => &["follows", "posts", "likes"],
-            Pipeline::FraudAlerts => &["payments"],
-        }
-    }
+fn pipeline_names() -> Vec<&'static str> {
+    pipelines().into_iter().map(|p| p.name()).collect()
+}
+
+fn find_pipeline(name: &str) -> anyhow::Result<&'static dyn DynPipeline> {
+    pipelines().into_iter().find(|p| p.name() == name).with_context(|| {
+        format!("no pipeline `{name}` (known: {}); `kappa pipelines` lists them", pipeline_names().join(", "))
+    })
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -129,9 +131,9 @@ enum CheckpointCodec {
 
 #[derive(Args)]
 struct ReplayArgs {
-    /// The pipeline to run.
-    #[arg(long, value_enum)]
-    pipeline: Pipeline,
+    /// The pipeline to run (`kappa pipelines` lists them).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(pipeline_names()))]
+    pipeline: String,
     /// The topic an input reads: `TOPIC` for a pipeline with one input, or `INPUT=TOPIC` (repeatable)
     /// to rename any input; inputs not named read the topic of their own name.
     #[arg(long)]
@@ -230,7 +232,11 @@ fn main() -> ExitCode {
         Command::Archive(ArchiveCommand::Write { brokers, topic, to }) => archive_write(&brokers, &topic, &to),
         Command::Archive(ArchiveCommand::Inspect { url, topic, layout }) => archive_inspect(&url, &topic, &layout),
         Command::Archive(ArchiveCommand::Verify { url, topic, layout }) => archive_verify(&url, &topic, &layout),
-        Command::Replay(args) => replay(args),
+        Command::Replay(args) => replay(*args),
+        Command::Pipelines => {
+            list_pipelines();
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -311,11 +317,33 @@ fn archive_verify(url: &str, topic: &str, layout: &LayoutArgs) -> anyhow::Result
     }
 }
 
+/// `kappa pipelines`: each pipeline, its version, inputs and output.
+fn list_pipelines() {
+    for pipeline in pipelines() {
+        println!("{} (version {}): {}", pipeline.name(), pipeline.version(), pipeline.about());
+        for input in pipeline.inputs() {
+            let retention = match input.retention {
+                kappa_engine::Retention::Collapse => "all history".to_string(),
+                kappa_engine::Retention::Window { ms } => {
+                    format!("the last {}", humantime::format_duration(Duration::from_millis(ms)))
+                }
+            };
+            println!(
+                "  input  {:<10} topic `{}`: {} (looks back at {retention})",
+                input.name, input.topic, input.about
+            );
+        }
+        println!("  output {}", pipeline.output_about());
+    }
+}
+
 fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     if args.archive.is_none() && args.brokers.is_none() {
         anyhow::bail!("give --archive URL (and --then-live --brokers HOST:PORT to continue live), or --brokers alone");
     }
-    let topics = topics_of(args.pipeline, &args.topic)?;
+    let pipeline = find_pipeline(&args.pipeline)?;
+    let declared = pipeline.inputs();
+    let topics = topics_of(pipeline.name(), &declared, &args.topic)?;
     let open = |input: &str| -> anyhow::Result<kappa_examples::job::OpenedInput> {
         let spec = InputSpec {
             topic: topics[input].clone(),
@@ -329,8 +357,8 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         };
         open_input(&spec).with_context(|| format!("opening input `{input}` (topic `{}`)", topics[input]))
     };
-    let inputs: Vec<_> = args.pipeline.inputs().iter().map(|i| open(i)).collect::<anyhow::Result<_>>()?;
-    let pipeline_name = args.pipeline.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default();
+    let inputs: Vec<_> = declared.iter().map(|i| open(&i.name)).collect::<anyhow::Result<_>>()?;
+    let pipeline_name = pipeline.name().to_string();
     let checkpoint = match &args.checkpoint {
         Some(url) => {
             anyhow::ensure!(
@@ -372,7 +400,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         max_timestamp_jump_ms: u64::try_from(args.max_timestamp_jump.as_millis()).unwrap_or(u64::MAX),
         ..JobOptions::default()
     };
-    let name = format!("{:?}", args.pipeline);
+    let name = pipeline_name.clone();
     let watcher = match &inputs[0].replay {
         Some(replay) => {
             let totals = ReplayProgress {
@@ -386,32 +414,15 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     };
     let started = Instant::now();
     let cluster = args.cluster.config();
-    let source = |i: usize| inputs[i].source.clone();
-    let (out, brokers) = (args.output.as_deref(), args.brokers.as_deref());
-    let report = match args.pipeline {
-        Pipeline::LikeCounts => like_counts::run(
-            &cluster,
-            options,
-            source(0),
-            output(out, brokers, args.upsert, args.kafka_transactions, &pipeline_name)?,
-        ),
-        Pipeline::RankedFeed => kappa_examples::ranked_feed::run(
-            &cluster,
-            options,
-            source(0),
-            source(1),
-            source(2),
-            output(out, brokers, args.upsert, args.kafka_transactions, &pipeline_name)?,
-        ),
-        Pipeline::FraudAlerts => kappa_examples::fraud_alerts::run(
-            &cluster,
-            options,
-            source(0),
-            output(out, brokers, args.upsert, args.kafka_transactions, &pipeline_name)?,
-        ),
-    };
+    let mut sources = kappa_engine::Sources::new();
+    for (info, input) in declared.iter().zip(&inputs) {
+        sources = sources.with_shared(info.name.clone(), input.source.clone());
+    }
+    let sink =
+        output(args.output.as_deref(), args.brokers.as_deref(), args.upsert, args.kafka_transactions, &pipeline_name)?;
+    let report = pipeline.run_json(&cluster, options, sources, sink);
     drop(watcher);
-    let report = report.with_context(|| format!("running {:?} over {:?}", args.pipeline, topics))?;
+    let report = report.with_context(|| format!("running {} over {:?}", pipeline_name, topics))?;
     let seconds = started.elapsed().as_secs_f64();
     eprintln!(
         "processed {} records in {seconds:.1}s ({:.0} records/s)",
@@ -437,26 +448,30 @@ fn parse_idle(value: &str) -> Result<Duration, String> {
 }
 
 /// Which topic each input of `pipeline` reads, from `--topic` values.
-fn topics_of(pipeline: Pipeline, given: &[String]) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
-    let inputs = pipeline.inputs();
+fn topics_of(
+    pipeline: &str,
+    declared: &[kappa_engine::InputInfo],
+    given: &[String],
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let names: Vec<&str> = declared.iter().map(|i| i.name.as_str()).collect();
     let mut topics: std::collections::BTreeMap<String, String> =
-        inputs.iter().map(|i| (i.to_string(), i.to_string())).collect();
+        declared.iter().map(|i| (i.name.clone(), i.topic.clone())).collect();
     for value in given {
         match value.split_once('=') {
             Some((input, topic)) => {
                 anyhow::ensure!(
                     topics.contains_key(input),
-                    "--topic {value}: {pipeline:?} has no input `{input}` (its inputs: {})",
-                    inputs.join(", ")
+                    "--topic {value}: {pipeline} has no input `{input}` (its inputs: {})",
+                    names.join(", ")
                 );
                 topics.insert(input.to_string(), topic.to_string());
             }
-            None if inputs.len() == 1 => {
-                topics.insert(inputs[0].to_string(), value.clone());
+            None if names.len() == 1 => {
+                topics.insert(names[0].to_string(), value.clone());
             }
             None => anyhow::bail!(
-                "--topic {value}: {pipeline:?} reads several inputs ({}); name one as INPUT=TOPIC",
-                inputs.join(", ")
+                "--topic {value}: {pipeline} reads several inputs ({}); name one as INPUT=TOPIC",
+                names.join(", ")
             ),
         }
     }

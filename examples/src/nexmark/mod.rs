@@ -15,7 +15,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use kappa_engine::{execute, ClusterConfig, Collection, JobOptions, JobReport, Record, Sink, SourceFactory, Sources};
+use kappa_engine::{
+    execute, ClusterConfig, Collection, Diff, Input, InputInfo, Inputs, JobOptions, JobReport, Pipeline, Record,
+    Retention, Sink, SourceFactory, Sources,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::decode::{json, DecodeError};
@@ -278,6 +281,88 @@ pub fn run<S: Sink<Row>>(
         ctx.output(query(q, events), sink.clone());
         Ok(())
     })
+}
+
+/// A Nexmark event record as an update: the event, its `date_time`, +1.
+pub fn decode_update(record: &Record) -> Result<(Event, u64, Diff), DecodeError> {
+    decode(record).map(|(event, ts)| (event, ts, 1))
+}
+
+/// The events input. (Events hold strings and have no abomonation encoding, so they are read
+/// as a transient input: a Nexmark job runs without checkpoints.)
+pub const EVENTS: Input<Event, DecodeError> = Input {
+    name: INPUT,
+    topic: INPUT,
+    about: "JSON Nexmark events {\"Person\"|\"Auction\"|\"Bid\": {...}}",
+    decode: decode_update,
+    retention: Retention::Collapse,
+};
+
+/// A query's output row, keyed by the whole row (a query's rows form a set).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct QueryRow(pub Row);
+
+impl kappa_engine::Keyed for QueryRow {
+    fn key(&self) -> serde_json::Value {
+        serde_json::to_value(&self.0).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// One Nexmark query as a [`Pipeline`]: `kappa replay --pipeline nexmark-q3`.
+#[derive(Clone, Copy, Debug)]
+pub struct NexmarkQuery(pub Query);
+
+/// Every query as a pipeline, q0 to q8.
+pub static PIPELINES: [NexmarkQuery; 9] = [
+    NexmarkQuery(Query::Q0),
+    NexmarkQuery(Query::Q1),
+    NexmarkQuery(Query::Q2),
+    NexmarkQuery(Query::Q3),
+    NexmarkQuery(Query::Q4),
+    NexmarkQuery(Query::Q5),
+    NexmarkQuery(Query::Q6),
+    NexmarkQuery(Query::Q7),
+    NexmarkQuery(Query::Q8),
+];
+
+impl Pipeline for NexmarkQuery {
+    type Output = QueryRow;
+    fn name(&self) -> &str {
+        match self.0 {
+            Query::Q0 => "nexmark-q0",
+            Query::Q1 => "nexmark-q1",
+            Query::Q2 => "nexmark-q2",
+            Query::Q3 => "nexmark-q3",
+            Query::Q4 => "nexmark-q4",
+            Query::Q5 => "nexmark-q5",
+            Query::Q6 => "nexmark-q6",
+            Query::Q7 => "nexmark-q7",
+            Query::Q8 => "nexmark-q8",
+        }
+    }
+    fn about(&self) -> &str {
+        match self.0 {
+            Query::Q0 => "Nexmark q0: pass-through of bids",
+            Query::Q1 => "Nexmark q1: bids converted to euros",
+            Query::Q2 => "Nexmark q2: bids of auctions whose id is a multiple of 123",
+            Query::Q3 => "Nexmark q3: local item suggestion",
+            Query::Q4 => "Nexmark q4: per category, the average final price of its auctions",
+            Query::Q5 => "Nexmark q5: per hopping window (10 s every 2 s), the auctions with the most bids",
+            Query::Q6 => "Nexmark q6: per seller, the average of its last ten final prices",
+            Query::Q7 => "Nexmark q7: per tumbling 10 s window, the highest bids",
+            Query::Q8 => "Nexmark q8: persons who opened an auction in the 10 s window they registered in",
+        }
+    }
+    fn inputs(&self) -> Vec<InputInfo> {
+        vec![EVENTS.info()]
+    }
+    fn output_about(&self) -> &str {
+        "the query's columns as a JSON array of {\"Int\": n} or {\"Text\": s}, keyed by the whole row"
+    }
+    fn build<'s>(&self, inputs: &mut Inputs<'s, '_>) -> kappa_engine::Result<Collection<'s, QueryRow>> {
+        Ok(query(self.0, inputs.read_transient(&EVENTS)?).map(QueryRow))
+    }
 }
 
 /// The batch reference: `query` over `events` in plain Rust, as a set of rows (row → count).
