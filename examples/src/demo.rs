@@ -21,9 +21,9 @@ use kappa_engine::{JobOptions, MemorySink};
 use rdkafka::mocking::MockCluster;
 
 use crate::generator::{like_records, like_stream, LikeStreamConfig};
-use crate::job::{open_input, ClusterArgs, InputSpec};
 use crate::like_counts::{self, PostLikes};
-use crate::progress::{progress, ProgressWatcher};
+use kappa_runner::job::{open_input, ClusterArgs, InputSpec};
+use kappa_runner::progress::{progress, ProgressWatcher};
 
 /// Options of `kappa demo`.
 #[derive(clap::Args, Clone, Debug)]

@@ -5,8 +5,7 @@
 //! - [`fraud_alerts`]: rings of cards sharing devices (iteration to a fixpoint), over a one-hour
 //!   window by retraction.
 //! - [`generator`]: synthetic, seeded inputs for the demo, the tests and the benches.
-//! - [`job`]: wiring shared by the command line, the demo and the tests: which source (archive,
-//!   broker, or archive then broker), which pipeline, which sink.
+//! - The command line lives in `kappa-runner`; `src/bin/kappa.rs` is its registry of these pipelines.
 //!
 //! Each pipeline module holds the dataflow and, beside it, a plain-Rust batch reference of the
 //! same definition (no differential dataflow in it) that the demo and the property tests compare
@@ -35,10 +34,10 @@ pub mod decode;
 pub mod demo;
 pub mod fraud_alerts;
 pub mod generator;
-pub mod job;
+
 pub mod like_counts;
 pub mod nexmark;
-pub mod progress;
+
 pub mod ranked_feed;
 
 /// The README's examples, compiled and run as doctests.

@@ -57,7 +57,7 @@ fn main() -> anyhow::Result<()> {
         "# Nexmark benchmark\n\n{} events of the `nexmark` generator (JSON records over 4 partitions, decoded in the run), in process.\nMachine: {machine}. Command: `cargo run --release -p kappa-benches --bin nexmark_bench -- --events {}`.\n\n| query | workers | seconds | events/s | events/s per worker | output updates |\n|---|---|---|---|---|---|\n",
         args.events, args.events
     );
-    let bar = kappa_examples::progress::counted((Query::ALL.len() * 2) as u64, "nexmark runs");
+    let bar = kappa_runner::progress::counted((Query::ALL.len() * 2) as u64, "nexmark runs");
     for q in Query::ALL {
         for workers in [1usize, 2] {
             let sink = Counting::default();

@@ -211,7 +211,7 @@ fn ranked_feed_latency(args: &Args, md: &mut String) -> anyhow::Result<()> {
     let edge_list: Vec<(u64, u64)> = edges.iter().copied().collect();
     let mut current = edges.clone();
     let mut ranks_changed = Vec::new();
-    let progress = kappa_examples::progress::counted(args.updates as u64, "ranked-feed updates");
+    let progress = kappa_runner::progress::counted(args.updates as u64, "ranked-feed updates");
     for i in 0..args.updates {
         // Toggle one edge of the original graph: every measured update is a single follow or unfollow.
         let (u, v) = edge_list[(lcg(&mut rng) as usize) % edge_list.len()];

@@ -20,8 +20,8 @@ use kappa_engine::{
     BoxError, ClusterConfig, Codec, JobOptions, JsonLinesSink, Offset, PartitionId, PartitionedSource, Poll, Record,
     SourceFactory,
 };
-use kappa_examples::job::{checkpoint_config, open_input, InputSpec};
 use kappa_examples::like_counts;
+use kappa_runner::job::{checkpoint_config, open_input, InputSpec};
 use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 

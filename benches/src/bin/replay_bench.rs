@@ -19,10 +19,10 @@ use std::time::Instant;
 use anyhow::Context as _;
 use clap::Parser;
 use kappa_engine::{BoxError, ClusterConfig, Diff, JobOptions, Sink, Time};
-use kappa_examples::job::{open_input, InputSpec};
 use kappa_examples::like_counts::{self, PostLikes};
 use kappa_replay::segment::Codec;
 use kappa_replay::Archive;
+use kappa_runner::job::{open_input, InputSpec};
 use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 

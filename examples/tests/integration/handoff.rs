@@ -2,7 +2,7 @@
 //! retention (about 5 MB per partition) lets a test move the log start past an archive.
 
 use kappa_connectors::kafka::producer::{produce, OutgoingRecord};
-use kappa_examples::job::{open_input, InputSpec};
+use kappa_runner::job::{open_input, InputSpec};
 use rdkafka::mocking::MockCluster;
 
 fn records(n: usize, size: usize) -> impl Iterator<Item = OutgoingRecord> {
