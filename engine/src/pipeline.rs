@@ -11,6 +11,8 @@
 //! pipelines the whole `kappa` command. [`DynPipeline`] is the object-safe face of a pipeline, so a
 //! list of different pipelines is a `&[&dyn DynPipeline]`.
 //!
+//! Design and what is left: `papers/notes/20261201-pipeline-api.md`.
+//!
 //! # Examples
 //!
 //! ```
