@@ -293,16 +293,17 @@ impl<P: Pipeline> Job<P> {
 /// already encoded (so outputs are chosen at run time, for any pipeline).
 #[derive(Clone, Debug)]
 pub struct JsonRow {
-    /// The key fields, as JSON text.
-    pub key: Box<serde_json::value::RawValue>,
+    /// The key fields, as JSON text; `None` when the sink reads no keys ([`Sink::uses_keys`]).
+    pub key: Option<Box<serde_json::value::RawValue>>,
     /// The row, as JSON text.
     pub data: Box<serde_json::value::RawValue>,
 }
 
 impl JsonRow {
-    /// Encodes `row`.
-    pub fn encode<D: Serialize + Keyed>(row: &D) -> std::result::Result<Self, serde_json::Error> {
-        Ok(JsonRow { key: serde_json::value::to_raw_value(&row.key())?, data: serde_json::value::to_raw_value(row)? })
+    /// Encodes `row`, and its key if `with_key`.
+    pub fn encode<D: Serialize + Keyed>(row: &D, with_key: bool) -> std::result::Result<Self, serde_json::Error> {
+        let key = if with_key { Some(serde_json::value::to_raw_value(&row.key())?) } else { None };
+        Ok(JsonRow { key, data: serde_json::value::to_raw_value(row)? })
     }
 }
 
@@ -314,7 +315,7 @@ impl Serialize for JsonRow {
 
 impl Keyed for JsonRow {
     fn key(&self) -> serde_json::Value {
-        serde_json::from_str(self.key.get()).unwrap_or(serde_json::Value::Null)
+        self.key.as_ref().and_then(|k| serde_json::from_str(k.get()).ok()).unwrap_or(serde_json::Value::Null)
     }
 }
 
@@ -324,6 +325,7 @@ trait DynSink<D>: Send {
     fn finish(&mut self, upper: Time) -> std::result::Result<(), BoxError>;
     fn advanced(&mut self, upper: Time) -> std::result::Result<(), BoxError>;
     fn rewrites_tail(&self) -> bool;
+    fn uses_keys(&self) -> bool;
     fn resume(&mut self) -> std::result::Result<Time, BoxError>;
     fn durable_upper(&self) -> Option<Time>;
 }
@@ -340,6 +342,9 @@ impl<D, S: Sink<D>> DynSink<D> for S {
     }
     fn rewrites_tail(&self) -> bool {
         Sink::rewrites_tail(self)
+    }
+    fn uses_keys(&self) -> bool {
+        Sink::uses_keys(self)
     }
     fn resume(&mut self) -> std::result::Result<Time, BoxError> {
         Sink::resume(self)
@@ -383,6 +388,9 @@ impl<D: 'static> Sink<D> for BoxedSink<D> {
     fn rewrites_tail(&self) -> bool {
         self.with(|s| s.rewrites_tail())
     }
+    fn uses_keys(&self) -> bool {
+        self.with(|s| s.uses_keys())
+    }
     fn resume(&mut self) -> std::result::Result<Time, BoxError> {
         self.with(|s| s.resume())
     }
@@ -394,21 +402,24 @@ impl<D: 'static> Sink<D> for BoxedSink<D> {
 /// A sink of [`JsonRow`]s that takes a pipeline's typed rows, encoding each one.
 struct Encode<D> {
     inner: BoxedSink<JsonRow>,
+    /// Whether the sink reads keys (asked once, on the first write).
+    keys: Option<bool>,
     buffer: Vec<(JsonRow, Diff)>,
     _rows: std::marker::PhantomData<fn(D)>,
 }
 
 impl<D> Clone for Encode<D> {
     fn clone(&self) -> Self {
-        Encode { inner: self.inner.clone(), buffer: Vec::new(), _rows: std::marker::PhantomData }
+        Encode { inner: self.inner.clone(), keys: self.keys, buffer: Vec::new(), _rows: std::marker::PhantomData }
     }
 }
 
 impl<D: Serialize + Keyed + 'static> Sink<D> for Encode<D> {
     fn write(&mut self, time: Time, updates: &[(D, Diff)]) -> std::result::Result<(), BoxError> {
         self.buffer.clear();
+        let with_key = *self.keys.get_or_insert_with(|| Sink::uses_keys(&self.inner));
         for (row, diff) in updates {
-            self.buffer.push((JsonRow::encode(row)?, *diff));
+            self.buffer.push((JsonRow::encode(row, with_key)?, *diff));
         }
         Sink::write(&mut self.inner, time, &self.buffer)
     }
@@ -420,6 +431,9 @@ impl<D: Serialize + Keyed + 'static> Sink<D> for Encode<D> {
     }
     fn rewrites_tail(&self) -> bool {
         Sink::rewrites_tail(&self.inner)
+    }
+    fn uses_keys(&self) -> bool {
+        Sink::uses_keys(&self.inner)
     }
     fn resume(&mut self) -> std::result::Result<Time, BoxError> {
         Sink::resume(&mut self.inner)
@@ -480,7 +494,7 @@ impl<P: Pipeline> DynPipeline for P {
             cluster,
             options,
             sources,
-            Encode { inner: sink, buffer: Vec::new(), _rows: std::marker::PhantomData },
+            Encode { inner: sink, keys: None, buffer: Vec::new(), _rows: std::marker::PhantomData },
         )
     }
 }
@@ -654,8 +668,10 @@ mod tests {
         let read = |p: &std::path::Path| std::fs::read_to_string(p).expect("output");
         assert_eq!(read(&encoded), read(&typed));
         assert!(read(&typed).contains(r#""data":{"word":"a","records":2}"#), "{}", read(&typed));
-        let row = JsonRow::encode(&WordCount { word: "a".into(), records: 2 }).expect("encode");
+        let row = JsonRow::encode(&WordCount { word: "a".into(), records: 2 }, true).expect("encode");
         assert_eq!(row.key(), serde_json::json!({ "word": "a" }));
+        let keyless = JsonRow::encode(&WordCount { word: "a".into(), records: 2 }, false).expect("encode");
+        assert!(keyless.key.is_none(), "keys are encoded only for sinks that read them");
     }
 
     fn words_sources() -> Sources {

@@ -60,6 +60,11 @@ pub trait Sink<D>: Clone + Send + Sync + 'static {
     fn rewrites_tail(&self) -> bool {
         false
     }
+    /// Whether the sink reads rows' keys ([`Keyed`](crate::Keyed)), as a Kafka topic does for its
+    /// record keys: when not, outputs chosen at run time do not encode them.
+    fn uses_keys(&self) -> bool {
+        false
+    }
     /// For a restartable job (one with checkpoints): called once, before any write, to learn the
     /// time from which this sink needs updates, every earlier time having been durably written by
     /// an earlier run of the same job. The sink also discards anything it holds beyond that point

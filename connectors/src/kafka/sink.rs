@@ -388,6 +388,10 @@ impl<D: Serialize + Keyed + 'static> Sink<D> for KafkaSink<D> {
         Ok(())
     }
 
+    fn uses_keys(&self) -> bool {
+        true
+    }
+
     /// A topic cannot take back records, so a restartable job hands this sink only final times
     /// (see the engine's `sink` module); the progress record says `upper`, the resumable frontier.
     fn finish(&mut self, upper: Time) -> Result<(), BoxError> {
