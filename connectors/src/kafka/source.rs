@@ -108,7 +108,6 @@ impl SourceFactory for KafkaSource {
             ends.push(self.ends.as_ref().map(|e| e.get(&pid.partition).copied().unwrap_or(0)));
             starts.push(start.unwrap_or(0));
         }
-        let starts_again = starts.clone();
         if !owned.is_empty() {
             consumer.assign(&assignment).map_err(|source| Error::Consume { topic: topic.clone(), source })?;
         }
@@ -123,13 +122,13 @@ impl SourceFactory for KafkaSource {
             open: vec![true; owned.len()],
             at_end: vec![false; owned.len()],
             positioned: owned.iter().map(|(_, start)| start.is_some()).collect(),
+            skip_below: starts.clone(),
             next: starts,
             ends,
             idle,
             last_record: Instant::now(),
             started: false,
             resume: owned.iter().map(|(_, start)| start.filter(|&x| x > 0).map(Resume::new)).collect(),
-            skip_below: starts_again,
         }))
     }
 }
@@ -142,9 +141,10 @@ impl SourceFactory for KafkaSource {
 /// batch, returns nothing at all. So a resumed partition is read from `from ≤ X` and records
 /// before `X` are dropped; the resume is confirmed once the first record delivered after a seek
 /// lies at or before `X` (then every record from `X` on follows, batches being contiguous). If
-/// the first record lies past `X`, or nothing arrives while the broker's end is past `X`, the
-/// reader seeks further back (4× each time) and tries again; from the log start, a first record
-/// past `X` is a real gap (compaction, transaction markers) and is accepted.
+/// the first record lies past `X`, or neither a record nor the partition's end arrives within
+/// [`RESUME_PATIENCE`], the reader seeks further back (4× each time) and tries again; from the log
+/// start, a first record past `X` is a real gap (compaction, transaction markers) and is accepted.
+/// Reaching the partition's end with nothing delivered also confirms the start.
 #[derive(Debug)]
 struct Resume {
     /// The offset the job needs next.
@@ -157,8 +157,8 @@ struct Resume {
     sought: Instant,
 }
 
-/// How long a resumed partition may deliver nothing, with records at or after its start on the
-/// broker, before the reader seeks further back.
+/// How long a resumed partition may deliver neither a record nor its end before the reader seeks
+/// further back.
 const RESUME_PATIENCE: Duration = Duration::from_millis(500);
 
 impl Resume {
@@ -371,7 +371,7 @@ impl PartitionedSource for KafkaReader {
         if !self.open.get(index).copied().unwrap_or(false) || !self.at_end[index] || self.resume[index].is_some() {
             return None;
         }
-        let partition = self.index_of.iter().find(|(_, &i)| i == index).map(|(&p, _)| p)?;
+        let partition = self.partition_of(index)?;
         // The position is the next offset to fetch; it is at least what was delivered. Before any
         // record it may be unset: then what `positioned` vouches for.
         let position = self
