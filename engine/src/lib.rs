@@ -75,6 +75,12 @@ pub use sink::{JsonLinesSink, MemorySink, Sink};
 pub use source::{MemorySource, Offset, PartitionId, PartitionedSource, Poll, Record, SourceFactory};
 pub use time::{Time, TimeAssigner, TimestampError, MAX_TIMESTAMP_MS};
 
+/// The differential-dataflow this engine runs on, so a pipeline crate's operators
+/// (`kappa_engine::differential_dataflow::operators::...`) are always of the same version.
+pub use differential_dataflow;
+/// The timely dataflow this engine runs on (see [`differential_dataflow`](mod@differential_dataflow)).
+pub use timely;
+
 /// Difference type of every Kappa collection: a signed 64-bit count, exact under retraction.
 pub type Diff = isize;
 

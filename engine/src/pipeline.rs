@@ -161,8 +161,7 @@ impl<'scope> Inputs<'scope, '_> {
         E: Display + 'static,
     {
         self.check_declared(input.name)?;
-        let decode = input.decode;
-        self.ctx.input(input.name, move |record| decode(record).map(|(value, ts, _diff)| (value, ts)))
+        self.ctx.transient_input(input.name, input.decode)
     }
 
     fn check_declared(&self, name: &str) -> Result<()> {
@@ -672,6 +671,51 @@ mod tests {
         assert_eq!(row.key(), serde_json::json!({ "word": "a" }));
         let keyless = JsonRow::encode(&WordCount { word: "a".into(), records: 2 }, false).expect("encode");
         assert!(keyless.key.is_none(), "keys are encoded only for sinks that read them");
+    }
+
+    /// `-word` retracts one `word`.
+    fn signed_word(record: &Record) -> std::result::Result<(String, u64, Diff), std::str::Utf8Error> {
+        let (text, ts, _) = word(record)?;
+        Ok(match text.strip_prefix('-') {
+            Some(word) => (word.to_string(), ts, -1),
+            None => (text, ts, 1),
+        })
+    }
+
+    const SIGNED: Input<String, std::str::Utf8Error> = Input {
+        name: "words",
+        topic: "words",
+        about: "a word, or -word to retract one",
+        decode: signed_word,
+        retention: Retention::Collapse,
+    };
+
+    #[derive(Clone)]
+    struct TransientWords;
+
+    impl Pipeline for TransientWords {
+        type Output = WordCount;
+        fn name(&self) -> &str {
+            "transient-words"
+        }
+        fn about(&self) -> &str {
+            "word counts over an input read without checkpoints"
+        }
+        fn inputs(&self) -> Vec<InputInfo> {
+            vec![SIGNED.info()]
+        }
+        fn build<'s>(&self, inputs: &mut Inputs<'s, '_>) -> Result<Collection<'s, WordCount>> {
+            Ok(inputs.read_transient(&SIGNED)?.count().map(|(word, n)| WordCount { word, records: n as u64 }))
+        }
+    }
+
+    #[test]
+    fn a_transient_input_keeps_its_decoders_retractions() {
+        let sink = MemorySink::new();
+        let source = MemorySource::single("words", vec![(1_000, "a"), (2_000, "a"), (3_000, "-a"), (4_000, "b")]);
+        Job::new(TransientWords).source("words", source).sink(sink.clone()).run().expect("runs");
+        let counts: Vec<(String, u64)> = sink.accumulated().into_iter().map(|(c, _)| (c.word, c.records)).collect();
+        assert_eq!(counts, vec![("a".to_string(), 1), ("b".to_string(), 1)]);
     }
 
     fn words_sources() -> Sources {

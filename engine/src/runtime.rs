@@ -281,6 +281,20 @@ impl<'scope> Context<'scope> {
         self.build_input(name, move |r| decode(r).map(|(v, ts)| (v, ts, 1)).map_err(|e| e.to_string()), None)
     }
 
+    /// [`input`](Self::input) with the decoder's differences kept: what
+    /// [`Inputs::read_transient`](crate::Inputs::read_transient) reads.
+    pub(crate) fn transient_input<T, E, F>(&mut self, name: &str, mut decode: F) -> Result<Collection<'scope, T>>
+    where
+        T: differential_dataflow::Data,
+        E: std::fmt::Display,
+        F: FnMut(&Record) -> std::result::Result<(T, u64, crate::Diff), E> + 'static,
+    {
+        if self.durability.is_some() {
+            return Err(Error::NotCheckpointable { input: name.to_string() });
+        }
+        self.build_input(name, move |r| decode(r).map_err(|e| e.to_string()), None)
+    }
+
     /// Reads input `name` as a collection that checkpoints can save and restore: `decode` turns
     /// each record into a value, its event timestamp (ms) and a difference, so that records that
     /// cancel (a like and its unlike) consolidate in the checkpoint. `retention` says how far back

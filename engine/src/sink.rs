@@ -399,20 +399,34 @@ impl<D: Serialize + 'static> Sink<D> for JsonLinesSink {
 }
 
 /// Collects updates in memory, for tests. Clones share the same buffer.
+///
+/// [`MemorySink::new`] cannot resume, so a job with checkpoints refuses it;
+/// [`MemorySink::restartable`] keeps durable progress as a file or a Kafka topic does (in memory,
+/// shared by its clones), so that a test can crash a checkpointed job and run it again into the
+/// same sink.
 pub struct MemorySink<D> {
     updates: Arc<Mutex<Vec<(D, Time, Diff)>>>,
     finished: Arc<Mutex<bool>>,
+    /// `Some(rewrites_tail)` when restartable.
+    restartable: Option<bool>,
+    /// Restartable: the time below which the updates held are durable.
+    durable: Arc<Mutex<Option<Time>>>,
 }
 
 impl<D> Clone for MemorySink<D> {
     fn clone(&self) -> Self {
-        MemorySink { updates: self.updates.clone(), finished: self.finished.clone() }
+        MemorySink {
+            updates: self.updates.clone(),
+            finished: self.finished.clone(),
+            restartable: self.restartable,
+            durable: self.durable.clone(),
+        }
     }
 }
 
 impl<D> Default for MemorySink<D> {
     fn default() -> Self {
-        MemorySink { updates: Arc::default(), finished: Arc::default() }
+        MemorySink { updates: Arc::default(), finished: Arc::default(), restartable: None, durable: Arc::default() }
     }
 }
 
@@ -420,6 +434,15 @@ impl<D: Clone + Ord> MemorySink<D> {
     /// An empty sink.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty sink that a restartable job can resume: its progress is durable as soon as the
+    /// job reports it ([`Sink::advanced`], [`Sink::finish`]), and [`Sink::resume`] drops what was
+    /// written after it, as a file truncated to its progress record. With `rewrites_tail` it also
+    /// receives a finished run's provisional times, as a file does; without, it receives only
+    /// final times, as a Kafka topic does.
+    pub fn restartable(rewrites_tail: bool) -> Self {
+        MemorySink { restartable: Some(rewrites_tail), ..Self::default() }
     }
 
     /// Every update written so far, in the order written.
@@ -440,6 +463,15 @@ impl<D: Clone + Ord> MemorySink<D> {
     }
 }
 
+impl<D: Clone + Send + 'static> MemorySink<D> {
+    fn set_durable(&self, upper: Time) -> Result<(), BoxError> {
+        if self.restartable.is_some() {
+            *self.durable.lock().map_err(|_| "memory sink poisoned")? = Some(upper);
+        }
+        Ok(())
+    }
+}
+
 impl<D: Clone + Send + 'static> Sink<D> for MemorySink<D> {
     fn write(&mut self, time: Time, updates: &[(D, Diff)]) -> Result<(), BoxError> {
         let mut all = self.updates.lock().map_err(|_| "memory sink poisoned")?;
@@ -447,12 +479,31 @@ impl<D: Clone + Send + 'static> Sink<D> for MemorySink<D> {
         Ok(())
     }
 
-    fn finish(&mut self, _upper: Time) -> Result<(), BoxError> {
+    fn advanced(&mut self, upper: Time) -> Result<(), BoxError> {
+        self.set_durable(upper)
+    }
+
+    fn finish(&mut self, upper: Time) -> Result<(), BoxError> {
+        self.set_durable(upper)?;
         *self.finished.lock().map_err(|_| "memory sink poisoned")? = true;
         Ok(())
     }
 
     fn rewrites_tail(&self) -> bool {
-        true
+        self.restartable.unwrap_or(true)
+    }
+
+    fn resume(&mut self) -> Result<Time, BoxError> {
+        if self.restartable.is_none() {
+            return Err("this memory sink cannot resume: make it with MemorySink::restartable".into());
+        }
+        let upper = self.durable.lock().map_err(|_| "memory sink poisoned")?.unwrap_or(0);
+        self.updates.lock().map_err(|_| "memory sink poisoned")?.retain(|(_, time, _)| *time < upper);
+        *self.finished.lock().map_err(|_| "memory sink poisoned")? = false;
+        Ok(upper)
+    }
+
+    fn durable_upper(&self) -> Option<Time> {
+        self.durable.lock().ok().and_then(|d| *d)
     }
 }
