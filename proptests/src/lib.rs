@@ -1,15 +1,22 @@
 //! Property tests of Kappa's pipelines against plain-Rust batch references.
 //!
-//! The tests live in `tests/`; this library holds what they share: the reference semantics of
-//! dataflow time ([`reference_times`]), written independently of the engine's implementation, and
-//! [`split_input`], which serves a history partly from an archive and partly "live".
+//! Start with [`harness`]: the property harness any pipeline's tests call with the pipeline, a
+//! strategy for each input's history and a batch reference. Our own pipelines' tests in `tests/`
+//! run on it. Below it, this library holds the pieces it is made of: the reference semantics of
+//! dataflow time ([`reference_times`]), written independently of the engine's implementation,
+//! [`split_input`], which serves a history partly from an archive and partly "live", and
+//! [`Crashing`], a source that fails part-way, for restart tests.
 #![forbid(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+pub mod harness;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use kappa_engine::{MemorySource, PartitionId, Record, SourceFactory};
+use kappa_engine::{BoxError, MemorySource, Offset, PartitionId, PartitionedSource, Poll, Record, SourceFactory};
 use kappa_replay::segment::encode_batch;
 use kappa_replay::{Archive, Handoff, KappaLayout, ReplaySource};
 use object_store::ObjectStoreExt;
@@ -100,4 +107,64 @@ pub fn accumulated_at<D: Ord + Clone + std::fmt::Debug>(
         }
     }
     Ok(out)
+}
+
+/// The reason a [`Crashing`] source fails with.
+pub const CRASH: &str = "simulated crash";
+
+/// A source that fails ([`CRASH`]) once a budget of records, shared by every reader and every
+/// input holding the same counter, is used up: a crash at a chosen moment, for restart tests.
+pub struct Crashing {
+    inner: Arc<dyn SourceFactory>,
+    left: Arc<AtomicI64>,
+    pause: Option<Duration>,
+}
+
+impl Crashing {
+    /// Wraps `inner`; readers fail at the first poll after `left` reaches 0.
+    pub fn new(inner: Arc<dyn SourceFactory>, left: Arc<AtomicI64>) -> Self {
+        Crashing { inner, left, pause: None }
+    }
+
+    /// Sleeps `pause` before each poll, so that a job lives long enough to checkpoint.
+    pub fn slow(mut self, pause: Duration) -> Self {
+        self.pause = Some(pause);
+        self
+    }
+}
+
+struct CrashingReader {
+    inner: Box<dyn PartitionedSource>,
+    left: Arc<AtomicI64>,
+    pause: Option<Duration>,
+}
+
+impl SourceFactory for Crashing {
+    fn partitions(&self) -> Result<Vec<PartitionId>, BoxError> {
+        self.inner.partitions()
+    }
+    fn open(&self, owned: &[(PartitionId, Option<Offset>)]) -> Result<Box<dyn PartitionedSource>, BoxError> {
+        Ok(Box::new(CrashingReader { inner: self.inner.open(owned)?, left: self.left.clone(), pause: self.pause }))
+    }
+    fn backfill_end(&self, partition: &PartitionId) -> Option<Offset> {
+        self.inner.backfill_end(partition)
+    }
+}
+
+impl PartitionedSource for CrashingReader {
+    fn poll(&mut self, out: &mut Vec<(usize, Record)>, finished: &mut Vec<usize>) -> Result<Poll, BoxError> {
+        if self.left.load(Ordering::SeqCst) <= 0 {
+            return Err(CRASH.into());
+        }
+        if let Some(pause) = self.pause {
+            std::thread::sleep(pause);
+        }
+        let before = out.len();
+        let poll = self.inner.poll(out, finished)?;
+        self.left.fetch_sub((out.len() - before) as i64, Ordering::SeqCst);
+        Ok(poll)
+    }
+    fn caught_up(&self, index: usize) -> Option<Offset> {
+        self.inner.caught_up(index)
+    }
 }

@@ -7,17 +7,14 @@
 //!
 //! Re-run a failure with the seed proptest prints, or raise `PROPTEST_CASES` for a longer search.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kappa_engine::{
-    BoxError, CheckpointConfig, ClusterConfig, Codec, JobOptions, JsonLinesSink, Offset, PartitionId,
-    PartitionedSource, Poll, Record, SourceFactory,
-};
+use kappa_engine::{CheckpointConfig, ClusterConfig, Codec, JobOptions, JsonLinesSink, Record, SourceFactory};
 use kappa_examples::like_counts::{self, Kind, Like, PostLikes};
-use kappa_proptests::{reference_times, split_input, SplitPartition};
+use kappa_proptests::{reference_times, split_input, Crashing, SplitPartition};
 use object_store::memory::InMemory;
 use object_store::ObjectStore;
 use proptest::prelude::*;
@@ -110,44 +107,7 @@ fn record(offset: usize, like: &Like) -> Record {
     }
 }
 
-/// A source that fails after `left` records: the crash.
-struct Crashing {
-    inner: Arc<dyn SourceFactory>,
-    left: Option<Arc<AtomicI64>>,
-}
-
-struct CrashingReader {
-    inner: Box<dyn PartitionedSource>,
-    left: Option<Arc<AtomicI64>>,
-}
-
-impl SourceFactory for Crashing {
-    fn partitions(&self) -> Result<Vec<PartitionId>, BoxError> {
-        self.inner.partitions()
-    }
-    fn open(&self, owned: &[(PartitionId, Option<Offset>)]) -> Result<Box<dyn PartitionedSource>, BoxError> {
-        Ok(Box::new(CrashingReader { inner: self.inner.open(owned)?, left: self.left.clone() }))
-    }
-    fn backfill_end(&self, partition: &PartitionId) -> Option<Offset> {
-        self.inner.backfill_end(partition)
-    }
-}
-
-impl PartitionedSource for CrashingReader {
-    fn poll(&mut self, out: &mut Vec<(usize, Record)>, finished: &mut Vec<usize>) -> Result<Poll, BoxError> {
-        if self.left.as_ref().is_some_and(|left| left.load(Ordering::SeqCst) <= 0) {
-            return Err("simulated crash".into());
-        }
-        let before = out.len();
-        let poll = self.inner.poll(out, finished)?;
-        if let Some(left) = &self.left {
-            left.fetch_sub((out.len() - before) as i64, Ordering::SeqCst);
-        }
-        Ok(poll)
-    }
-}
-
-fn source(case: &Case, run: &Run, crash_after: Option<i64>) -> Crashing {
+fn source(case: &Case, run: &Run, crash_after: Option<i64>) -> Arc<dyn SourceFactory> {
     let parts: Vec<SplitPartition> = case
         .partitions
         .iter()
@@ -158,7 +118,11 @@ fn source(case: &Case, run: &Run, crash_after: Option<i64>) -> Crashing {
             segment: 3,
         })
         .collect();
-    Crashing { inner: split_input("likes", &parts, 2), left: crash_after.map(|n| Arc::new(AtomicI64::new(n))) }
+    let inner = split_input("likes", &parts, 2);
+    match crash_after {
+        Some(n) => Arc::new(Crashing::new(inner, Arc::new(AtomicI64::new(n)))),
+        None => inner,
+    }
 }
 
 fn checkpoint(store: Arc<dyn ObjectStore>, granularity_ms: u64) -> CheckpointConfig {
@@ -175,7 +139,12 @@ fn checkpoint(store: Arc<dyn ObjectStore>, granularity_ms: u64) -> CheckpointCon
     }
 }
 
-fn job(case: &Case, source: Crashing, out: &std::path::Path, store: Arc<dyn ObjectStore>) -> kappa_engine::Result<()> {
+fn job(
+    case: &Case,
+    source: Arc<dyn SourceFactory>,
+    out: &std::path::Path,
+    store: Arc<dyn ObjectStore>,
+) -> kappa_engine::Result<()> {
     let options = JobOptions {
         lateness_ms: 1_000,
         backfill_granularity_ms: case.granularity_ms,
@@ -183,7 +152,7 @@ fn job(case: &Case, source: Crashing, out: &std::path::Path, store: Arc<dyn Obje
         ..JobOptions::default()
     };
     let sink = JsonLinesSink::new(Some(out.to_path_buf()));
-    like_counts::run(&ClusterConfig::threads(case.workers), options, Arc::new(source), sink).map(|_| ())
+    like_counts::run(&ClusterConfig::threads(case.workers), options, source, sink).map(|_| ())
 }
 
 /// `((post, likes), time, diff)` of a JSON-lines output.
