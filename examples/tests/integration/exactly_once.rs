@@ -2,49 +2,13 @@
 //! ending with the output an uninterrupted run writes.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kappa_connectors::kafka::producer::produce;
 use kappa_examples::generator::{like_records, like_stream, LikeStreamConfig};
 use kappa_examples::like_counts::{self, Like, PostLikes};
-use rdkafka::consumer::Consumer;
-use rdkafka::message::Message;
 
-use crate::harness::{kappa_ok, unique, Moto, Tansu};
-
-/// Every record of `topic` as `(key, value)` strings, partition by partition in offset order,
-/// read as a `read_committed` consumer sees them.
-pub fn consume_committed(brokers: &str, topic: &str) -> Vec<(String, Option<String>)> {
-    let consumer: rdkafka::consumer::BaseConsumer = kappa_connectors::kafka::client_config(brokers)
-        .set("isolation.level", "read_committed")
-        .create()
-        .expect("consumer");
-    let partitions = kappa_connectors::kafka::admin::partitions(brokers, topic).expect("output topic exists");
-    let mut out = Vec::new();
-    for partition in partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)).expect("watermarks");
-        if high <= low {
-            continue;
-        }
-        let mut assignment = rdkafka::TopicPartitionList::new();
-        assignment.add_partition_offset(topic, partition, rdkafka::Offset::Offset(low)).expect("assign");
-        consumer.assign(&assignment).expect("assign");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match consumer.poll(Duration::from_millis(200)) {
-                Some(Ok(m)) => out.push((
-                    String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
-                    m.payload().map(|v| String::from_utf8_lossy(v).into_owned()),
-                )),
-                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
-                Some(Err(e)) => panic!("consuming {topic}: {e}"),
-                None => assert!(Instant::now() < deadline, "timed out reading {topic}"),
-            }
-        }
-    }
-    out
-}
+use crate::harness::{consume_committed, kappa_job, kappa_ok, manifests, unique, Moto, Tansu};
 
 fn events(n: usize, seed: u64) -> Vec<(i32, Like)> {
     like_stream(&LikeStreamConfig { partitions: 2, seed, ..LikeStreamConfig::new(n) })
@@ -98,54 +62,6 @@ fn kafka_changelog_holds_the_file_output_and_upsert_holds_the_final_view() {
         .map(|row| (row.post, row.likes))
         .collect();
     assert_eq!(got, expected, "the upsert topic, compacted, is the final result");
-}
-
-/// One restartable job run as an operator would: the same command again after every crash.
-struct Job {
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-}
-
-impl Job {
-    fn spawn(&self) -> Child {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kappa"));
-        cmd.args(&self.args).stdout(Stdio::null()).stderr(Stdio::piped());
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
-        cmd.spawn().expect("start kappa")
-    }
-
-    /// Runs the job to completion, killing it with SIGKILL after each of `kills` delays and
-    /// starting it again. Returns the stderr of every run.
-    fn run_with_kills(&self, kills: &[Duration]) -> Vec<String> {
-        let mut logs = Vec::new();
-        for delay in kills.iter().map(Some).chain([None]) {
-            let mut child = self.spawn();
-            let started = Instant::now();
-            let finished = loop {
-                if let Some(status) = child.try_wait().expect("wait") {
-                    break Some(status);
-                }
-                if delay.is_some_and(|d| started.elapsed() >= *d) {
-                    child.kill().expect("SIGKILL kappa");
-                    let _ = child.wait();
-                    break None;
-                }
-                assert!(started.elapsed() < Duration::from_secs(120), "kappa ran for two minutes: {:?}", self.args);
-                std::thread::sleep(Duration::from_millis(10));
-            };
-            let mut stderr = String::new();
-            std::io::Read::read_to_string(child.stderr.as_mut().expect("piped"), &mut stderr).expect("stderr");
-            if let Some(status) = finished {
-                assert!(status.success(), "kappa {} failed:\n{stderr}", self.args.join(" "));
-                logs.push(stderr);
-                return logs;
-            }
-            logs.push(stderr);
-        }
-        unreachable!("the last run is never killed")
-    }
 }
 
 /// Produces `events` into `topic` in chunks, pausing between them: live traffic.
@@ -211,10 +127,10 @@ fn sigkill_at_random_moments_then_the_same_command_ends_with_the_uninterrupted_o
             format!("kafka:{}", unique("out"))
         };
         let checkpoint = format!("file://{}", dir.path().join(format!("ckpt-{trial}")).display());
-        let job = Job {
-            args: crash_trial_args(&topic, &archive, &tansu.brokers, &output, &checkpoint),
-            env: vec![("RUST_LOG".into(), "kappa_connectors=info".into())],
-        };
+        let job = kappa_job(
+            crash_trial_args(&topic, &archive, &tansu.brokers, &output, &checkpoint),
+            vec![("RUST_LOG".into(), "kappa_connectors=info".into())],
+        );
         // One to three kills, early (backfill) or later (live).
         let kills: Vec<Duration> =
             (0..rng.random_range(1..=3)).map(|_| Duration::from_millis(rng.random_range(150..3_000))).collect();
@@ -239,41 +155,6 @@ fn sigkill_at_random_moments_then_the_same_command_ends_with_the_uninterrupted_o
         );
     }
     assert!(restored > 0, "no run restored a checkpoint: the trials did not exercise checkpoints");
-}
-
-impl Job {
-    /// Runs the job in the background, starting it again whenever it fails, until it succeeds.
-    fn run_until_success(self) -> std::thread::JoinHandle<Vec<String>> {
-        std::thread::spawn(move || {
-            let mut logs = Vec::new();
-            for _ in 0..5 {
-                let out = {
-                    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kappa"));
-                    cmd.args(&self.args);
-                    for (k, v) in &self.env {
-                        cmd.env(k, v);
-                    }
-                    cmd.output().expect("run kappa")
-                };
-                logs.push(String::from_utf8_lossy(&out.stderr).into_owned());
-                if out.status.success() {
-                    return logs;
-                }
-            }
-            panic!("kappa failed five times:\n{}", logs.join("\n---\n"));
-        })
-    }
-}
-
-/// Manifests (complete checkpoints) under a file:// checkpoint location, oldest first.
-fn manifests(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut found: Vec<_> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries.filter_map(Result::ok).map(|e| e.path().join("MANIFEST")).filter(|m| m.exists()).collect()
-        })
-        .unwrap_or_default();
-    found.sort();
-    found
 }
 
 /// A restartable like-counts job reading `topic` live from `brokers`.
@@ -317,7 +198,7 @@ fn restarting_the_broker_mid_run_ends_with_the_uninterrupted_output() {
     let dir = tempfile::tempdir().expect("tempdir");
     let output = format!("kafka:{}", unique("out"));
     let checkpoint = format!("file://{}", dir.path().join("ckpt").display());
-    let job = Job { args: live_job_args(&topic, &tansu.brokers, &output, &checkpoint, "6s", "200ms"), env: vec![] }
+    let job = kappa_job(live_job_args(&topic, &tansu.brokers, &output, &checkpoint, "6s", "200ms"), vec![])
         .run_until_success();
     let (first, second) = live.split_at(live.len() / 2);
     produce_slowly(tansu.brokers.clone(), topic.clone(), first.to_vec()).join().expect("produce");
@@ -341,7 +222,7 @@ fn a_damaged_or_missing_newest_checkpoint_falls_back_and_says_so() {
         let output = dir.path().join(format!("{damage}.jsonl")).to_str().expect("utf-8").to_string();
         let ckpt_dir = dir.path().join(format!("ckpt-{damage}"));
         let checkpoint = format!("file://{}", ckpt_dir.display());
-        let job = Job { args: live_job_args(&topic, &tansu.brokers, &output, &checkpoint, "2s", "100ms"), env: vec![] };
+        let job = kappa_job(live_job_args(&topic, &tansu.brokers, &output, &checkpoint, "2s", "100ms"), vec![]);
         let producer = produce_slowly(tansu.brokers.clone(), topic.clone(), all.clone());
         // Kill once two checkpoints are complete.
         let mut child = job.spawn();

@@ -18,7 +18,7 @@ fn archive_ending_before_the_log_start_is_an_error_naming_the_missing_offsets() 
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("file://{}", dir.path().display());
     let archive = kappa_replay::Archive::open(&url).expect("archive");
-    kappa_replay::writer::write_archive(&archive, &brokers, "likes", &|_| ()).expect("archive write");
+    kappa_runner::job::archive_topic(&archive, &brokers, "likes", &|_| ()).expect("archive write");
     produce(&brokers, "likes", records(800, 10_000), &|_| ()).expect("produce past retention");
 
     let spec = InputSpec {

@@ -11,8 +11,7 @@ use kappa_connectors::kafka::producer::{produce, OutgoingRecord};
 use kappa_examples::generator::{like_records, like_stream, LikeStreamConfig};
 use kappa_examples::like_counts::Like;
 
-use crate::exactly_once::consume_committed;
-use crate::harness::{kappa_ok, unique, Tansu};
+use crate::harness::{consume_committed, kappa_ok, unique, Tansu};
 
 fn events(n: usize, seed: u64) -> Vec<(i32, Like)> {
     like_stream(&LikeStreamConfig { partitions: 2, seed, ..LikeStreamConfig::new(n) })
