@@ -99,7 +99,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let bar = progress("producing and archiving history");
     for chunk in events[..split].chunks(round) {
         produce(&brokers, &topic, like_records(chunk), &|_| ())?;
-        let written = kappa_replay::writer::write_archive(&archive, &brokers, &topic, &|_| ())?;
+        let written = kappa_runner::job::archive_topic(&archive, &brokers, &topic, &|_| ())?;
         archived += written.records;
         segments += written.partitions.values().map(|(_, _, s)| s).sum::<usize>();
         rounds += 1;
@@ -233,7 +233,7 @@ impl Staging<'_> {
         let url = format!("file://{}", self.dir.join(topic).display());
         let archive = kappa_replay::Archive::open(&url)?;
         produce(self.brokers, topic, records(&events[..split]), &|_| ())?;
-        kappa_replay::writer::write_archive(&archive, self.brokers, topic, &|_| ())?;
+        kappa_runner::job::archive_topic(&archive, self.brokers, topic, &|_| ())?;
         produce(self.brokers, topic, records(&events[split..]), &|_| ())?;
         let spec = InputSpec {
             topic: topic.to_string(),

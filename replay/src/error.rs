@@ -128,22 +128,13 @@ pub enum Error {
         /// The broker's high watermark.
         high_watermark: i64,
     },
-    /// Talking to Kafka failed.
-    #[error(transparent)]
-    Kafka(Box<kappa_connectors::Error>),
-    /// Reading from Kafka while archiving failed.
-    #[error("archiving topic `{topic}` failed while consuming")]
+    /// Reading the topic while archiving failed.
+    #[error("archiving topic `{topic}` failed while reading it")]
     Consume {
         /// The topic.
         topic: String,
-        /// The client's error.
+        /// The source's error.
         #[source]
-        source: Box<rdkafka::error::KafkaError>,
+        source: kappa_engine::BoxError,
     },
-}
-
-impl From<kappa_connectors::Error> for Error {
-    fn from(error: kappa_connectors::Error) -> Self {
-        Error::Kafka(Box::new(error))
-    }
 }

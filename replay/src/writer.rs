@@ -1,14 +1,11 @@
-//! `kappa archive write`: copy a topic from a broker into an archive, appending what is new.
+//! `kappa archive write`: copy a topic from any source (a broker, for the command) into an
+//! archive, appending what is new.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kappa_engine::{Offset, Record};
-use rdkafka::consumer::Consumer;
-use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
-use rdkafka::TopicPartitionList;
+use kappa_engine::{Offset, PartitionId, Poll, Record, SourceFactory};
 
 use object_store::ObjectStoreExt;
 
@@ -110,17 +107,29 @@ impl PartitionCopy {
     }
 }
 
-/// Copies every partition of `topic` from `brokers` into `archive`, from where the archive ends
+/// Copies every partition of `topic` from `source` into `archive`, from where the archive ends
 /// (or the log starts) up to the high watermark read at the start of the run.
 ///
-/// `progress` is called with the number of records copied so far.
-pub fn write_archive(archive: &Archive, brokers: &str, topic: &str, progress: &dyn Fn(u64)) -> Result<WriteReport> {
-    let marks = kappa_connectors::kafka::admin::watermarks(brokers, topic)?;
+/// `marks` gives each partition's `(log start, high watermark)`, as the broker reports them
+/// (`kappa_connectors::kafka::admin::watermarks`); `source` is any reader of the topic
+/// (`kappa_connectors::KafkaSource` reading up to those high watermarks, for `kappa archive
+/// write`), opened here at each partition's start. A partition is complete when the source
+/// delivers its record just before the high watermark, or says the partition ended (the offsets
+/// between its last record and the watermark hold no data, such as transaction markers, and lie
+/// inside the last segment's range). `progress` is called with the number of records copied so
+/// far.
+pub fn write_archive(
+    archive: &Archive,
+    topic: &str,
+    marks: &BTreeMap<i32, (Offset, Offset)>,
+    source: &dyn SourceFactory,
+    progress: &dyn Fn(u64),
+) -> Result<WriteReport> {
     let layout = archive.layout.clone();
-    let mut assignment = TopicPartitionList::new();
-    let mut open: HashMap<i32, PartitionCopy> = HashMap::new();
+    let mut owned: Vec<(PartitionId, Option<Offset>)> = Vec::new();
+    let mut open: Vec<PartitionCopy> = Vec::new();
     let mut report = WriteReport::default();
-    for (&partition, &(log_start, high)) in &marks {
+    for (&partition, &(log_start, high)) in marks {
         let existing = runtime().block_on(layout.segments(archive, topic, partition))?;
         let start = match existing.last() {
             Some(last) if last.next_offset < log_start => {
@@ -135,19 +144,15 @@ pub fn write_archive(archive: &Archive, brokers: &str, topic: &str, progress: &d
             None => log_start,
         };
         if start < high {
-            assignment
-                .add_partition_offset(topic, partition, rdkafka::Offset::Offset(start))
-                .map_err(|source| Error::Consume { topic: topic.to_string(), source: Box::new(source) })?;
-            open.insert(partition, PartitionCopy::new(start, high, LIMITS));
+            owned.push((PartitionId::new(topic, partition), Some(start)));
+            open.push(PartitionCopy::new(start, high, LIMITS));
         }
     }
     if open.is_empty() {
         return Ok(report);
     }
-    let consumer = kappa_connectors::kafka::consumer(brokers)?;
-    consumer
-        .assign(&assignment)
-        .map_err(|source| Error::Consume { topic: topic.to_string(), source: Box::new(source) })?;
+    let failed = |source| Error::Consume { topic: topic.to_string(), source };
+    let mut reader = source.open(&owned).map_err(failed)?;
 
     let write = |partition: i32, segment: Segment, report: &mut WriteReport| -> Result<()> {
         let mut bytes = Vec::new();
@@ -163,51 +168,38 @@ pub fn write_archive(archive: &Archive, brokers: &str, topic: &str, progress: &d
         entry.2 += 1;
         Ok(())
     };
-    while open.values().any(|copy| !copy.done()) {
-        let message = match consumer.poll(Duration::from_millis(100)) {
-            None => continue,
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                // The log's end: whatever the consumer does not show up to the high watermark
-                // (transaction markers) is not data, and lies inside the last segment's range.
-                if let Some(copy) = open.get_mut(&p).filter(|c| !c.done()) {
-                    let at_end = consumer
-                        .position()
-                        .ok()
-                        .and_then(|tpl| tpl.find_partition(topic, p)?.offset().to_raw())
-                        .is_some_and(|pos| pos >= copy.high);
-                    if at_end {
-                        if let Some(segment) = copy.finish() {
-                            write(p, segment, &mut report)?;
-                        }
-                        // Nothing more to copy this run, written or not.
-                        copy.base = copy.high;
-                    }
-                }
+    let (mut records, mut finished) = (Vec::new(), Vec::new());
+    while open.iter().any(|copy| !copy.done()) {
+        records.clear();
+        finished.clear();
+        let poll = reader.poll(&mut records, &mut finished).map_err(failed)?;
+        for (index, record) in records.drain(..) {
+            let (partition, copy) = (owned[index].0.partition, &mut open[index]);
+            if copy.done() {
                 continue;
             }
-            Some(Err(source)) => return Err(Error::Consume { topic: topic.to_string(), source: Box::new(source) }),
-            Some(Ok(m)) => m,
-        };
-        let p = message.partition();
-        let Some(copy) = open.get_mut(&p).filter(|c| !c.done()) else {
-            continue;
-        };
-        let record = Record {
-            offset: message.offset(),
-            timestamp: message.timestamp().to_millis(),
-            key: message.key().map(Bytes::copy_from_slice),
-            value: message.payload().map(Bytes::copy_from_slice),
-        };
-        let copied = (copy.base..copy.high).contains(&record.offset);
-        let closed = copy.push(record);
-        if copied {
-            report.records += 1;
-            if report.records.is_multiple_of(10_000) {
-                progress(report.records);
+            let copied = (copy.base..copy.high).contains(&record.offset);
+            let closed = copy.push(record);
+            if copied {
+                report.records += 1;
+                if report.records.is_multiple_of(10_000) {
+                    progress(report.records);
+                }
+            }
+            if let Some(segment) = closed {
+                write(partition, segment, &mut report)?;
             }
         }
-        if let Some(segment) = closed {
-            write(p, segment, &mut report)?;
+        for &index in &finished {
+            let (partition, copy) = (owned[index].0.partition, &mut open[index]);
+            if let Some(segment) = copy.finish() {
+                write(partition, segment, &mut report)?;
+            }
+            // Nothing more to copy this run, written or not.
+            copy.base = copy.high;
+        }
+        if poll == Poll::Pending {
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
     progress(report.records);
@@ -246,6 +238,31 @@ mod tests {
     fn records_outside_the_run_are_not_copied() {
         assert_eq!(copy_all(10, 12, &[9, 10, 11, 12, 13], LIMITS), vec![(10, 12, 2)]);
         assert_eq!(copy_all(10, 12, &[], LIMITS), vec![]);
+    }
+
+    #[test]
+    fn any_source_archives_and_a_second_run_appends_only_what_is_new() {
+        let archive = Archive::open("memory://writer-any-source").expect("opens");
+        let partition = |offsets: &[Offset]| offsets.iter().map(|&o| record(o)).collect::<Vec<_>>();
+        // Partition 1 ends in offsets without records (markers) before its high watermark.
+        let history = vec![
+            (PartitionId::new("t", 0), partition(&[0, 1, 2, 3])),
+            (PartitionId::new("t", 1), partition(&[0, 2, 3])),
+        ];
+        let source = kappa_engine::MemorySource::new(history.clone()).with_batch(2);
+        let marks = BTreeMap::from([(0, (0, 4)), (1, (0, 6))]);
+        let report = write_archive(&archive, "t", &marks, &source, &|_| ()).expect("writes");
+        assert_eq!(report.records, 7);
+        assert_eq!(report.partitions, BTreeMap::from([(0, (0, 4, 1)), (1, (0, 6, 1))]));
+        // More records since: only they are copied.
+        let mut grown = history;
+        grown[0].1.extend(partition(&[4, 5]));
+        let source = kappa_engine::MemorySource::new(grown);
+        let marks = BTreeMap::from([(0, (0, 6)), (1, (0, 6))]);
+        let report = write_archive(&archive, "t", &marks, &source, &|_| ()).expect("appends");
+        assert_eq!(report.partitions, BTreeMap::from([(0, (4, 6, 1))]));
+        let replay = crate::ReplaySource::open(archive, "t").expect("replays");
+        assert_eq!(replay.end_offsets(), BTreeMap::from([(0, 6), (1, 6)]));
     }
 
     #[test]

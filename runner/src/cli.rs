@@ -132,9 +132,9 @@ enum CheckpointCodec {
 
 #[derive(Args)]
 struct ReplayArgs {
-    /// The pipeline to run (`kappa pipelines` lists them).
+    /// The pipeline to run (`kappa pipelines` lists them); optional in a program of one pipeline.
     #[arg(long)]
-    pipeline: String,
+    pipeline: Option<String>,
     /// The topic an input reads: `TOPIC` for a pipeline with one input, or `INPUT=TOPIC` (repeatable)
     /// to rename any input; inputs not named read the topic of their own name.
     #[arg(long)]
@@ -236,7 +236,12 @@ pub fn main_with(pipelines: &[&'static dyn DynPipeline], extra: Vec<Extra>) -> E
         .init();
     let _ = PIPELINES.set(pipelines.to_vec());
     let names = pipeline_names();
-    let mut command = Cli::command().mut_subcommand("replay", |replay| {
+    // A program of its own pipelines is named after its binary in help and errors.
+    let program = std::env::args_os()
+        .next()
+        .and_then(|arg0| std::path::Path::new(&arg0).file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "kappa".to_string());
+    let mut command = Cli::command().bin_name(program).mut_subcommand("replay", |replay| {
         replay.mut_arg("pipeline", |arg| arg.value_parser(clap::builder::PossibleValuesParser::new(names)))
     });
     for e in &extra {
@@ -281,7 +286,7 @@ fn archive_write(brokers: &str, topic: &str, to: &str) -> anyhow::Result<()> {
     let archive = kappa_replay::Archive::open(to)?;
     let bar = progress(&format!("archiving {topic}"));
     let started = Instant::now();
-    let report = kappa_replay::writer::write_archive(&archive, brokers, topic, &|n| bar.set_position(n))
+    let report = crate::job::archive_topic(&archive, brokers, topic, &|n| bar.set_position(n))
         .with_context(|| format!("archiving topic `{topic}` from {brokers} to {to}"))?;
     bar.finish_and_clear();
     for (p, (from, to, segments)) in &report.partitions {
@@ -366,7 +371,16 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     if args.archive.is_none() && args.brokers.is_none() {
         anyhow::bail!("give --archive URL (and --then-live --brokers HOST:PORT to continue live), or --brokers alone");
     }
-    let pipeline = find_pipeline(&args.pipeline)?;
+    let pipeline = match &args.pipeline {
+        Some(name) => find_pipeline(name)?,
+        None => match pipelines().as_slice() {
+            [only] => *only,
+            _ => anyhow::bail!(
+                "choose the pipeline to run with --pipeline NAME (known: {}); `kappa pipelines` lists them",
+                pipeline_names().join(", ")
+            ),
+        },
+    };
     let declared = pipeline.inputs();
     let topics = topics_of(pipeline.name(), &declared, &args.topic)?;
     let open = |input: &str| -> anyhow::Result<crate::job::OpenedInput> {

@@ -157,3 +157,18 @@ pub fn checkpoint_config(
         keep: 2,
     })
 }
+
+/// Copies every partition of Kafka topic `topic` on `brokers` into `archive`, appending what is
+/// new since the archive's end, up to the high watermarks read now: `kappa archive write`.
+/// `progress` is called with the number of records copied so far.
+pub fn archive_topic(
+    archive: &kappa_replay::Archive,
+    brokers: &str,
+    topic: &str,
+    progress: &dyn Fn(u64),
+) -> anyhow::Result<kappa_replay::writer::WriteReport> {
+    let marks = kappa_connectors::kafka::admin::watermarks(brokers, topic)?;
+    let highs = marks.iter().map(|(&p, &(_, high))| (p, high)).collect();
+    let source = KafkaSource::try_new(KafkaSourceConfig::new(brokers, topic, ReadUntil::Offsets(highs)))?;
+    Ok(kappa_replay::writer::write_archive(archive, topic, &marks, &source, progress)?)
+}
