@@ -3,7 +3,7 @@
 /// Result with the connectors' [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// A Kafka operation failed.
+/// A Kafka or PostgreSQL operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -45,5 +45,37 @@ pub enum Error {
         /// The client's error.
         #[source]
         source: rdkafka::error::KafkaError,
+    },
+    /// A PostgreSQL statement, connection or transaction failed.
+    #[error("PostgreSQL output table `{table}`: {what} failed")]
+    Postgres {
+        /// The output table.
+        table: String,
+        /// What was being done.
+        what: String,
+        /// The client's error.
+        #[source]
+        source: Box<postgres::Error>,
+    },
+    /// The output table exists but does not fit the pipeline's rows.
+    #[error("PostgreSQL output table `{table}` does not fit the output: {reason}")]
+    TableMismatch {
+        /// The output table.
+        table: String,
+        /// What differs, and what to do.
+        reason: String,
+    },
+    /// The job's progress row moved since this run read it: another run of the job is writing.
+    #[error(
+        "PostgreSQL output table `{table}`: the progress of job `{job}` is no longer {expected}, where this run \
+         resumed: another run of the same job is writing to it; stop one of them"
+    )]
+    Fenced {
+        /// The output table.
+        table: String,
+        /// The job.
+        job: String,
+        /// The progress this run resumed from.
+        expected: u64,
     },
 }

@@ -1,4 +1,4 @@
-//! Kafka sources and sinks for Kappa, over rdkafka.
+//! Kafka sources and sinks for Kappa, over rdkafka, and database outputs.
 //!
 //! - **Sources** ([`KafkaSource`], in [`kafka::source`]). The data path never joins a consumer
 //!   group: each worker's reader is a `BaseConsumer` with an explicit assignment of the partitions
@@ -11,6 +11,9 @@
 //!   records form a deterministic sequence, the idempotent producer writes it in order, and
 //!   progress records in `<topic>.kappa-progress` tell a restarted job where to go on. Kafka
 //!   transactions are an option on top ([`KafkaSinkConfig::transactional`]).
+//! - **Database outputs** ([`PostgresSink`], in [`postgres`]): rows upserted into a table keyed
+//!   by the output's key fields, each run of completed times in one transaction with the job's
+//!   progress row, so a restart neither repeats nor skips a time.
 //! - **Metadata** ([`kafka::admin`]): partitions, watermarks and topic creation, for the command
 //!   line, the sink and the handoff check; [`kafka::producer`] produces records for the demo, the
 //!   tests and the benches.
@@ -54,7 +57,9 @@
 
 mod error;
 pub mod kafka;
+pub mod postgres;
 
 pub use error::{Error, Result};
 pub use kafka::sink::{KafkaSink, KafkaSinkConfig, Keyed, SinkMode};
 pub use kafka::source::{KafkaSource, KafkaSourceConfig, ReadUntil};
+pub use postgres::{PostgresSink, PostgresSinkConfig};

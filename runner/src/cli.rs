@@ -159,7 +159,13 @@ struct ReplayArgs {
     /// broker transactions: each partition's records form a deterministic sequence, sent by the
     /// idempotent producer, and progress records tell a restarted job where to go on
     /// (--kafka-transactions adds transactions).
-    #[arg(long, value_name = "FILE|kafka:TOPIC")]
+    ///
+    /// `postgres://user@host:port/db[?table=NAME]`: upsert rows into a table (default: the
+    /// pipeline's name) keyed by the output's key fields, deleting retracted rows; each run of
+    /// completed times is one transaction with the job's row in `kappa_progress`, so a restart
+    /// neither repeats nor skips a time. The table is created if missing; one that does not fit the
+    /// rows is refused.
+    #[arg(long, value_name = "FILE|kafka:TOPIC|postgres://...")]
     output: Option<String>,
     /// With --output kafka:TOPIC: write key -> current row, and a tombstone when a row goes away,
     /// so that a compacted topic is the materialized view.

@@ -102,15 +102,21 @@ impl ClusterArgs {
     }
 }
 
-/// Opens the output `--output` names: `kafka:TOPIC` (needs brokers) or a file path; `None` is
-/// stdout. These two lines are the registry of output kinds: a new kind is a new arm.
-pub fn output<D: serde::Serialize + kappa_engine::Keyed + 'static>(
+/// Opens the output `--output` names: `kafka:TOPIC` (needs brokers), `postgres://...` (a table,
+/// `?table=NAME`, by default the pipeline's name) or a file path; `None` is stdout. These arms are
+/// the registry of output kinds: a new kind is a new arm.
+pub fn output<D: serde::Serialize + kappa_engine::Keyed + Send + 'static>(
     spec: Option<&str>,
     brokers: Option<&str>,
     upsert: bool,
     transactional: bool,
     job: &str,
 ) -> anyhow::Result<kappa_engine::BoxedSink<D>> {
+    if let Some(url) = spec.filter(|s| s.starts_with("postgres://") || s.starts_with("postgresql://")) {
+        anyhow::ensure!(!upsert && !transactional, "--upsert and --kafka-transactions are for --output kafka:TOPIC");
+        let config = kappa_connectors::PostgresSinkConfig::parse(url, job, job)?;
+        return Ok(kappa_engine::BoxedSink::new(kappa_connectors::PostgresSink::<D>::new(config)));
+    }
     match spec.and_then(|s| s.strip_prefix("kafka:")) {
         Some(topic) => {
             let brokers = brokers.context("--output kafka:TOPIC needs --brokers HOST:PORT")?;

@@ -1,5 +1,6 @@
 # Shared by scripts/test and scripts/bench: install Tansu and moto when missing, start one of each
-# on free loopback ports, export their addresses, and stop them when the calling script exits.
+# and a temporary PostgreSQL cluster on free loopback ports, export their addresses, and stop them
+# when the calling script exits.
 # shellcheck shell=bash
 
 TOOLS="${KAPPA_TOOLS:-$HOME/.cache/kappa-tools}"
@@ -10,7 +11,12 @@ pids=()
 
 say() { printf '\033[1m%s:\033[0m %s\n' "$(basename "$0")" "$*" >&2; }
 
+PG_DATA=""
 cleanup() {
+  if [[ -n "$PG_DATA" ]]; then
+    "${as_postgres[@]}" "$PG_BIN/pg_ctl" -D "$PG_DATA" stop -m immediate >/dev/null 2>&1 || true
+    rm -rf "$PG_DIR"
+  fi
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
@@ -49,7 +55,35 @@ moto_server -H 127.0.0.1 -p "$MOTO_PORT" >"$LOGS/moto.log" 2>&1 &
 pids+=($!)
 wait_port "$MOTO_PORT" moto_server "$LOGS/moto.log"
 
+# PostgreSQL: a temporary cluster of the machine's server binaries, trust auth on loopback only.
+PG_BIN="${KAPPA_PG_BIN:-}"
+if [[ -z "$PG_BIN" ]]; then
+  for dir in /usr/local/bin /usr/lib/postgresql/*/bin; do
+    if [[ -x "$dir/initdb" && -x "$dir/pg_ctl" ]]; then PG_BIN="$dir"; break; fi
+  done
+fi
+if [[ -z "$PG_BIN" ]]; then
+  say "PostgreSQL's server binaries (initdb, pg_ctl, postgres) not found: apt-get install -y postgresql, or set KAPPA_PG_BIN"
+  exit 1
+fi
+as_postgres=()
+PG_DIR="$(mktemp -d)"
+if [[ "$(id -u)" == 0 ]]; then
+  # initdb refuses to run as root: the cluster belongs to the postgres user.
+  id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
+  chown postgres "$PG_DIR"
+  as_postgres=(runuser -u postgres --)
+fi
+"${as_postgres[@]}" "$PG_BIN/initdb" -D "$PG_DIR/data" -U kappa --auth=trust >"$LOGS/initdb.log" 2>&1 \
+  || { say "initdb failed; its log:"; cat "$LOGS/initdb.log" >&2; exit 1; }
+PG_PORT=$(free_port)
+PG_DATA="$PG_DIR/data"
+"${as_postgres[@]}" "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_DIR/postgres.log" -w \
+  -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null \
+  || { say "PostgreSQL did not start; its log:"; cat "$PG_DIR/postgres.log" >&2; exit 1; }
+
 export KAPPA_TANSU_BIN="$TANSU"
+export KAPPA_TEST_POSTGRES="postgres://kappa@127.0.0.1:$PG_PORT/postgres"
 export KAPPA_TEST_BROKERS="127.0.0.1:$TANSU_PORT"
 export KAPPA_TEST_S3_ENDPOINT="http://127.0.0.1:$MOTO_PORT"
-say "tansu on $KAPPA_TEST_BROKERS, moto on $KAPPA_TEST_S3_ENDPOINT (logs in $LOGS)"
+say "tansu on $KAPPA_TEST_BROKERS, moto on $KAPPA_TEST_S3_ENDPOINT, PostgreSQL on port $PG_PORT (logs in $LOGS, $PG_DIR)"

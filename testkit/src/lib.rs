@@ -1,5 +1,5 @@
-//! Real servers and real processes for integration tests: a Tansu broker and moto's S3 server on
-//! free loopback ports, a consumer that reads a topic back as a `read_committed` client sees it,
+//! Real servers and real processes for integration tests: a Tansu broker, moto's S3 server and a
+//! PostgreSQL cluster on free loopback ports, a consumer that reads a topic back as a `read_committed` client sees it,
 //! and a job runner that SIGKILLs a binary at chosen moments and starts it again.
 //!
 //! Why a crate of its own: the integration tests of `kappa-examples` and of the template pipeline
@@ -136,6 +136,102 @@ impl Drop for Tansu {
         if let Some(child) = self.child.as_mut() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+}
+
+/// A PostgreSQL server: the temporary cluster `scripts/test` started (`KAPPA_TEST_POSTGRES`), or
+/// one of this test's own, made with the machine's `initdb` and stopped on drop.
+pub struct Postgres {
+    /// `postgres://kappa@127.0.0.1:PORT/postgres`.
+    pub url: String,
+    /// The cluster's directory, when this test started it.
+    dir: Option<PathBuf>,
+}
+
+impl Postgres {
+    /// The server `scripts/test` started, or a new one.
+    pub fn shared() -> Postgres {
+        match std::env::var("KAPPA_TEST_POSTGRES") {
+            Ok(url) if !url.is_empty() => Postgres { url, dir: None },
+            _ => Postgres::start(),
+        }
+    }
+
+    fn bin(name: &str) -> PathBuf {
+        let dirs = std::env::var("KAPPA_PG_BIN").into_iter().chain(["/usr/local/bin".to_string()]);
+        let globbed = std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .map(|e| e.path().join("bin").display().to_string());
+        dirs.chain(globbed).map(|d| PathBuf::from(d).join(name)).find(|p| p.exists()).unwrap_or_else(|| {
+            panic!("PostgreSQL's `{name}` not found: run scripts/test, install postgresql, or set KAPPA_PG_BIN")
+        })
+    }
+
+    /// `command` run as the postgres user when this process is root (initdb refuses root).
+    fn as_postgres(program: PathBuf) -> Command {
+        let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
+        if root {
+            let mut cmd = Command::new("runuser");
+            cmd.args(["-u", "postgres", "--"]).arg(program);
+            cmd
+        } else {
+            Command::new(program)
+        }
+    }
+
+    /// Starts a cluster of its own on a free port.
+    pub fn start() -> Postgres {
+        let dir = std::env::temp_dir().join(unique("kappa-postgres"));
+        std::fs::create_dir_all(&dir).expect("create the cluster directory");
+        let _ = Command::new("chown").arg("postgres").arg(&dir).status();
+        let data = dir.join("data");
+        let out = Self::as_postgres(Self::bin("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "kappa", "--auth=trust"])
+            .output()
+            .expect("run initdb");
+        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let port = free_port();
+        let options = format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", dir.display());
+        let out = Self::as_postgres(Self::bin("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(dir.join("postgres.log"))
+            .args(["-w", "-o", &options, "start"])
+            .output()
+            .expect("run pg_ctl");
+        assert!(out.status.success(), "PostgreSQL did not start: {}", String::from_utf8_lossy(&out.stderr));
+        Postgres { url: format!("postgres://kappa@127.0.0.1:{port}/postgres"), dir: Some(dir) }
+    }
+
+    /// A client of the server's `postgres` database.
+    pub fn client(&self) -> postgres::Client {
+        postgres::Client::connect(&self.url, postgres::NoTls).expect("connect to PostgreSQL")
+    }
+
+    /// A new empty database of its own (so tests never share tables), as a URL.
+    pub fn database(&self) -> String {
+        let name = unique("kappa").replace('-', "_");
+        self.client().batch_execute(&format!("CREATE DATABASE {name}")).expect("create a database");
+        let base = self.url.rsplit_once('/').map_or(self.url.as_str(), |(base, _)| base);
+        format!("{base}/{name}")
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = Self::as_postgres(Self::bin("pg_ctl"))
+                .arg("-D")
+                .arg(dir.join("data"))
+                .args(["stop", "-m", "immediate"])
+                .output();
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }

@@ -6,6 +6,7 @@ mod handoff;
 mod harness;
 mod kafka_source;
 mod nexmark;
+mod postgres;
 mod replay;
 mod reruns;
 mod s3_outage;
