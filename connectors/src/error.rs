@@ -3,7 +3,7 @@
 /// Result with the connectors' [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// A Kafka or PostgreSQL operation failed.
+/// A Kafka, PostgreSQL or Redis operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -65,17 +65,28 @@ pub enum Error {
         /// What differs, and what to do.
         reason: String,
     },
-    /// The job's progress row moved since this run read it: another run of the job is writing.
+    /// The job's progress moved since this run read it: another run of the job is writing.
     #[error(
-        "PostgreSQL output table `{table}`: the progress of job `{job}` is no longer {expected}, where this run \
-         resumed: another run of the same job is writing to it; stop one of them"
+        "output `{table}`: the progress of job `{job}` is no longer {expected}, where this run resumed: another \
+         run of the same job is writing to it; stop one of them"
     )]
     Fenced {
-        /// The output table.
+        /// The output (table or key prefix).
         table: String,
-        /// The job.
+        /// The job (its progress row or key).
         job: String,
         /// The progress this run resumed from.
         expected: u64,
+    },
+    /// A Redis command, connection or transaction failed.
+    #[error("Redis output `{prefix}`: {what} failed")]
+    Redis {
+        /// The output's key prefix.
+        prefix: String,
+        /// What was being done.
+        what: String,
+        /// The client's error.
+        #[source]
+        source: Box<redis::RedisError>,
     },
 }

@@ -13,7 +13,9 @@
 //!   transactions are an option on top ([`KafkaSinkConfig::transactional`]).
 //! - **Database outputs** ([`PostgresSink`], in [`postgres`]): rows upserted into a table keyed
 //!   by the output's key fields, each run of completed times in one transaction with the job's
-//!   progress row, so a restart neither repeats nor skips a time.
+//!   progress row, so a restart neither repeats nor skips a time; and [`RedisSink`], in
+//!   [`redis`](mod@redis): one hash per key, the progress key set in the same `MULTI`/`EXEC`. Both
+//!   are stores of one [`UpsertSink`] ([`upsert`]).
 //! - **Metadata** ([`kafka::admin`]): partitions, watermarks and topic creation, for the command
 //!   line, the sink and the handoff check; [`kafka::producer`] produces records for the demo, the
 //!   tests and the benches.
@@ -58,8 +60,12 @@
 mod error;
 pub mod kafka;
 pub mod postgres;
+pub mod redis;
+pub mod upsert;
 
 pub use error::{Error, Result};
 pub use kafka::sink::{KafkaSink, KafkaSinkConfig, Keyed, SinkMode};
 pub use kafka::source::{KafkaSource, KafkaSourceConfig, ReadUntil};
-pub use postgres::{PostgresSink, PostgresSinkConfig};
+pub use postgres::{PostgresSink, PostgresSinkConfig, PostgresTable};
+pub use redis::{RedisHashes, RedisSink, RedisSinkConfig};
+pub use upsert::UpsertSink;

@@ -1,16 +1,11 @@
 //! PostgreSQL output: a pipeline's rows upserted into a table keyed by the rows' key fields,
 //! exactly once.
 //!
-//! The sink keeps, for every key touched since its last commit, the key's newest row (or its
-//! absence), and commits them in one transaction together with the job's progress row in
-//! `kappa_progress` (`job`, `upper`): every time below `upper` is applied, and no other. A run of
-//! completed times thus lands at once, and a reader of the table sees the state at one completed
-//! time, never half of one. A restarted job reads `upper` back ([`Sink::resume`]) and goes on from
-//! there, so a crash neither repeats nor skips a time; each of its commits moves the progress row
-//! only from the value it read, so a second run of the same job writing at once fails instead of
-//! applying times twice. The engine hands this sink only final times (it cannot take back what it
-//! committed; see `kappa_engine::sink`): a restartable job's table holds the times below the
-//! resumable frontier, as its Kafka output does.
+//! A [`PostgresTable`] is the [`Store`] of an [`UpsertSink`](crate::upsert::UpsertSink): it
+//! commits a run of completed times in one transaction together with the job's progress row in
+//! `kappa_progress` (`job`, `upper`), so a reader of the table sees the state at one completed
+//! time, never half of one, and a restart neither repeats nor skips a time
+//! ([`crate::upsert`] has the protocol).
 //!
 //! The table is created on the first commit if missing, with one column per field of the first
 //! row (JSON integers `bigint`, strings `text`, booleans `boolean`, other numbers
@@ -22,19 +17,11 @@
 //! Why the synchronous `postgres` client: the sink is called on a timely worker thread, which
 //! must not block inside an async runtime; `postgres` wraps `tokio-postgres` in exactly that way.
 
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
-
-use kappa_engine::{BoxError, Diff, Keyed, Sink, Time};
-use serde::Serialize;
+use kappa_engine::Time;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-
-/// How often a restartable job's progress is committed while times complete (at the end, always).
-const COMMIT_EVERY: Duration = Duration::from_millis(50);
-/// Keys pending before a commit is forced, whatever the clock.
-const COMMIT_KEYS: usize = 50_000;
+use crate::upsert::{Pending, Store, UpsertSink};
 
 /// Where a [`PostgresSink`] writes.
 #[derive(Clone, Debug)]
@@ -80,47 +67,27 @@ struct Connected {
     keys: Vec<String>,
 }
 
-/// Upserts a pipeline's rows into a PostgreSQL table, exactly once; see the [module docs](self).
-pub struct PostgresSink<D> {
+/// A PostgreSQL table as an upsert sink's store; see the [module docs](self).
+pub struct PostgresTable {
     config: PostgresSinkConfig,
-    /// Behind a mutex only because sinks must be `Sync` and the client is not; the sink reaches it
-    /// through `&mut self` (`get_mut`), never locking.
-    connected: std::sync::Mutex<Option<Connected>>,
-    /// Key (as JSON text) → its newest row (`None`: deleted), since the last commit.
-    pending: BTreeMap<String, (Value, Option<Value>)>,
-    /// Every time below this is in `pending` or committed.
-    written_upper: Time,
-    committed: Option<Time>,
-    last_commit: Option<Instant>,
-    _rows: std::marker::PhantomData<fn(D)>,
+    connected: Option<Connected>,
 }
 
-impl<D> Clone for PostgresSink<D> {
-    fn clone(&self) -> Self {
-        PostgresSink::new(self.config.clone())
-    }
-}
+/// Upserts a pipeline's rows into a PostgreSQL table, exactly once.
+pub type PostgresSink<D> = UpsertSink<PostgresTable, D>;
 
-impl<D> PostgresSink<D> {
-    /// A sink writing to `config.table` (connecting on first use).
+impl PostgresTable {
+    /// The table `config` names (connecting on first use).
     pub fn new(config: PostgresSinkConfig) -> Self {
-        PostgresSink {
-            config,
-            connected: std::sync::Mutex::new(None),
-            pending: BTreeMap::new(),
-            written_upper: 0,
-            committed: None,
-            last_commit: None,
-            _rows: std::marker::PhantomData,
-        }
+        PostgresTable { config, connected: None }
+    }
+
+    fn slot(&mut self) -> &mut Option<Connected> {
+        &mut self.connected
     }
 
     fn failed(&self, what: &str, source: postgres::Error) -> Error {
         Error::Postgres { table: self.config.table.clone(), what: what.to_string(), source: Box::new(source) }
-    }
-
-    fn slot(&mut self) -> &mut Option<Connected> {
-        self.connected.get_mut().unwrap_or_else(|p| p.into_inner())
     }
 
     fn connect(&mut self) -> Result<&mut Connected> {
@@ -232,16 +199,13 @@ impl<D> PostgresSink<D> {
         Ok(())
     }
 
-    /// Commits what is pending, with progress `upper`, in one transaction.
-    fn commit(&mut self, upper: Time) -> Result<()> {
-        if let Some((key, (_, row))) = self.pending.iter().find(|(_, (_, row))| row.is_some()) {
+    fn apply(&mut self, pending: Pending, upper: Time, resumed_from: Option<Time>) -> Result<()> {
+        if let Some((key, (_, row))) = pending.iter().find(|(_, (_, row))| row.is_some()) {
             let (key, row) = (serde_json::from_str(key).unwrap_or(Value::Null), row.clone().expect("found Some"));
             self.ensure_table(&row, &key)?;
         }
         let table = self.config.table.clone();
         let job = self.config.job.clone();
-        let pending = std::mem::take(&mut self.pending);
-        let resumed_from = self.committed;
         let connected = self.connect()?;
         let failed = |what: &str, e: postgres::Error| Error::Postgres {
             table: table.clone(),
@@ -313,8 +277,6 @@ impl<D> PostgresSink<D> {
             }
         }
         tx.commit().map_err(|e| failed("committing", e))?;
-        self.committed = Some(upper);
-        self.last_commit = Some(Instant::now());
         Ok(())
     }
 }
@@ -342,58 +304,16 @@ fn describe(columns: &[(String, String)]) -> String {
     format!("({})", parts.join(", "))
 }
 
-impl<D: Serialize + Keyed + Send + 'static> Sink<D> for PostgresSink<D> {
-    fn write(&mut self, time: Time, updates: &[(D, Diff)]) -> std::result::Result<(), BoxError> {
-        // Retractions first, then insertions: a key's row replaced at this time is upserted.
-        let mut inserted: BTreeMap<String, ()> = BTreeMap::new();
-        for pass in [false, true] {
-            for (row, diff) in updates.iter().filter(|(_, d)| (*d > 0) == pass) {
-                let key = row.key();
-                let key_text = key.to_string();
-                if diff.abs() != 1 {
-                    return Err(format!(
-                        "row with key {key_text} has multiplicity {diff} at time {time}: a table keyed by the \
-                         output's key holds one row per key"
-                    )
-                    .into());
-                }
-                if pass {
-                    if inserted.insert(key_text.clone(), ()).is_some() {
-                        return Err(format!(
-                            "two rows with key {key_text} at time {time}: a table keyed by the output's key holds \
-                             one row per key"
-                        )
-                        .into());
-                    }
-                    self.pending.insert(key_text, (key, Some(serde_json::to_value(row)?)));
-                } else {
-                    self.pending.insert(key_text, (key, None));
-                }
-            }
-        }
-        self.written_upper = time + 1;
-        if self.pending.len() >= COMMIT_KEYS {
-            self.commit(self.written_upper)?;
-        }
-        Ok(())
+impl Store for PostgresTable {
+    fn fresh(&self) -> Self {
+        PostgresTable::new(self.config.clone())
     }
 
-    fn advanced(&mut self, upper: Time) -> std::result::Result<(), BoxError> {
-        if self.last_commit.is_none_or(|at| at.elapsed() >= COMMIT_EVERY) && self.committed != Some(upper) {
-            self.commit(upper)?;
-        }
-        Ok(())
+    fn commit(&mut self, pending: Pending, upper: Time, from: Option<Time>) -> Result<()> {
+        self.apply(pending, upper, from)
     }
 
-    fn finish(&mut self, upper: Time) -> std::result::Result<(), BoxError> {
-        Ok(self.commit(upper.max(self.written_upper))?)
-    }
-
-    fn uses_keys(&self) -> bool {
-        true
-    }
-
-    fn resume(&mut self) -> std::result::Result<Time, BoxError> {
+    fn progress(&mut self) -> Result<Time> {
         let job = self.config.job.clone();
         let table = self.config.table.clone();
         let connected = self.connect()?;
@@ -404,23 +324,13 @@ impl<D: Serialize + Keyed + Send + 'static> Sink<D> for PostgresSink<D> {
             .map_err(failed)?;
         let row = connected
             .client
-            .query_opt("SELECT upper::text FROM kappa_progress WHERE job = $1", &[&job])
+            .query_one("SELECT upper::text FROM kappa_progress WHERE job = $1", &[&job])
             .map_err(failed)?;
-        let upper = match row {
-            Some(row) => {
-                let text: String = row.get(0);
-                text.parse().map_err(|_| format!("kappa_progress holds upper {text} for job {job}, not a time"))?
-            }
-            None => 0,
-        };
-        self.pending.clear();
-        self.written_upper = upper;
-        self.committed = Some(upper);
-        Ok(upper)
-    }
-
-    fn durable_upper(&self) -> Option<Time> {
-        self.committed
+        let text: String = row.get(0);
+        text.parse().map_err(|_| Error::TableMismatch {
+            table: "kappa_progress".into(),
+            reason: format!("it holds upper {text} for job {job}, not a time; delete that row to start over"),
+        })
     }
 }
 

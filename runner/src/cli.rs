@@ -165,7 +165,11 @@ struct ReplayArgs {
     /// completed times is one transaction with the job's row in `kappa_progress`, so a restart
     /// neither repeats nor skips a time. The table is created if missing; one that does not fit the
     /// rows is refused.
-    #[arg(long, value_name = "FILE|kafka:TOPIC|postgres://...")]
+    ///
+    /// `redis://host:port[/db][?prefix=NAME]`: one hash per key, `NAME:KEY` (default: the
+    /// pipeline's name), deleted when its row goes away; each run of completed times is one
+    /// MULTI/EXEC with the progress key `kappa-progress:NAME`.
+    #[arg(long, value_name = "FILE|kafka:TOPIC|postgres://...|redis://...")]
     output: Option<String>,
     /// With --output kafka:TOPIC: write key -> current row, and a tombstone when a row goes away,
     /// so that a compacted topic is the materialized view.

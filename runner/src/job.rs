@@ -103,7 +103,8 @@ impl ClusterArgs {
 }
 
 /// Opens the output `--output` names: `kafka:TOPIC` (needs brokers), `postgres://...` (a table,
-/// `?table=NAME`, by default the pipeline's name) or a file path; `None` is stdout. These arms are
+/// `?table=NAME`, by default the pipeline's name), `redis://...` (hashes under `?prefix=NAME`, by
+/// default the pipeline's name) or a file path; `None` is stdout. These arms are
 /// the registry of output kinds: a new kind is a new arm.
 pub fn output<D: serde::Serialize + kappa_engine::Keyed + Send + 'static>(
     spec: Option<&str>,
@@ -115,7 +116,16 @@ pub fn output<D: serde::Serialize + kappa_engine::Keyed + Send + 'static>(
     if let Some(url) = spec.filter(|s| s.starts_with("postgres://") || s.starts_with("postgresql://")) {
         anyhow::ensure!(!upsert && !transactional, "--upsert and --kafka-transactions are for --output kafka:TOPIC");
         let config = kappa_connectors::PostgresSinkConfig::parse(url, job, job)?;
-        return Ok(kappa_engine::BoxedSink::new(kappa_connectors::PostgresSink::<D>::new(config)));
+        return Ok(kappa_engine::BoxedSink::new(kappa_connectors::PostgresSink::<D>::new(
+            kappa_connectors::PostgresTable::new(config),
+        )));
+    }
+    if let Some(url) = spec.filter(|s| s.starts_with("redis://") || s.starts_with("rediss://")) {
+        anyhow::ensure!(!upsert && !transactional, "--upsert and --kafka-transactions are for --output kafka:TOPIC");
+        let config = kappa_connectors::RedisSinkConfig::parse(url, job);
+        return Ok(kappa_engine::BoxedSink::new(kappa_connectors::RedisSink::<D>::new(
+            kappa_connectors::RedisHashes::new(config),
+        )));
     }
     match spec.and_then(|s| s.strip_prefix("kafka:")) {
         Some(topic) => {

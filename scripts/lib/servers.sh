@@ -1,5 +1,5 @@
 # Shared by scripts/test and scripts/bench: install Tansu and moto when missing, start one of each
-# and a temporary PostgreSQL cluster on free loopback ports, export their addresses, and stop them
+# and a temporary PostgreSQL cluster and a Redis server on free loopback ports, export their addresses, and stop them
 # when the calling script exits.
 # shellcheck shell=bash
 
@@ -82,8 +82,20 @@ PG_DATA="$PG_DIR/data"
   -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null \
   || { say "PostgreSQL did not start; its log:"; cat "$PG_DIR/postgres.log" >&2; exit 1; }
 
+# Redis: Debian's redis-server, installed when missing.
+if ! command -v redis-server >/dev/null 2>&1; then
+  say "installing redis-server (apt-get)"
+  apt-get install -y redis-server >"$LOGS/apt-redis.log" 2>&1 \
+    || { say "apt-get install redis-server failed (its log: $LOGS/apt-redis.log); install it, then run again"; exit 1; }
+fi
+REDIS_PORT=$(free_port)
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >"$LOGS/redis.log" 2>&1 &
+pids+=($!)
+wait_port "$REDIS_PORT" redis-server "$LOGS/redis.log"
+
 export KAPPA_TANSU_BIN="$TANSU"
+export KAPPA_TEST_REDIS="redis://127.0.0.1:$REDIS_PORT"
 export KAPPA_TEST_POSTGRES="postgres://kappa@127.0.0.1:$PG_PORT/postgres"
 export KAPPA_TEST_BROKERS="127.0.0.1:$TANSU_PORT"
 export KAPPA_TEST_S3_ENDPOINT="http://127.0.0.1:$MOTO_PORT"
-say "tansu on $KAPPA_TEST_BROKERS, moto on $KAPPA_TEST_S3_ENDPOINT, PostgreSQL on port $PG_PORT (logs in $LOGS, $PG_DIR)"
+say "tansu on $KAPPA_TEST_BROKERS, moto on $KAPPA_TEST_S3_ENDPOINT, PostgreSQL on port $PG_PORT, Redis on port $REDIS_PORT (logs in $LOGS, $PG_DIR)"

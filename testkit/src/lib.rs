@@ -1,5 +1,5 @@
-//! Real servers and real processes for integration tests: a Tansu broker, moto's S3 server and a
-//! PostgreSQL cluster on free loopback ports, a consumer that reads a topic back as a `read_committed` client sees it,
+//! Real servers and real processes for integration tests: a Tansu broker, moto's S3 server, a
+//! PostgreSQL cluster and a Redis server on free loopback ports, a consumer that reads a topic back as a `read_committed` client sees it,
 //! and a job runner that SIGKILLs a binary at chosen moments and starts it again.
 //!
 //! Why a crate of its own: the integration tests of `kappa-examples` and of the template pipeline
@@ -232,6 +232,51 @@ impl Drop for Postgres {
                 .args(["stop", "-m", "immediate"])
                 .output();
             let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// A Redis server: the one `scripts/test` started (`KAPPA_TEST_REDIS`), or one of this test's own
+/// (`redis-server` on a free port, nothing saved), stopped on drop.
+pub struct Redis {
+    child: Option<Child>,
+    /// `redis://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl Redis {
+    /// The server `scripts/test` started, or a new one.
+    pub fn shared() -> Redis {
+        match std::env::var("KAPPA_TEST_REDIS") {
+            Ok(url) if !url.is_empty() => Redis { child: None, url },
+            _ => Redis::start(),
+        }
+    }
+
+    /// Starts a server of its own on a free port.
+    pub fn start() -> Redis {
+        let port = free_port();
+        let mut child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server: run scripts/test (it installs it), or apt-get install -y redis-server");
+        wait_for_port(port, "redis-server", &mut child);
+        Redis { child: Some(child), url: format!("redis://127.0.0.1:{port}") }
+    }
+
+    /// A connection to it (tests keep apart by key prefix).
+    pub fn connection(&self) -> redis::Connection {
+        redis::Client::open(self.url.as_str()).and_then(|c| c.get_connection()).expect("connect to Redis")
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::process::{Command, Output};
 
-pub use kappa_testkit::{consume_committed, free_port, manifests, unique, Moto, Outages, Postgres, Tansu};
+pub use kappa_testkit::{consume_committed, free_port, manifests, unique, Moto, Outages, Postgres, Redis, Tansu};
 
 /// A restartable `kappa` job run as an operator would: the same command again after every crash.
 pub fn kappa_job(args: Vec<String>, env: Vec<(String, String)>) -> kappa_testkit::Job {

@@ -1,7 +1,8 @@
-//! The PostgreSQL output on a real server: a replay's table is the batch reference's final state;
-//! a table that does not fit is refused; and SIGKILLed restartable jobs end with the table of an
-//! uninterrupted run, every completed time applied exactly once (an audit trigger on the progress
-//! row records each commit's range of times).
+//! Database outputs on real servers (PostgreSQL, Redis): a replay's table or hashes are the batch
+//! reference's final state; a table that does not fit is refused; SIGKILLed restartable jobs end
+//! with what an uninterrupted run leaves, every completed time applied exactly once (PostgreSQL:
+//! an audit trigger on the progress row records each commit's range of times); and a second run
+//! of one job is fenced off.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use kappa_connectors::kafka::producer::produce;
 use kappa_examples::generator::{like_records, like_stream, LikeStreamConfig};
 use kappa_examples::like_counts::{self, Like};
 
-use crate::harness::{kappa, kappa_job, kappa_ok, unique, Postgres, Tansu};
+use crate::harness::{kappa, kappa_job, kappa_ok, unique, Postgres, Redis, Tansu};
 
 fn events(n: usize, seed: u64) -> Vec<(i32, Like)> {
     like_stream(&LikeStreamConfig { partitions: 2, seed, ..LikeStreamConfig::new(n) })
@@ -131,66 +132,26 @@ fn commits(url: &str) -> Vec<(Option<String>, String)> {
         .collect()
 }
 
-#[test]
-fn sigkilled_jobs_into_postgres_end_with_the_uninterrupted_table_each_time_applied_once() {
-    use rand::{Rng, SeedableRng};
-    let (tansu, pg) = (Tansu::shared(), Postgres::shared());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let all = events(12_000, 31);
-    let (history, live) = all.split_at(8_000);
-    // The uninterrupted run, restartable like the trials, over every record already in the broker:
-    // a restartable job's table holds only final times (those a later run over more input cannot
-    // change; see the engine's `sink` module), so that, not the reference, is what a trial must equal.
-    let expected = {
-        let (topic, archive) = archived_topic(&tansu, &all, dir.path());
-        let db = pg.database();
-        let checkpoint = format!("file://{}", dir.path().join("ckpt-reference").display());
-        let output = format!("{db}?table=post_likes");
-        kappa_ok(
-            &job_args(&topic, &archive, &tansu.brokers, &output, &checkpoint)
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
-            &[],
-        );
-        table(&db, "post_likes")
-    };
-    assert!(expected.len() > 100, "the uninterrupted run's table has {} rows", expected.len());
+/// A database output of the crash trials: its `--output`, what it holds, and what its commits say.
+trait Target {
+    fn output(&self) -> String;
+    fn state(&self) -> BTreeMap<u64, u64>;
+    /// Panics unless the commits applied every time once (where the database can tell).
+    fn check_commits(&self, _trial: usize) {}
+}
 
-    let trials: usize = std::env::var("KAPPA_CRASH_TRIALS").ok().and_then(|n| n.parse().ok()).unwrap_or(20) / 4;
-    let mut rng = rand::rngs::SmallRng::seed_from_u64(2027);
-    let mut restored = 0;
-    for trial in 0..trials.max(3) {
-        let (topic, archive) = archived_topic(&tansu, history, dir.path());
-        let db = pg.database();
-        audit(&db);
-        let checkpoint = format!("file://{}", dir.path().join(format!("ckpt-{trial}")).display());
-        let job = kappa_job(
-            job_args(&topic, &archive, &tansu.brokers, &format!("{db}?table=post_likes"), &checkpoint),
-            vec![],
-        );
-        let producer = {
-            let (brokers, topic, live) = (tansu.brokers.clone(), topic.clone(), live.to_vec());
-            std::thread::spawn(move || {
-                for chunk in live.chunks(400) {
-                    produce(&brokers, &topic, like_records(chunk), &|_| ()).expect("produce live records");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            })
-        };
-        let kills: Vec<Duration> =
-            (0..rng.random_range(1..=2)).map(|_| Duration::from_millis(rng.random_range(200..2_500))).collect();
-        let logs = job.run_with_kills(&kills);
-        producer.join().expect("producer");
-        restored += logs.iter().filter(|l| l.contains("restoring from checkpoint")).count();
-        assert_eq!(
-            table(&db, "post_likes"),
-            expected,
-            "trial {trial} (kills after {kills:?}): the final table\n{}",
-            logs.join("\n---\n")
-        );
+struct Table(String);
+
+impl Target for Table {
+    fn output(&self) -> String {
+        format!("{}?table=post_likes", self.0)
+    }
+    fn state(&self) -> BTreeMap<u64, u64> {
+        table(&self.0, "post_likes")
+    }
+    fn check_commits(&self, trial: usize) {
         // Every commit starts where the previous one ended: no time applied twice, none skipped.
-        let commits = commits(&db);
+        let commits = commits(&self.0);
         assert!(!commits.is_empty(), "trial {trial}: no commit was audited");
         let time = |t: &str| t.parse::<u64>().expect("a time");
         for (lower, upper) in &commits {
@@ -207,7 +168,125 @@ fn sigkilled_jobs_into_postgres_end_with_the_uninterrupted_table_each_time_appli
             );
         }
     }
+}
+
+struct Hashes {
+    url: String,
+    prefix: String,
+}
+
+impl Target for Hashes {
+    fn output(&self) -> String {
+        format!("{}?prefix={}", self.url, self.prefix)
+    }
+    fn state(&self) -> BTreeMap<u64, u64> {
+        hashes(&self.url, &self.prefix)
+    }
+}
+
+/// `post → likes` as the hashes under `prefix` hold them.
+fn hashes(url: &str, prefix: &str) -> BTreeMap<u64, u64> {
+    let mut connection = redis::Client::open(url).and_then(|c| c.get_connection()).expect("connect");
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg(format!("{prefix}:*")).query(&mut connection).expect("list the output's keys");
+    keys.iter()
+        .map(|key| {
+            let (post, likes): (u64, u64) =
+                redis::cmd("HMGET").arg(key).arg("post").arg("likes").query(&mut connection).expect("read a hash");
+            (post, likes)
+        })
+        .collect()
+}
+
+/// SIGKILL trials of a restartable like-counts job (archive, then live) into a fresh output from
+/// `fresh` each time: each must end as an uninterrupted run into another fresh output does.
+fn crash_trials(fresh: &dyn Fn() -> Box<dyn Target>) {
+    use rand::{Rng, SeedableRng};
+    let tansu = Tansu::shared();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let all = events(12_000, 31);
+    let (history, live) = all.split_at(8_000);
+    // The uninterrupted run, restartable like the trials, over every record already in the broker:
+    // a restartable job's output holds only final times (those a later run over more input cannot
+    // change; see the engine's `sink` module), so that, not the reference, is what a trial must equal.
+    let expected = {
+        let (topic, archive) = archived_topic(&tansu, &all, dir.path());
+        let target = fresh();
+        let checkpoint = format!("file://{}", dir.path().join("ckpt-reference").display());
+        let args = job_args(&topic, &archive, &tansu.brokers, &target.output(), &checkpoint);
+        kappa_ok(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+        target.state()
+    };
+    assert!(expected.len() > 100, "the uninterrupted run's output has {} rows", expected.len());
+
+    let trials: usize = std::env::var("KAPPA_CRASH_TRIALS").ok().and_then(|n| n.parse().ok()).unwrap_or(20) / 4;
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(2027);
+    let mut restored = 0;
+    for trial in 0..trials.max(3) {
+        let (topic, archive) = archived_topic(&tansu, history, dir.path());
+        let target = fresh();
+        let checkpoint = format!("file://{}", dir.path().join(format!("ckpt-{trial}")).display());
+        let job = kappa_job(job_args(&topic, &archive, &tansu.brokers, &target.output(), &checkpoint), vec![]);
+        let producer = {
+            let (brokers, topic, live) = (tansu.brokers.clone(), topic.clone(), live.to_vec());
+            std::thread::spawn(move || {
+                for chunk in live.chunks(400) {
+                    produce(&brokers, &topic, like_records(chunk), &|_| ()).expect("produce live records");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        let kills: Vec<Duration> =
+            (0..rng.random_range(1..=2)).map(|_| Duration::from_millis(rng.random_range(200..2_500))).collect();
+        let logs = job.run_with_kills(&kills);
+        producer.join().expect("producer");
+        restored += logs.iter().filter(|l| l.contains("restoring from checkpoint")).count();
+        assert_eq!(
+            target.state(),
+            expected,
+            "trial {trial} (kills after {kills:?}): the output\n{}",
+            logs.join("\n---\n")
+        );
+        target.check_commits(trial);
+    }
     assert!(restored > 0, "no run restored a checkpoint: the trials did not exercise restarts");
+}
+
+#[test]
+fn sigkilled_jobs_into_postgres_end_with_the_uninterrupted_table_each_time_applied_once() {
+    let pg = Postgres::shared();
+    crash_trials(&|| {
+        let db = pg.database();
+        audit(&db);
+        Box::new(Table(db))
+    });
+}
+
+#[test]
+fn sigkilled_jobs_into_redis_end_with_the_uninterrupted_hashes() {
+    let redis = Redis::shared();
+    crash_trials(&|| Box::new(Hashes { url: redis.url.clone(), prefix: unique("likes") }));
+}
+
+#[test]
+fn a_replay_into_redis_holds_the_reference() {
+    let (tansu, redis) = (Tansu::shared(), Redis::shared());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let history = events(5_000, 11);
+    let (topic, archive) = archived_topic(&tansu, &history, dir.path());
+    let prefix = unique("likes");
+    let output = format!("{}?prefix={prefix}", redis.url);
+    kappa_ok(
+        &["replay", "--pipeline", "like-counts", "--topic", &topic, "--archive", &archive, "--output", &output],
+        &[],
+    );
+    let expected = like_counts::reference(history.iter().map(|(_, l)| l));
+    assert!(expected.len() > 10);
+    assert_eq!(hashes(&redis.url, &prefix), expected, "one hash per post, none for posts without likes");
+    let mut connection = redis.connection();
+    let progress: String =
+        redis::cmd("GET").arg(format!("kappa-progress:{prefix}")).query(&mut connection).expect("progress");
+    assert_eq!(progress, u64::MAX.to_string(), "a finished job that cannot restart records every time as applied");
 }
 
 /// Two runs of one job resume from the same progress; the first to commit wins, and the other
@@ -221,8 +300,10 @@ fn a_second_run_of_the_same_job_is_fenced_off() {
         .expect("parses");
     let row = |likes| like_counts::PostLikes { post: 1, likes };
     let (mut first, mut second) = (
-        kappa_connectors::PostgresSink::<like_counts::PostLikes>::new(config.clone()),
-        kappa_connectors::PostgresSink::<like_counts::PostLikes>::new(config),
+        kappa_connectors::PostgresSink::<like_counts::PostLikes>::new(kappa_connectors::PostgresTable::new(
+            config.clone(),
+        )),
+        kappa_connectors::PostgresSink::<like_counts::PostLikes>::new(kappa_connectors::PostgresTable::new(config)),
     );
     assert_eq!(first.resume().expect("resumes"), 0);
     assert_eq!(second.resume().expect("resumes"), 0);
@@ -232,4 +313,25 @@ fn a_second_run_of_the_same_job_is_fenced_off() {
     let error = second.finish(11).expect_err("the second run must not commit the same times");
     assert!(error.to_string().contains("another run of the same job"), "{error}");
     assert_eq!(table(&db, "fenced"), BTreeMap::from([(1, 1)]));
+}
+
+/// The same for Redis: the progress key is watched from the moment a run read it.
+#[test]
+fn a_second_run_of_the_same_job_is_fenced_off_in_redis() {
+    use kappa_engine::Sink;
+    let redis = Redis::shared();
+    let config = kappa_connectors::RedisSinkConfig::parse(&format!("{}?prefix={}", redis.url, unique("fenced")), "x");
+    let row = |likes| like_counts::PostLikes { post: 1, likes };
+    let sink = || {
+        kappa_connectors::RedisSink::<like_counts::PostLikes>::new(kappa_connectors::RedisHashes::new(config.clone()))
+    };
+    let (mut first, mut second) = (sink(), sink());
+    assert_eq!(first.resume().expect("resumes"), 0);
+    assert_eq!(second.resume().expect("resumes"), 0);
+    first.write(10, &[(row(1), 1)]).expect("writes");
+    first.finish(11).expect("the first commit wins");
+    second.write(10, &[(row(2), 1)]).expect("writes (buffered)");
+    let error = second.finish(11).expect_err("the second run must not commit the same times");
+    assert!(error.to_string().contains("another run of the same job"), "{error}");
+    assert_eq!(hashes(&redis.url, &config.prefix), BTreeMap::from([(1, 1)]));
 }
