@@ -1,7 +1,7 @@
 //! PostgreSQL output: a pipeline's rows upserted into a table keyed by the rows' key fields,
 //! exactly once.
 //!
-//! A [`PostgresTable`] is the [`Store`] of an [`UpsertSink`](crate::upsert::UpsertSink): it
+//! A [`PostgresTable`] is the [`Store`] of an [`UpsertSink`]: it
 //! commits a run of completed times in one transaction together with the job's progress row in
 //! `kappa_progress` (`job`, `upper`), so a reader of the table sees the state at one completed
 //! time, never half of one, and a restart neither repeats nor skips a time

@@ -1,6 +1,6 @@
 //! Redis output: one hash per output key, deleted when the row goes away, exactly once.
 //!
-//! A [`RedisHashes`] is the [`Store`] of an [`UpsertSink`](crate::upsert::UpsertSink): a commit is
+//! A [`RedisHashes`] is the [`Store`] of an [`UpsertSink`]: a commit is
 //! one `MULTI`/`EXEC` that deletes the hash of every key whose row went away, replaces the hash
 //! of every key whose row changed (one field per row field: strings as they are, anything else as
 //! JSON), and sets the job's progress key, all at once. The progress key is `WATCH`ed from the

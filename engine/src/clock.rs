@@ -41,7 +41,7 @@ const FORMAT: u32 = 1;
 /// One partition's recorded decisions.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionClock {
-    /// The format version ([`FORMAT`]).
+    /// The format version (`FORMAT`, 1).
     #[serde(default)]
     pub format: u32,
     /// Records at lower offsets are backfill; `None`: none are.
