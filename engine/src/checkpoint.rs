@@ -536,7 +536,17 @@ impl DurableProgress {
 pub(crate) struct CutPart {
     pub generation: u64,
     pub name: String,
-    pub bytes: Vec<u8>,
+    pub body: PartBody,
+}
+
+/// What a cut part holds.
+pub(crate) enum PartBody {
+    /// A freshly encoded part.
+    Encoded(Vec<u8>),
+    /// The same part as this object of an earlier generation: the partition has not changed since
+    /// (a finished or silent partition), so it is copied inside the store (S3: a server-side
+    /// copy) instead of being encoded and uploaded again.
+    CopyOf(Path),
 }
 
 /// The per-process writer: uploads parts off the worker threads; in process 0 it also writes
@@ -549,6 +559,8 @@ pub(crate) struct Writer {
     /// Generations queued and not yet uploaded, with their parts still in the queue; and the
     /// generations skipped because uploads were behind.
     queue: Arc<Mutex<Queue>>,
+    /// The checkpoint location's prefix in its store.
+    prefix: Path,
 }
 
 /// At most this many generations wait for upload: a slower store skips generations instead of
@@ -572,6 +584,7 @@ impl Writer {
         failure: Arc<dyn Fn(Error) + Send + Sync>,
     ) -> Result<Self> {
         let (tx, rx) = std::sync::mpsc::channel();
+        let prefix = config.prefix.clone();
         let completed = Arc::new(AtomicU64::new(0));
         let done = completed.clone();
         let queue = Arc::new(Mutex::new(Queue::default()));
@@ -594,17 +607,23 @@ impl Writer {
                 }
             })
             .map_err(|e| io_error("(writer)", e))?;
-        Ok(Writer { tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)), completed, queue })
+        Ok(Writer { tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)), completed, queue, prefix })
+    }
+
+    /// Where the part `name` of `generation` is stored.
+    pub fn part_path(&self, generation: u64, name: &str) -> Path {
+        generation_dir(&self.prefix, generation).join(name)
     }
 
     /// Queues a part for upload, unless uploads are so far behind that its generation is skipped
-    /// (said once per generation; a later generation completes instead).
-    pub fn send(&self, part: CutPart) {
+    /// (said once per generation; a later generation completes instead). Returns whether it was
+    /// queued: a skipped part is never written, so it cannot be copied later.
+    pub fn send(&self, part: CutPart) -> bool {
         {
             let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
             let queue = &mut *queue;
             if queue.skipped.contains(&part.generation) {
-                return;
+                return false;
             }
             if !queue.parts.contains_key(&part.generation) && queue.parts.len() >= QUEUED_GENERATIONS {
                 queue.skipped.insert(part.generation);
@@ -616,12 +635,13 @@ impl Writer {
                      slower than --checkpoint-every)",
                     part.generation, QUEUED_GENERATIONS
                 ));
-                return;
+                return false;
             }
             *queue.parts.entry(part.generation).or_insert(0) += 1;
         }
-        if let Some(tx) = self.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            let _ = tx.send(part);
+        match self.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            Some(tx) => tx.send(part).is_ok(),
+            None => false,
         }
     }
 
@@ -652,10 +672,15 @@ impl WriterState {
             match rx.recv_timeout(tick) {
                 Ok(part) => {
                     let path = generation_dir(&self.config.prefix, part.generation).join(part.name.as_str());
-                    self.config
-                        .store
-                        .put(&path, PutPayload::from(part.bytes))
-                        .await
+                    let written = match part.body {
+                        PartBody::Encoded(bytes) => {
+                            self.config.store.put(&path, PutPayload::from(bytes)).await.map(|_| ())
+                        }
+                        // The source is the partition's previous part: a generation no newer
+                        // complete one can have pruned yet, since those need this very part.
+                        PartBody::CopyOf(from) => self.config.store.copy(&from, &path).await,
+                    };
+                    written
                         .map_err(|e| io_error(&path, format!("cannot write ({e}); check the checkpoint location")))?;
                     self.pending.insert(part.generation);
                     let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());

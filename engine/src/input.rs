@@ -29,7 +29,7 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{Scope, Stream};
 
-use crate::checkpoint::{compact, part_object_name, CutPart, PartHeader, Retention, Updates, Writer};
+use crate::checkpoint::{compact, part_object_name, CutPart, PartBody, PartHeader, Retention, Updates, Writer};
 use crate::clock::{ClockStore, PartitionClock};
 use crate::error::{BadRecord, Error};
 use crate::runtime::Metrics;
@@ -78,8 +78,8 @@ pub(crate) struct Durable<T> {
     pub writer: Arc<Writer>,
     /// The frontiers of this worker's sinks: the output computed so far.
     pub output_frontier: OutputFrontiers,
-    /// Per owned partition, the part restored from a checkpoint.
-    pub restored: Vec<Option<(PartHeader, Updates<T>)>>,
+    /// Per owned partition, the part restored from a checkpoint, and its object.
+    pub restored: Vec<Option<(PartHeader, Updates<T>, String)>>,
 }
 
 /// The input frontier of each of a worker's sinks (all workers see the same global frontiers).
@@ -105,6 +105,18 @@ struct PartitionLog<T> {
     next_offset: Option<crate::source::Offset>,
     updates: Vec<(T, Time, Diff)>,
     compacted_len: usize,
+    /// The partition's last part written (or restored), and what it said.
+    written: Option<WrittenPart>,
+    /// Whether a record arrived since that part.
+    dirty: bool,
+}
+
+/// A part already in the store: the next one may be a copy of it while nothing changes.
+struct WrittenPart {
+    path: object_store::path::Path,
+    name: String,
+    next_offset: Option<crate::source::Offset>,
+    floor: Time,
 }
 
 fn generation(every_ms: u64) -> u64 {
@@ -196,8 +208,25 @@ where
         if let Some(d) = durable.as_mut() {
             last_generation = generation(d.every_ms);
             for (index, restored) in std::mem::take(&mut d.restored).into_iter().enumerate() {
-                let mut log = PartitionLog { next_offset: None, updates: Vec::new(), compacted_len: 0 };
-                if let Some((header, updates)) = restored {
+                let mut log = PartitionLog {
+                    next_offset: None,
+                    updates: Vec::new(),
+                    compacted_len: 0,
+                    written: None,
+                    dirty: true,
+                };
+                if let Some((header, updates, object)) = restored {
+                    if let (Ok(path), Some(name)) =
+                        (object_store::path::Path::parse(&object), object.rsplit('/').next())
+                    {
+                        log.written = Some(WrittenPart {
+                            name: name.to_string(),
+                            path,
+                            next_offset: header.next_offset,
+                            floor: header.floor,
+                        });
+                        log.dirty = false;
+                    }
                     let part = &mut parts[index];
                     part.assigner = TimeAssigner::resume(times.lateness_ms, header.max_seen, header.floor);
                     if let Some(next) = header.next_offset {
@@ -226,6 +255,27 @@ where
                     // gives new records times at or after it (see `crate::watermarks`).
                     let frontier = d.output_frontier.least().min(board.resumable());
                     for (index, log) in logs.iter_mut().enumerate() {
+                        let floor = parts[index].assigner.floor();
+                        let unchanged = log
+                            .written
+                            .as_ref()
+                            .filter(|w| !log.dirty && w.next_offset == log.next_offset && w.floor == floor);
+                        if let Some(w) = unchanged {
+                            // Nothing arrived since its last part (a finished or silent partition):
+                            // that part, compacted at an earlier frontier, restores the same state
+                            // (compaction only merges times below the frontier, and nothing below
+                            // it is output again), so copy it rather than encode it again.
+                            let (name, from) = (w.name.clone(), w.path.clone());
+                            if d.writer.send(CutPart {
+                                generation: now,
+                                name: name.clone(),
+                                body: PartBody::CopyOf(from),
+                            }) {
+                                let path = d.writer.part_path(now, &name);
+                                log.written.as_mut().expect("just read").path = path;
+                            }
+                            continue;
+                        }
                         compact(&mut log.updates, frontier, d.retention);
                         log.compacted_len = log.updates.len();
                         let header = PartHeader {
@@ -239,11 +289,13 @@ where
                             layout: None,
                             updates: log.updates.len() as u64,
                         };
-                        d.writer.send(CutPart {
-                            generation: now,
-                            name: part_object_name(&d.input, &owned[index], frontier),
-                            bytes: (d.encode)(&header, &log.updates),
-                        });
+                        let name = part_object_name(&d.input, &owned[index], frontier);
+                        let body = PartBody::Encoded((d.encode)(&header, &log.updates));
+                        if d.writer.send(CutPart { generation: now, name: name.clone(), body }) {
+                            let path = d.writer.part_path(now, &name);
+                            log.written = Some(WrittenPart { path, name, next_offset: log.next_offset, floor });
+                            log.dirty = false;
+                        }
                     }
                 }
                 if capability.is_none() {
@@ -317,6 +369,7 @@ where
                     };
                     if let Some(log) = logs.get_mut(index) {
                         log.next_offset = Some(record.offset + 1);
+                        log.dirty = true;
                     }
                     session.give(update);
                 }
