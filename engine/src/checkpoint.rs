@@ -678,6 +678,20 @@ impl WriterState {
                         }
                         // The source is the partition's previous part: a generation no newer
                         // complete one can have pruned yet, since those need this very part.
+                        PartBody::CopyOf(from) if self.copies_alias() => {
+                            // A local directory's copy is a hard link: damage to one file would
+                            // then be damage to every generation holding it, and the fallback to
+                            // an older checkpoint would find it damaged too. Write a file of its own.
+                            match self.config.store.get(&from).await {
+                                Ok(get) => match get.bytes().await {
+                                    Ok(bytes) => {
+                                        self.config.store.put(&path, PutPayload::from(bytes)).await.map(|_| ())
+                                    }
+                                    Err(e) => Err(e),
+                                },
+                                Err(e) => Err(e),
+                            }
+                        }
                         PartBody::CopyOf(from) => self.config.store.copy(&from, &path).await,
                     };
                     written
@@ -704,6 +718,13 @@ impl WriterState {
                 self.finalize_pending().await?;
             }
         }
+    }
+
+    /// Whether the store's copies share storage with their source (a local directory's hard
+    /// links), so that a copy would not be an independent replica.
+    fn copies_alias(&self) -> bool {
+        let location = self.config.location.as_str();
+        location.starts_with("file:") || !location.contains("://")
     }
 
     /// Writes the manifest of every pending generation that is complete and covered by the
