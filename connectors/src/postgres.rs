@@ -21,7 +21,7 @@ use kappa_engine::Time;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::upsert::{Pending, Store, UpsertSink};
+use crate::upsert::{take_param, Pending, Store, UpsertSink};
 
 /// Where a [`PostgresSink`] writes.
 #[derive(Clone, Debug)]
@@ -37,16 +37,8 @@ pub struct PostgresSinkConfig {
 impl PostgresSinkConfig {
     /// Reads `postgres://...[?table=NAME]`: the table is `default_table` unless the URL names one.
     pub fn parse(url: &str, default_table: &str, job: &str) -> Result<Self> {
-        let (base, query) = url.split_once('?').unwrap_or((url, ""));
-        let mut table = default_table.replace('-', "_");
-        let mut rest = Vec::new();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            match pair.split_once('=') {
-                Some(("table", name)) if !name.is_empty() => table = name.to_string(),
-                _ => rest.push(pair),
-            }
-        }
-        let url = if rest.is_empty() { base.to_string() } else { format!("{base}?{}", rest.join("&")) };
+        let (url, table) = take_param(url, "table");
+        let table = table.unwrap_or_else(|| default_table.replace('-', "_"));
         Ok(PostgresSinkConfig { url, table, job: job.to_string() })
     }
 }
@@ -212,45 +204,55 @@ impl PostgresTable {
             what: what.to_string(),
             source: Box::new(e),
         };
+        let name = quote(&table);
+        let (mut upserts, mut deletes) = (Vec::new(), Vec::new());
+        for (_, (key, row)) in pending {
+            match row {
+                Some(row) => upserts.push(row),
+                None => deletes.push(key),
+            }
+        }
+        // Deletes match on the key fields, which every key object names: no need to know the
+        // table's other columns (a restarted run may delete before it upserts anything). A table
+        // that does not exist yet holds nothing to delete.
+        let delete_keys: Vec<String> = match deletes.first() {
+            Some(Value::Object(fields)) => fields.keys().map(|k| quote(k)).collect(),
+            _ => Vec::new(),
+        };
+        let exists = connected.columns.is_some() || {
+            let row = connected
+                .client
+                .query_one("SELECT to_regclass(quote_ident($1)) IS NOT NULL", &[&table])
+                .map_err(|e| failed("looking the table up", e))?;
+            row.get::<_, bool>(0)
+        };
         let mut tx = connected.client.transaction().map_err(|e| failed("starting a transaction", e))?;
-        if let Some(columns) = connected.columns.as_ref() {
-            let (mut upserts, mut deletes) = (Vec::new(), Vec::new());
-            for (_, (key, row)) in pending {
-                match row {
-                    Some(row) => upserts.push(row),
-                    None => deletes.push(key),
-                }
-            }
-            let name = quote(&table);
+        if exists && !delete_keys.is_empty() {
+            let matching: Vec<String> = delete_keys.iter().map(|k| format!("{name}.{k} = d.{k}")).collect();
+            let sql = format!(
+                "DELETE FROM {name} USING jsonb_populate_recordset(NULL::{name}, $1::text::jsonb) AS d WHERE {}",
+                matching.join(" AND ")
+            );
+            tx.execute(&sql, &[&Value::Array(deletes).to_string()]).map_err(|e| failed("deleting rows", e))?;
+        }
+        if let (Some(columns), false) = (connected.columns.as_ref(), upserts.is_empty()) {
             let keys: Vec<String> = connected.keys.iter().map(|k| quote(k)).collect();
-            if !deletes.is_empty() {
-                let matching: Vec<String> = keys.iter().map(|k| format!("{name}.{k} = d.{k}")).collect();
-                let sql = format!(
-                    "DELETE FROM {name} USING jsonb_populate_recordset(NULL::{name}, $1::text::jsonb) AS d WHERE {}",
-                    matching.join(" AND ")
-                );
-                tx.execute(&sql, &[&Value::Array(deletes).to_string()]).map_err(|e| failed("deleting rows", e))?;
-            }
-            if !upserts.is_empty() {
-                let others: Vec<String> = columns
-                    .iter()
-                    .filter(|c| !connected.keys.contains(&c.name))
-                    .map(|c| format!("{0} = EXCLUDED.{0}", quote(&c.name)))
-                    .collect();
-                let conflict = if others.is_empty() {
-                    "DO NOTHING".to_string()
-                } else {
-                    format!("DO UPDATE SET {}", others.join(", "))
-                };
-                let sql = format!(
-                    "INSERT INTO {name} SELECT * FROM jsonb_populate_recordset(NULL::{name}, $1::text::jsonb) \
-                     ON CONFLICT ({}) {conflict}",
-                    keys.join(", ")
-                );
-                tx.execute(&sql, &[&Value::Array(upserts).to_string()]).map_err(|e| failed("upserting rows", e))?;
-            }
-        } else if pending.values().any(|(_, row)| row.is_none()) {
-            // Deletes before the table exists (a retraction of a row never written): nothing to do.
+            let others: Vec<String> = columns
+                .iter()
+                .filter(|c| !connected.keys.contains(&c.name))
+                .map(|c| format!("{0} = EXCLUDED.{0}", quote(&c.name)))
+                .collect();
+            let conflict = if others.is_empty() {
+                "DO NOTHING".to_string()
+            } else {
+                format!("DO UPDATE SET {}", others.join(", "))
+            };
+            let sql = format!(
+                "INSERT INTO {name} SELECT * FROM jsonb_populate_recordset(NULL::{name}, $1::text::jsonb) \
+                 ON CONFLICT ({}) {conflict}",
+                keys.join(", ")
+            );
+            tx.execute(&sql, &[&Value::Array(upserts).to_string()]).map_err(|e| failed("upserting rows", e))?;
         }
         match resumed_from {
             // A restartable run goes on from the progress it read: it commits only if that is still

@@ -14,7 +14,7 @@ use kappa_engine::Time;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::upsert::{Pending, Store, UpsertSink};
+use crate::upsert::{take_param, Pending, Store, UpsertSink};
 
 /// Where a [`RedisSink`] writes.
 #[derive(Clone, Debug)]
@@ -28,16 +28,8 @@ pub struct RedisSinkConfig {
 impl RedisSinkConfig {
     /// Reads `redis://...[?prefix=NAME]`: the prefix is `default_prefix` unless the URL names one.
     pub fn parse(url: &str, default_prefix: &str) -> Self {
-        let (base, query) = url.split_once('?').unwrap_or((url, ""));
-        let mut prefix = default_prefix.to_string();
-        let mut rest = Vec::new();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            match pair.split_once('=') {
-                Some(("prefix", name)) if !name.is_empty() => prefix = name.to_string(),
-                _ => rest.push(pair),
-            }
-        }
-        let url = if rest.is_empty() { base.to_string() } else { format!("{base}?{}", rest.join("&")) };
+        let (url, prefix) = take_param(url, "prefix");
+        let prefix = prefix.unwrap_or_else(|| default_prefix.to_string());
         RedisSinkConfig { url, prefix }
     }
 

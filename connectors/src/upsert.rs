@@ -86,6 +86,22 @@ impl<S: Store, D> Clone for UpsertSink<S, D> {
     }
 }
 
+/// Splits Kappa's own option `name=VALUE` off a database URL's query string (the client would
+/// refuse it): the URL without it, and the value if it was given and not empty.
+pub fn take_param(url: &str, name: &str) -> (String, Option<String>) {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut value = None;
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some((key, v)) if key == name && !v.is_empty() => value = Some(v.to_string()),
+            _ => rest.push(pair),
+        }
+    }
+    let url = if rest.is_empty() { base.to_string() } else { format!("{base}?{}", rest.join("&")) };
+    (url, value)
+}
+
 /// Stages one time's consolidated updates: retractions first, then insertions, so a key whose row
 /// is replaced at this time ends with the new row. A key with two rows at once, or a row with a
 /// multiplicity other than 1, cannot be one keyed row: an error.

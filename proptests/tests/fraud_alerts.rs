@@ -51,7 +51,7 @@ fn harness() -> Harness<FraudAlerts> {
 
 #[test]
 fn fraud_rings_equal_the_batch_reference_at_every_time() {
-    harness().cases(160).check();
+    harness().cases(256).check();
 }
 
 /// A planted ring is found exactly while its payments are active.

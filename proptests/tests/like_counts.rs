@@ -53,7 +53,7 @@ fn harness() -> Harness<LikeCounts> {
 
 #[test]
 fn replay_then_live_equals_batch_at_every_time() {
-    harness().cases(256).check();
+    harness().cases(512).check();
 }
 
 /// The harness is not a test that cannot fail: a reference that forgets unlikes is caught, at the

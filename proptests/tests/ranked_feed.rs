@@ -69,6 +69,6 @@ fn ranked_feeds_equal_the_batch_reference_at_every_time() {
                 at.events::<Like>(ranked_feed::LIKES),
             )
         })
-        .cases(96)
+        .cases(128)
         .check();
 }

@@ -11,6 +11,7 @@ use kappa_connectors::kafka::producer::produce;
 use kappa_examples::generator::{like_records, like_stream, LikeStreamConfig};
 use kappa_examples::like_counts::{self, Like};
 
+use crate::exactly_once::crash_trial_args;
 use crate::harness::{kappa, kappa_job, kappa_ok, unique, Postgres, Redis, Tansu};
 
 fn events(n: usize, seed: u64) -> Vec<(i32, Like)> {
@@ -74,33 +75,6 @@ fn a_replay_into_postgres_holds_the_reference_and_a_misfit_table_is_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a misfit table must be refused");
     assert!(stderr.contains("does not fit") && stderr.contains("label text"), "the error says what differs: {stderr}");
-}
-
-/// The restartable job of the crash trials: archive, then live, checkpointed, into `output`.
-fn job_args(topic: &str, archive: &str, brokers: &str, output: &str, checkpoint: &str) -> Vec<String> {
-    let args = [
-        "replay",
-        "--pipeline",
-        "like-counts",
-        "--topic",
-        topic,
-        "--brokers",
-        brokers,
-        "--archive",
-        archive,
-        "--then-live",
-        "--exit-when-idle",
-        "2s",
-        "--idle-timeout",
-        "off",
-        "--checkpoint",
-        checkpoint,
-        "--checkpoint-every",
-        "150ms",
-        "--output",
-        output,
-    ];
-    args.into_iter().map(String::from).collect()
 }
 
 /// Logs every change of the progress row: `(lower, upper)` of each commit, in commit order.
@@ -213,7 +187,7 @@ fn crash_trials(fresh: &dyn Fn() -> Box<dyn Target>) {
         let (topic, archive) = archived_topic(&tansu, &all, dir.path());
         let target = fresh();
         let checkpoint = format!("file://{}", dir.path().join("ckpt-reference").display());
-        let args = job_args(&topic, &archive, &tansu.brokers, &target.output(), &checkpoint);
+        let args = crash_trial_args(&topic, &archive, &tansu.brokers, &target.output(), &checkpoint);
         kappa_ok(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
         target.state()
     };
@@ -226,7 +200,7 @@ fn crash_trials(fresh: &dyn Fn() -> Box<dyn Target>) {
         let (topic, archive) = archived_topic(&tansu, history, dir.path());
         let target = fresh();
         let checkpoint = format!("file://{}", dir.path().join(format!("ckpt-{trial}")).display());
-        let job = kappa_job(job_args(&topic, &archive, &tansu.brokers, &target.output(), &checkpoint), vec![]);
+        let job = kappa_job(crash_trial_args(&topic, &archive, &tansu.brokers, &target.output(), &checkpoint), vec![]);
         let producer = {
             let (brokers, topic, live) = (tansu.brokers.clone(), topic.clone(), live.to_vec());
             std::thread::spawn(move || {
@@ -291,40 +265,11 @@ fn a_replay_into_redis_holds_the_reference() {
 
 /// Two runs of one job resume from the same progress; the first to commit wins, and the other
 /// fails naming the job instead of applying the same times again.
-#[test]
-fn a_second_run_of_the_same_job_is_fenced_off() {
-    use kappa_engine::Sink;
-    let pg = Postgres::shared();
-    let db = pg.database();
-    let config = kappa_connectors::PostgresSinkConfig::parse(&format!("{db}?table=fenced"), "like-counts", "job-a")
-        .expect("parses");
+fn a_second_run_is_fenced_off<S: kappa_engine::Sink<like_counts::PostLikes>>(
+    sink: impl Fn() -> S,
+    state: impl Fn() -> BTreeMap<u64, u64>,
+) {
     let row = |likes| like_counts::PostLikes { post: 1, likes };
-    let (mut first, mut second) = (
-        kappa_connectors::PostgresSink::<like_counts::PostLikes>::new(kappa_connectors::PostgresTable::new(
-            config.clone(),
-        )),
-        kappa_connectors::PostgresSink::<like_counts::PostLikes>::new(kappa_connectors::PostgresTable::new(config)),
-    );
-    assert_eq!(first.resume().expect("resumes"), 0);
-    assert_eq!(second.resume().expect("resumes"), 0);
-    first.write(10, &[(row(1), 1)]).expect("writes");
-    first.finish(11).expect("the first commit wins");
-    second.write(10, &[(row(1), 1)]).expect("writes (buffered)");
-    let error = second.finish(11).expect_err("the second run must not commit the same times");
-    assert!(error.to_string().contains("another run of the same job"), "{error}");
-    assert_eq!(table(&db, "fenced"), BTreeMap::from([(1, 1)]));
-}
-
-/// The same for Redis: the progress key is watched from the moment a run read it.
-#[test]
-fn a_second_run_of_the_same_job_is_fenced_off_in_redis() {
-    use kappa_engine::Sink;
-    let redis = Redis::shared();
-    let config = kappa_connectors::RedisSinkConfig::parse(&format!("{}?prefix={}", redis.url, unique("fenced")), "x");
-    let row = |likes| like_counts::PostLikes { post: 1, likes };
-    let sink = || {
-        kappa_connectors::RedisSink::<like_counts::PostLikes>::new(kappa_connectors::RedisHashes::new(config.clone()))
-    };
     let (mut first, mut second) = (sink(), sink());
     assert_eq!(first.resume().expect("resumes"), 0);
     assert_eq!(second.resume().expect("resumes"), 0);
@@ -333,5 +278,34 @@ fn a_second_run_of_the_same_job_is_fenced_off_in_redis() {
     second.write(10, &[(row(2), 1)]).expect("writes (buffered)");
     let error = second.finish(11).expect_err("the second run must not commit the same times");
     assert!(error.to_string().contains("another run of the same job"), "{error}");
-    assert_eq!(hashes(&redis.url, &config.prefix), BTreeMap::from([(1, 1)]));
+    assert_eq!(state(), BTreeMap::from([(1, 1)]));
+    // A restarted run (a fresh sink) goes on from there; its first commit may be a delete alone.
+    let mut third = sink();
+    assert_eq!(third.resume().expect("resumes"), 11);
+    third.write(20, &[(row(1), -1)]).expect("writes");
+    third.finish(21).expect("commits");
+    assert_eq!(state(), BTreeMap::new(), "the row retracted after the restart is gone");
+}
+
+#[test]
+fn a_second_run_of_the_same_job_is_fenced_off() {
+    let pg = Postgres::shared();
+    let db = pg.database();
+    let config = kappa_connectors::PostgresSinkConfig::parse(&format!("{db}?table=fenced"), "like-counts", "job-a")
+        .expect("parses");
+    a_second_run_is_fenced_off(
+        || kappa_connectors::PostgresSink::new(kappa_connectors::PostgresTable::new(config.clone())),
+        || table(&db, "fenced"),
+    );
+}
+
+/// The same for Redis: the progress key is watched from the moment a run read it.
+#[test]
+fn a_second_run_of_the_same_job_is_fenced_off_in_redis() {
+    let redis = Redis::shared();
+    let config = kappa_connectors::RedisSinkConfig::parse(&format!("{}?prefix={}", redis.url, unique("fenced")), "x");
+    a_second_run_is_fenced_off(
+        || kappa_connectors::RedisSink::new(kappa_connectors::RedisHashes::new(config.clone())),
+        || hashes(&redis.url, &config.prefix),
+    );
 }

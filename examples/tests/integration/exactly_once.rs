@@ -83,7 +83,13 @@ fn output_of(brokers: &str, output: &str) -> Vec<String> {
 }
 
 /// Compared with an uninterrupted run too, so without idle advances (see `live_job_args`).
-fn crash_trial_args(topic: &str, archive: &str, brokers: &str, output: &str, checkpoint: &str) -> Vec<String> {
+pub(crate) fn crash_trial_args(
+    topic: &str,
+    archive: &str,
+    brokers: &str,
+    output: &str,
+    checkpoint: &str,
+) -> Vec<String> {
     let extra = [
         "--archive",
         archive,

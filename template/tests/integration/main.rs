@@ -59,7 +59,10 @@ fn archive_then_live_killed_and_restarted_equals_the_uninterrupted_run() {
 
     // `pipelines` lists this binary's one pipeline with its input.
     let listed = run_ok(&["pipelines"]);
-    assert!(listed.contains("page-views") && listed.contains("views") && listed.contains("page-views"), "{listed}");
+    assert!(
+        listed.contains("page-views") && listed.contains("views") && listed.contains("{page, hour, views, visitors}"),
+        "{listed}"
+    );
 
     // The uninterrupted run: every record already in the broker, read live from the start.
     let reference_topic = unique("views-reference");
