@@ -271,8 +271,15 @@ impl PartitionedSource for KafkaReader {
                 Some(Err(KafkaError::PartitionEOF(p))) => {
                     if let Some(&index) = self.index_of.get(&p) {
                         self.at_end[index] = true;
-                        // Nothing delivered since the last seek and the end reached: nothing lies
-                        // at or after the start, so nothing was skipped.
+                        // An end before any record does not confirm the start by itself: Tansu
+                        // answers a fetch inside its last batch with nothing, and then its end. So
+                        // read from further back until a record at or before the start shows up
+                        // (or the fetch starts at the log start, where nothing can hide).
+                        if self.resume[index].is_some() && self.retreat(index)? {
+                            continue;
+                        }
+                        // Nothing delivered since a fetch from at or before the log start: nothing
+                        // lies at or after the start, so nothing was skipped.
                         self.resume[index] = None;
                         if !self.positioned[index] {
                             // Read from the beginning and nothing delivered: the consumer has no
