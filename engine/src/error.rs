@@ -86,6 +86,14 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// A read of a served view cannot be answered as asked.
+    #[error("view `{view}`: {reason}")]
+    Query {
+        /// The view.
+        view: String,
+        /// What is wrong with the read.
+        reason: String,
+    },
     /// A worker thread panicked or could not start.
     #[error("worker failed: {reason}")]
     Worker {

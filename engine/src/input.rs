@@ -157,6 +157,8 @@ pub(crate) struct Timekeeping {
     pub clocks: Vec<PartitionClock>,
     pub store: Option<Arc<ClockStore>>,
     pub board: Board,
+    /// Where served views learn which offsets their times reflect (jobs that serve).
+    pub coverage: Option<crate::serve::CoverageWriter>,
 }
 
 /// Builds the input operator for one worker over the partitions it `owned`.
@@ -177,7 +179,7 @@ where
     F: FnMut(&Record) -> Result<(T, u64, Diff), String> + 'static,
 {
     let input_name = name.to_string();
-    let Timekeeping { clocks, store: clock_store, board } = timekeeping;
+    let Timekeeping { clocks, store: clock_store, board, mut coverage } = timekeeping;
     let board_slot = board.register();
     board.install(scope);
     if owned.is_empty() {
@@ -371,7 +373,13 @@ where
                         log.next_offset = Some(record.offset + 1);
                         log.dirty = true;
                     }
+                    if let Some(coverage) = coverage.as_mut() {
+                        coverage.record(index, record.offset, update.1);
+                    }
                     session.give(update);
+                }
+                if let Some(coverage) = coverage.as_mut() {
+                    coverage.flush();
                 }
                 if let Some(d) = durable.as_ref() {
                     // Consolidate now and then, so memory follows the state, not the history.

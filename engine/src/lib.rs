@@ -59,6 +59,7 @@ mod error;
 pub mod input;
 pub mod pipeline;
 pub mod runtime;
+pub mod serve;
 pub mod sink;
 pub mod source;
 pub mod time;

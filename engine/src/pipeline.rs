@@ -231,6 +231,7 @@ where
     let pipeline = pipeline.clone();
     execute(cluster, options, sources, move |ctx| {
         let output = pipeline.build(&mut Inputs { ctx, declared: declared.clone() })?;
+        ctx.serve(pipeline.name(), output.clone());
         ctx.output(output, sink.clone());
         Ok(())
     })

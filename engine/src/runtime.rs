@@ -4,7 +4,7 @@
 //! process of a cluster), builds the pipeline on every worker through a [`Context`], and steps the
 //! workers until every sink has seen the empty frontier, or something failed.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -25,6 +25,7 @@ use crate::checkpoint::{
 use crate::clock::{ClockStore, PartitionClock};
 use crate::error::{BadRecord, Error, Result};
 use crate::input::{partitioned_input, Durable, OutputFrontiers, Timekeeping};
+use crate::serve::ServedView;
 use crate::sink::{consistent_sink, Sink, SinkDurability};
 use crate::source::{owner, PartitionId, Record, SourceFactory};
 use crate::time::Time;
@@ -162,6 +163,10 @@ pub struct JobOptions {
     /// How far a record's timestamp may lie ahead of its partition's watermark plus lateness; a
     /// timestamp further ahead is a bad record ([`crate::time`]).
     pub max_timestamp_jump_ms: u64,
+    /// Serve the output where the workers keep it ([`crate::serve`]): each worker arranges its
+    /// keys' rows and answers reads of them. A job that serves keeps its workers, and its views,
+    /// up after its inputs end, until [`Views::stop`](crate::serve::Views::stop).
+    pub serve: Option<crate::serve::Views>,
 }
 
 /// Default of [`JobOptions::idle_timeout`].
@@ -179,6 +184,7 @@ impl Default for JobOptions {
             checkpoint: None,
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             max_timestamp_jump_ms: DEFAULT_MAX_TIMESTAMP_JUMP_MS,
+            serve: None,
         }
     }
 }
@@ -234,6 +240,7 @@ pub struct Context<'scope> {
     durability: Option<Arc<Durability>>,
     output_frontiers: OutputFrontiers,
     board: Board,
+    served: Rc<RefCell<Vec<Box<dyn ServedView>>>>,
 }
 
 /// Encodes and decodes one input's parts (bound to its data type by `durable_input`).
@@ -341,6 +348,7 @@ impl<'scope> Context<'scope> {
         let owned: Vec<_> =
             partitions.iter().enumerate().filter(|(i, _)| owner(*i, peers) == index).map(|(_, p)| p.clone()).collect();
         let mut durable_state = None;
+        let mut restored_coverage = vec![None; owned.len()];
         let mut starts: Vec<_> = owned.iter().map(|p| (p.clone(), None)).collect();
         // The partitions' recorded time decisions, settled with this run's backfill ends and
         // recorded before any record is read (see `crate::clock`).
@@ -366,11 +374,15 @@ impl<'scope> Context<'scope> {
                 expected.extend(partitions.iter().map(|p| (name.to_string(), p.clone())));
             }
             let mut restored = Vec::new();
-            for (pid, start) in starts.iter_mut() {
+            for (i, (pid, start)) in starts.iter_mut().enumerate() {
                 let part = match d.restored.as_ref().and_then(|r| r.parts.get(&(name.to_string(), pid.clone()))) {
                     Some((object, bytes)) => {
                         let (header, updates) = (codec.decode)(object, bytes)?;
                         *start = header.next_offset;
+                        if let Some(next) = header.next_offset {
+                            let latest = updates.iter().map(|u| u.1).max().unwrap_or(0);
+                            restored_coverage[i] = Some((next, latest));
+                        }
                         Some((header, updates, object.clone()))
                     }
                     None => None,
@@ -395,7 +407,8 @@ impl<'scope> Context<'scope> {
             max_timestamp_jump_ms: self.options.max_timestamp_jump_ms,
             idle_timeout: self.options.idle_timeout,
         };
-        let timekeeping = Timekeeping { clocks, store: clock_store, board: self.board.clone() };
+        let coverage = self.options.serve.as_ref().map(|views| views.coverage_writer(&owned, &restored_coverage));
+        let timekeeping = Timekeeping { clocks, store: clock_store, board: self.board.clone(), coverage };
         let stream =
             partitioned_input(self.scope, name, reader, owned, times, decode, metrics, durable_state, timekeeping);
         let (good, bad) = stream.ok_err(|(result, time, diff)| match result {
@@ -420,6 +433,15 @@ impl<'scope> Context<'scope> {
                 }
             }
         });
+    }
+
+    /// Serves `collection` as the view `name` (when the job serves, [`JobOptions::serve`]): every
+    /// worker arranges the rows of the keys it owns and answers reads of them ([`crate::serve`]).
+    pub fn serve<D: crate::Row>(&mut self, name: &str, collection: Collection<'scope, D>) {
+        if let Some(views) = &self.options.serve {
+            views.add_name(name);
+            crate::serve::serve(name, collection, &self.served);
+        }
     }
 
     /// Sends `collection` to `sink`, one completed timestamp at a time (see [`crate::sink`]).
@@ -480,8 +502,13 @@ where
     let sources = Arc::new(sources);
     let worker_metrics = metrics.clone();
     let worker_durability = durability.clone();
+    let serving = options.serve.clone();
+    let local_workers = cluster.workers.max(1);
     let guards = timely::execute(config, move |worker| {
         let open_sinks = Rc::new(Cell::new(0));
+        let served: Rc<RefCell<Vec<Box<dyn ServedView>>>> = Rc::default();
+        let mut server =
+            serving.as_ref().map(|views| views.worker(worker.index() % local_workers, worker.index(), worker.peers()));
         let built = worker.dataflow::<Time, _, _>(|scope| {
             let mut ctx = Context {
                 scope,
@@ -491,6 +518,7 @@ where
                 durability: worker_durability.clone(),
                 output_frontiers: OutputFrontiers::default(),
                 board: Board::default(),
+                served: served.clone(),
             };
             pipeline(&mut ctx)
         });
@@ -499,6 +527,14 @@ where
         }
         while open_sinks.get() > 0 && !worker_metrics.failed() {
             worker.step_or_park(Some(Duration::from_millis(5)));
+            if let Some(server) = server.as_mut() {
+                server.serve(&mut served.borrow_mut());
+            }
+        }
+        // A serving job keeps answering after its inputs end, until told to stop.
+        while let Some(server) = server.as_mut().filter(|s| !s.stopped() && !worker_metrics.failed()) {
+            worker.step_or_park(Some(Duration::from_millis(50)));
+            server.serve(&mut served.borrow_mut());
         }
         if worker_metrics.failed() {
             // Timely would otherwise keep stepping an input that will never complete.

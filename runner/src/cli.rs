@@ -215,6 +215,20 @@ struct ReplayArgs {
     /// the partition's time there.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "365days")]
     max_timestamp_jump: Duration,
+    /// Serve the output over HTTP on this address (HOST:PORT): point lookups by key, scans in key
+    /// order, reads that wait until given Kafka offsets are reflected (`wait_for=TOPIC:P:OFFSET`),
+    /// and Server-Sent Events subscriptions; the README's "Serving results" shows each. Each worker
+    /// answers for the keys it owns, from the arrangement the job keeps. With --serve the job keeps
+    /// serving after its inputs end, until interrupted.
+    #[arg(long, value_name = "HOST:PORT")]
+    serve: Option<String>,
+    /// How much history (in the output's time, ms of event time) served views keep distinct:
+    /// reads and subscription resumes may name times this recent.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "60s")]
+    serve_retention: Duration,
+    /// A subscriber that falls this many updates behind is disconnected, with the time to resume from.
+    #[arg(long, value_name = "UPDATES", default_value_t = 100_000)]
+    serve_buffer: usize,
     #[command(flatten)]
     cluster: ClusterArgs,
 }
@@ -441,8 +455,20 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         backfill_granularity_ms: args.backfill_granularity.map_or(0, |d| d.as_millis() as u64),
         idle_timeout: args.idle_timeout.0,
         max_timestamp_jump_ms: u64::try_from(args.max_timestamp_jump.as_millis()).unwrap_or(u64::MAX),
+        serve: None,
         ..JobOptions::default()
     };
+    let mut options = options;
+    if let Some(address) = &args.serve {
+        let retention = u64::try_from(args.serve_retention.as_millis()).unwrap_or(u64::MAX);
+        let views = kappa_engine::serve::Views::new(retention);
+        let settings = kappa_serve::Settings { subscriber_buffer: args.serve_buffer.max(1), ..Default::default() };
+        let server = kappa_serve::start(address, views.clone(), settings)?;
+        // On its own line, for scripts and tests that wait for it.
+        eprintln!("serving {pipeline_name} on http://{}", server.address());
+        std::mem::forget(server);
+        options.serve = Some(views);
+    }
     let name = pipeline_name.clone();
     let watcher = match &inputs[0].replay {
         Some(replay) => {

@@ -113,3 +113,70 @@ pub fn produce_with(
     }
     Ok(sent)
 }
+
+/// Where a produced record landed, from its delivery report.
+pub type Delivered = std::result::Result<(i32, i64), KafkaError>;
+
+struct Acks;
+
+impl ClientContext for Acks {}
+
+impl ProducerContext for Acks {
+    type DeliveryOpaque = Box<std::sync::mpsc::Sender<Delivered>>;
+    fn delivery(&self, result: &DeliveryResult<'_>, reply: Self::DeliveryOpaque) {
+        use rdkafka::message::Message;
+        let _ = reply.send(match result {
+            Ok(message) => Ok((message.partition(), message.offset())),
+            Err((error, _)) => Err(error.clone()),
+        });
+    }
+}
+
+/// A producer that waits for each record's delivery report and returns its partition and offset,
+/// as an application does before a read that must reflect its own write
+/// (`wait_for=TOPIC:PARTITION:OFFSET`). It sends without lingering: one record at a time, as fast
+/// as the broker acknowledges.
+pub struct AckedProducer {
+    producer: BaseProducer<Acks>,
+    brokers: String,
+}
+
+impl AckedProducer {
+    /// A producer to `brokers`.
+    pub fn new(brokers: &str) -> Result<Self> {
+        let producer = client_config(brokers)
+            .set("linger.ms", "0")
+            .set("enable.idempotence", "false")
+            .create_with_context(Acks)
+            .map_err(|source| Error::Client { brokers: brokers.to_string(), source })?;
+        Ok(AckedProducer { producer, brokers: brokers.to_string() })
+    }
+
+    /// Produces `record` to `topic` and returns `(partition, offset)` once the broker has it.
+    pub fn send(&self, topic: &str, record: &OutgoingRecord) -> Result<(i32, i64)> {
+        let produce_error = |source| Error::Request {
+            what: "produce".into(),
+            topic: topic.into(),
+            brokers: self.brokers.clone(),
+            source,
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let outgoing = BaseRecord::with_opaque_to(topic, Box::new(tx))
+            .partition(record.partition)
+            .key(&record.key)
+            .payload(&record.value)
+            .timestamp(record.timestamp);
+        self.producer.send(outgoing).map_err(|(e, _)| produce_error(e))?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            self.producer.poll(Duration::from_millis(1));
+            match rx.try_recv() {
+                Ok(delivered) => return delivered.map_err(produce_error),
+                Err(_) if std::time::Instant::now() >= deadline => {
+                    return Err(produce_error(KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)))
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}

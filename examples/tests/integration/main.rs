@@ -10,4 +10,5 @@ mod nexmark;
 mod replay;
 mod reruns;
 mod s3_outage;
+mod serving;
 mod tansu_s3;
