@@ -184,7 +184,7 @@ where
     board.install(scope);
     if owned.is_empty() {
         // Nothing to read here: this worker's part of the input is drained from the start.
-        board.post(board_slot, Time::MAX, 0, true);
+        board.post(board_slot, Time::MAX, 0, true, 0);
     }
     source::<_, CapacityContainerBuilder<Vec<_>>, _, _>(scope, name, move |capability, info| {
         let activator = scope.activator_for(info.address);
@@ -407,7 +407,15 @@ where
                 }
                 let Some(position) = reader.caught_up(index) else { continue };
                 part.reach(position);
-                let target = board.greatest();
+                // The active partitions lead; when none is active, the greatest time assigned
+                // anywhere (so the last records before a quiet spell complete).
+                let target = match board.greatest() {
+                    0 => board.seen().saturating_add(1).max(1),
+                    greatest => greatest,
+                };
+                if board.seen() == 0 {
+                    continue;
+                }
                 if !silent || target <= part.assigner.watermark() || part.clock.is_backfill(position) {
                     continue;
                 }
@@ -429,7 +437,9 @@ where
                 |p: &&PartitionTime| times.idle_timeout.is_some_and(|idle| now.duration_since(p.last_record) < idle);
             let greatest = parts.iter().filter(active).map(|p| p.assigner.watermark()).max().unwrap_or(0);
             let drained = parts.iter().all(|p| !p.open);
-            board.post(board_slot, least_all, greatest, drained);
+            let seen =
+                parts.iter().map(|p| p.assigner.max_seen().unwrap_or(0).max(p.assigner.floor())).max().unwrap_or(0);
+            board.post(board_slot, least_all, greatest, drained, seen);
             let least = parts.iter().filter(|p| p.open).map(|p| p.assigner.watermark()).min();
             match least {
                 Some(time) => {

@@ -169,6 +169,13 @@ pub struct JobOptions {
     pub serve: Option<crate::serve::Views>,
 }
 
+/// Default of [`JobOptions::lateness_ms`]: none. A record's time is then its timestamp raised to
+/// the greatest earlier in its partition, and a time is complete as soon as every partition has
+/// moved past it, which is what makes results visible within milliseconds of their records
+/// (`papers/notes/20261202-serving.md`). A lateness of `L` keeps records up to `L` ms out of
+/// order at their own times and delays every result by `L`.
+pub const DEFAULT_LATENESS_MS: u64 = 0;
+
 /// Default of [`JobOptions::idle_timeout`].
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default of [`JobOptions::max_timestamp_jump_ms`]: 365 days.
@@ -177,7 +184,7 @@ pub const DEFAULT_MAX_TIMESTAMP_JUMP_MS: u64 = 365 * 24 * 3_600 * 1_000;
 impl Default for JobOptions {
     fn default() -> Self {
         JobOptions {
-            lateness_ms: 5_000,
+            lateness_ms: DEFAULT_LATENESS_MS,
             on_bad_record: BadRecordPolicy::Fail,
             backfill_granularity_ms: 0,
             metrics: Arc::default(),

@@ -270,15 +270,16 @@ pub struct Feed {
 }
 
 impl Feed {
-    /// Sends `changes` unless that passes the limit (snapshots always go); false when the
-    /// subscription is over (cut off, or the front went away).
-    fn send(&self, changes: Changes) -> bool {
+    /// Sends `changes` unless that passes the limit (what a subscription starts with, its
+    /// snapshot and what its worker's trace holds after it, always goes: retention bounds it);
+    /// false when the subscription is over (cut off, or the front went away).
+    fn send(&self, changes: Changes, start: bool) -> bool {
         if self.overflowed.load(Ordering::Relaxed) {
             return false;
         }
         let weight = changes.updates.len() + 1;
         let before = self.buffered.fetch_add(weight, Ordering::Relaxed);
-        if !changes.snapshot && before + weight > self.limit {
+        if !start && before + weight > self.limit {
             self.overflowed.store(true, Ordering::Relaxed);
             return false;
         }
@@ -627,7 +628,7 @@ pub(crate) fn serve<'scope, D: Row>(
             }
             sub.sent_upper = upper;
             let updates = std::mem::take(&mut sub.pending);
-            sub.feed.send(Changes { snapshot: false, updates, upper }) && upper != Time::MAX
+            sub.feed.send(Changes { snapshot: false, updates, upper }, false) && upper != Time::MAX
         });
     });
     served.borrow_mut().push(Box::new(View {
@@ -790,10 +791,10 @@ impl<D: Row> ServedView for View<D> {
             cursor.step_key(&storage);
         }
         since.sort_by_key(|u| u.1);
-        if !resume && !feed.send(Changes { snapshot: true, updates: snapshot, upper: at.saturating_add(1) }) {
+        if !resume && !feed.send(Changes { snapshot: true, updates: snapshot, upper: at.saturating_add(1) }, true) {
             return Ok(());
         }
-        if !feed.send(Changes { snapshot: false, updates: since, upper }) || upper == Time::MAX {
+        if !feed.send(Changes { snapshot: false, updates: since, upper }, true) || upper == Time::MAX {
             return Ok(());
         }
         self.subscriptions.borrow_mut().push(Subscription {

@@ -339,6 +339,10 @@ impl<D: Serialize + 'static> Sink<D> for JsonLinesSink {
     fn advanced(&mut self, upper: Time) -> Result<(), BoxError> {
         if self.file.is_some() && self.last_sync.is_none_or(|at| at.elapsed() >= SYNC_EVERY) {
             self.sync(upper)?;
+        } else if let Some(writer) = self.writer.as_mut() {
+            // Readers of the file see each completed time now, not at the next sync (which waits
+            // for the next advance and may never come while the input is quiet).
+            writer.flush()?;
         }
         Ok(())
     }

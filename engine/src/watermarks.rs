@@ -10,7 +10,10 @@
 //!    after `R` (see [`crate::sink`]).
 //! 2. **The greatest watermark of the active partitions** (those that delivered a record within
 //!    the idle timeout): the value an idle partition's watermark advances to (see
-//!    [`crate::clock`]). When every partition is quiet it is 0 and nothing advances.
+//!    [`crate::clock`]). When every partition is quiet it is 0.
+//! 3. **The greatest time assigned anywhere**: when every partition is quiet, a silent, caught-up
+//!    partition advances just past it instead, so the last records before a quiet spell are
+//!    complete (and visible) after the idle timeout rather than at the next record.
 //!
 //! Each worker's input operators post a summary of their own partitions on the board; a reporter
 //! operator broadcasts the worker's summary to every worker (through timely, so it works across
@@ -44,13 +47,15 @@ struct Local {
     greatest: Time,
     /// Whether every owned partition has finished.
     drained: bool,
+    /// The greatest time assigned in any owned partition (0: none).
+    seen: Time,
 }
 
 #[derive(Debug, Default)]
 struct State {
     local: Vec<Local>,
-    /// Per worker: its last reported (least, greatest).
-    reports: BTreeMap<u64, (Time, Time)>,
+    /// Per worker: its last reported (least, greatest, seen).
+    reports: BTreeMap<u64, (Time, Time, Time)>,
     peers: usize,
     complete: bool,
     started: bool,
@@ -64,29 +69,30 @@ impl Board {
     /// Registers one input operator of this worker; returns its slot.
     pub fn register(&self) -> usize {
         let mut state = self.0.borrow_mut();
-        state.local.push(Local { least: 0, greatest: 0, drained: false });
+        state.local.push(Local { least: 0, greatest: 0, drained: false, seen: 0 });
         state.local.len() - 1
     }
 
     /// Posts the current summary of one input's owned partitions.
-    pub fn post(&self, slot: usize, least: Time, greatest: Time, drained: bool) {
+    pub fn post(&self, slot: usize, least: Time, greatest: Time, drained: bool, seen: Time) {
         if let Some(local) = self.0.borrow_mut().local.get_mut(slot) {
-            *local = Local { least, greatest, drained };
+            *local = Local { least, greatest, drained, seen };
         }
     }
 
-    fn local_summary(&self) -> (Time, Time, bool) {
+    fn local_summary(&self) -> (Time, Time, bool, Time) {
         let state = self.0.borrow();
         let least = state.local.iter().map(|l| l.least).min().unwrap_or(Time::MAX);
         let greatest = state.local.iter().map(|l| l.greatest).max().unwrap_or(0);
-        (least, greatest, state.local.iter().all(|l| l.drained))
+        let seen = state.local.iter().map(|l| l.seen).max().unwrap_or(0);
+        (least, greatest, state.local.iter().all(|l| l.drained), seen)
     }
 
     /// A lower bound of the least watermark over every partition of the job (0 until every
     /// worker has reported).
     pub fn resumable(&self) -> Time {
         // This worker's own summary is newer than its last report.
-        let (least, _, _) = self.local_summary();
+        let (least, _, _, _) = self.local_summary();
         let state = self.0.borrow();
         if state.local.is_empty() {
             return Time::MAX;
@@ -99,8 +105,14 @@ impl Board {
 
     /// The greatest watermark known of any active partition of the job (0: none is active).
     pub fn greatest(&self) -> Time {
-        let (_, local, _) = self.local_summary();
+        let (_, local, _, _) = self.local_summary();
         self.0.borrow().reports.values().map(|r| r.1).max().unwrap_or(0).max(local)
+    }
+
+    /// The greatest time known to be assigned in any partition of the job (0: none).
+    pub fn seen(&self) -> Time {
+        let (_, _, _, local) = self.local_summary();
+        self.0.borrow().reports.values().map(|r| r.2).max().unwrap_or(0).max(local)
     }
 
     /// Whether every worker's last report has arrived: [`resumable`](Self::resumable) is final.
@@ -117,7 +129,7 @@ impl Board {
         self.0.borrow_mut().peers = scope.peers();
         let worker = scope.index() as u64;
         let board = self.clone();
-        let reports = source::<_, CapacityContainerBuilder<Vec<(u64, Time, Time)>>, _, _>(
+        let reports = source::<_, CapacityContainerBuilder<Vec<(u64, Time, Time, Time)>>, _, _>(
             scope,
             "WatermarkReports",
             move |capability, info| {
@@ -126,10 +138,10 @@ impl Board {
                 let mut last = None;
                 move |output| {
                     let Some(cap) = capability.as_ref() else { return };
-                    let (least, greatest, drained) = board.local_summary();
-                    if last != Some((least, greatest)) {
-                        last = Some((least, greatest));
-                        output.session(cap).give((worker, least, greatest));
+                    let (least, greatest, drained, seen) = board.local_summary();
+                    if last != Some((least, greatest, seen)) {
+                        last = Some((least, greatest, seen));
+                        output.session(cap).give((worker, least, greatest, seen));
                     }
                     if drained {
                         // The last report is sent: the collectors' frontier can now become empty.
@@ -144,11 +156,11 @@ impl Board {
         reports.broadcast().sink(Pipeline, "WatermarkBoard", move |(input, frontier)| {
             let mut state = board.0.borrow_mut();
             input.for_each(|_, data| {
-                for (worker, least, greatest) in data.drain(..) {
+                for (worker, least, greatest, seen) in data.drain(..) {
                     // A worker's reports arrive in order: its least only rises; its greatest
                     // active watermark falls to 0 when its partitions go quiet.
-                    let entry = state.reports.entry(worker).or_insert((least, greatest));
-                    *entry = (entry.0.max(least), greatest);
+                    let entry = state.reports.entry(worker).or_insert((least, greatest, seen));
+                    *entry = (entry.0.max(least), greatest, entry.2.max(seen));
                 }
             });
             if frontier.is_empty() {

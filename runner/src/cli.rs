@@ -194,8 +194,11 @@ struct ReplayArgs {
     /// What to do with malformed records.
     #[arg(long, value_enum, default_value = "fail")]
     on_bad_record: OnBadRecord,
-    /// Allowed lateness, ms: how far behind its partition's largest timestamp a record keeps its own time.
-    #[arg(long, default_value_t = 5_000)]
+    /// Allowed lateness, ms: how far behind its partition's largest timestamp a record keeps its
+    /// own time (a later one is raised to that largest minus the lateness). Every result waits this
+    /// long for stragglers: 0, the default, makes results visible as soon as every partition has
+    /// moved past them; raise it when records arrive out of order and must keep their own times.
+    #[arg(long, default_value_t = kappa_engine::DEFAULT_LATENESS_MS)]
     lateness_ms: u64,
     /// During the backfill, round record times up to this granularity (e.g. 1s, 1m): far more
     /// consolidation, the same final state; live records keep exact times.

@@ -53,6 +53,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use futures::stream::{self, Stream, StreamExt};
 use kappa_engine::serve::{Changes, Feed, KeyRows, Progress, Read, Request, Views};
@@ -74,6 +75,9 @@ pub enum Error {
         source: std::io::Error,
     },
 }
+
+/// The kernel send buffer of every connection.
+const SEND_BUFFER_BYTES: usize = 256 << 10;
 
 /// Settings of the front.
 #[derive(Clone, Debug)]
@@ -128,6 +132,15 @@ pub fn start(address: &str, views: Views, settings: Settings) -> Result<Server, 
             runtime.block_on(async move {
                 match tokio::net::TcpListener::from_std(listener) {
                     Ok(listener) => {
+                        let listener = listener.tap_io(|stream| {
+                            // Answers are small and latency counts: no Nagle delay.
+                            let _ = stream.set_nodelay(true);
+                            // A fixed send buffer instead of the kernel's autotuned one (up to
+                            // 4 MB): what a slow subscriber has not read then waits in the
+                            // subscription's own bounded buffer, where the server sees it and
+                            // can cut the subscriber off with a resume point.
+                            let _ = socket2::SockRef::from(&*stream).set_send_buffer_size(SEND_BUFFER_BYTES);
+                        });
                         if let Err(e) = axum::serve(listener, app).await {
                             tracing::error!("serving stopped: {e}");
                         }

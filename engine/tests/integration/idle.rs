@@ -59,6 +59,47 @@ fn without_an_idle_timeout_a_silent_partition_holds_back_every_result() {
     assert_eq!(latency_with_one_silent_partition(None), None);
 }
 
+/// Feeds both partitions, then nothing: how long until the last record's time is output.
+fn latency_of_the_last_record_before_a_quiet_spell(idle_timeout: Option<Duration>) -> Option<Duration> {
+    let feed = Feed::new(2);
+    let sink = MemorySink::new();
+    let (job_feed, job_sink) = (feed.clone(), sink.clone());
+    let options = JobOptions { lateness_ms: 0, idle_timeout, ..JobOptions::default() };
+    let job = std::thread::spawn(move || {
+        execute(&ClusterConfig::threads(2), options, Sources::new().with("words", job_feed), move |ctx| {
+            let words = ctx.durable_input("words", decode, Retention::Collapse)?;
+            ctx.output(words.count(), job_sink.clone());
+            Ok(())
+        })
+    });
+    for i in 0..20 {
+        feed.push(i % 2, 1_000 + 100 * i as i64, &format!("w{}", i % 3));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let pushed = Instant::now();
+    let mut reached = None;
+    while pushed.elapsed() < Duration::from_secs(3) {
+        // The last word, at 2,900, is complete only once both partitions have moved past it.
+        if sink.updates().iter().any(|(_, time, _)| *time >= 2_900) {
+            reached = Some(pushed.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    feed.stop.store(true, Ordering::SeqCst);
+    job.join().expect("job thread").expect("job runs");
+    reached
+}
+
+#[test]
+fn when_every_partition_goes_quiet_the_last_records_complete_after_the_idle_timeout() {
+    let latency = latency_of_the_last_record_before_a_quiet_spell(Some(Duration::from_millis(200)));
+    let latency = latency.expect("the last record's time reached the sink while the job ran");
+    assert!(latency < Duration::from_secs(2), "{latency:?}");
+    // The control: without idle decisions the last time waits for the next record.
+    assert_eq!(latency_of_the_last_record_before_a_quiet_spell(None), None);
+}
+
 #[test]
 fn a_crashed_live_job_with_idle_advances_restarts_to_the_output_its_recorded_decisions_give() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -141,6 +141,7 @@ fn served_lookups_and_scans_equal_the_reference_at_the_time_they_state() {
         &topic,
         "--brokers",
         &tansu.brokers,
+        "--then-live",
         "--lateness-ms",
         &lateness.to_string(),
         "--idle-timeout",
@@ -235,6 +236,7 @@ fn a_read_that_waits_for_a_produced_offset_always_reflects_that_record() {
         &topic,
         "--brokers",
         &tansu.brokers,
+        "--then-live",
         "--output",
         "/dev/null",
     ]);
@@ -301,7 +303,8 @@ fn read_events(reader: &mut impl BufRead, mut until: impl FnMut(&str, &Value) ->
     let mut line = String::new();
     loop {
         line.clear();
-        if reader.read_line(&mut line).expect("read the stream") == 0 {
+        // The end of the stream, or of the server (killed at the end of a test).
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
             return events;
         }
         let line = line.trim_end_matches(['\n', '\r']);
@@ -341,7 +344,9 @@ fn a_subscription_equals_the_output_file_and_a_slow_subscriber_resumes_where_it_
     tansu.create_topic(&topic, 3);
     let dir = tempfile::tempdir().expect("tempdir");
     let output = dir.path().join("out.jsonl");
-    let events = like_stream(&LikeStreamConfig { partitions: 3, seed: 5, ..LikeStreamConfig::new(9_000) });
+    // Enough updates (about 40,000) that what the slow subscriber leaves unread passes hyper's
+    // and the kernel's buffers (a few hundred KB) and then the server's bound.
+    let events = like_stream(&LikeStreamConfig { partitions: 3, seed: 5, ..LikeStreamConfig::new(20_000) });
     produce(&tansu.brokers, &topic, like_records(&events[..1_000]), &|_| ()).expect("produce history");
     let served = Served::start(&[
         "replay",
@@ -351,6 +356,7 @@ fn a_subscription_equals_the_output_file_and_a_slow_subscriber_resumes_where_it_
         &topic,
         "--brokers",
         &tansu.brokers,
+        "--then-live",
         "--lateness-ms",
         "1000",
         "--idle-timeout",
@@ -361,9 +367,10 @@ fn a_subscription_equals_the_output_file_and_a_slow_subscriber_resumes_where_it_
         output.to_str().expect("path"),
     ]);
     served.get_ok("/views/like-counts/rows?limit=1");
+    let streams = reqwest::blocking::Client::builder().timeout(None).build().expect("client");
     let subscribe = |query: &str| {
         let response =
-            served.http.get(format!("{}/views/like-counts/subscribe{query}", served.base)).send().expect("subscribe");
+            streams.get(format!("{}/views/like-counts/subscribe{query}", served.base)).send().expect("subscribe");
         assert_eq!(response.status().as_u16(), 200);
         BufReader::new(response)
     };
@@ -373,18 +380,33 @@ fn a_subscription_equals_the_output_file_and_a_slow_subscriber_resumes_where_it_
     let producer = {
         let (brokers, topic, live, done) =
             (tansu.brokers.clone(), topic.clone(), events[1_000..].to_vec(), done.clone());
-        std::thread::spawn(move || produce_slowly(brokers, topic, live, 20, done))
+        std::thread::spawn(move || produce_slowly(brokers, topic, live, 60, done))
     };
-    // Read the fast subscription while the live records arrive.
-    let mut seen_last = 0;
-    let fast = read_events(&mut reader, |event, data| {
-        assert_ne!(event, "closed", "a subscriber that keeps up is never cut off: {data}");
-        if event == "update" {
-            seen_last = data["time"].as_u64().expect("time");
-        }
-        done.load(Ordering::SeqCst) && event == "update"
-    });
+    // Read the fast subscription while the live records arrive, until it has been quiet a while
+    // after the last of them.
+    let received: Arc<Mutex<(Vec<(String, Value)>, Instant)>> = Arc::new(Mutex::new((Vec::new(), Instant::now())));
+    {
+        let received = received.clone();
+        std::thread::spawn(move || {
+            read_events(&mut reader, |event, data| {
+                let mut r = received.lock().expect("events");
+                r.0.push((event.to_string(), data.clone()));
+                r.1 = Instant::now();
+                false
+            })
+        });
+    }
     producer.join().expect("producer");
+    let fast = loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let r = received.lock().expect("events");
+        if r.1.elapsed() > Duration::from_secs(2) {
+            break r.0.clone();
+        }
+    };
+    assert!(fast.iter().all(|(event, _)| event != "closed"), "a subscriber that keeps up is never cut off");
+    let seen_last =
+        fast.iter().rev().find(|(e, _)| e == "update").map_or(0, |(_, d)| d["time"].as_u64().expect("time"));
     let (kind, snapshot) = &fast[0];
     assert_eq!(kind, "snapshot");
     let start = snapshot["time"].as_u64().expect("time");
@@ -432,6 +454,7 @@ fn a_subscription_equals_the_output_file_and_a_slow_subscriber_resumes_where_it_
     // point, and resuming from there gives exactly the file's next times.
     let resume_from = slow.read_until_closed();
     let mut resumed = subscribe(&format!("?from={resume_from}"));
+    let _ = done;
     let next = read_events(&mut resumed, |event, _| event == "update");
     let (kind, first) = next.last().expect("an event");
     assert_eq!(kind, "update");
