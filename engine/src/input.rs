@@ -407,15 +407,14 @@ where
                 }
                 let Some(position) = reader.caught_up(index) else { continue };
                 part.reach(position);
-                // The active partitions lead; when none is active, the greatest time assigned
-                // anywhere (so the last records before a quiet spell complete).
-                let target = match board.greatest() {
-                    0 => board.seen().saturating_add(1).max(1),
-                    greatest => greatest,
+                // The active partitions lead; when none is active, just past the greatest time
+                // assigned anywhere (so the last records before a quiet spell complete); before
+                // any record at all, nothing.
+                let target = match (board.greatest(), board.seen()) {
+                    (0, 0) => continue,
+                    (0, seen) => seen.saturating_add(1),
+                    (greatest, _) => greatest,
                 };
-                if board.seen() == 0 {
-                    continue;
-                }
                 if !silent || target <= part.assigner.watermark() || part.clock.is_backfill(position) {
                     continue;
                 }

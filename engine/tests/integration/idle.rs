@@ -11,14 +11,19 @@ use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::common::{checkpoint, decode, Feed, Run};
 
-/// Feeds partition 0 with words at 100 ms steps of event time, partition 1 never; returns how
-/// long after the last push the output reached the last pushed time minus the lateness (`None`:
-/// not before the job was stopped).
-fn latency_with_one_silent_partition(idle_timeout: Option<Duration>) -> Option<Duration> {
+/// Pushes 20 words at 100 ms steps of event time (1,000 to 2,900), word `i` to partition
+/// `partition(i)` of two, then nothing; returns how long after the last push the output reached
+/// time `target` (`None`: not before the job was stopped).
+fn latency_after_pushes(
+    idle_timeout: Option<Duration>,
+    lateness_ms: u64,
+    partition: fn(usize) -> usize,
+    target: u64,
+) -> Option<Duration> {
     let feed = Feed::new(2);
     let sink = MemorySink::new();
     let (job_feed, job_sink) = (feed.clone(), sink.clone());
-    let options = JobOptions { lateness_ms: 50, idle_timeout, ..JobOptions::default() };
+    let options = JobOptions { lateness_ms, idle_timeout, ..JobOptions::default() };
     let job = std::thread::spawn(move || {
         execute(&ClusterConfig::threads(2), options, Sources::new().with("words", job_feed), move |ctx| {
             let words = ctx.durable_input("words", decode, Retention::Collapse)?;
@@ -27,14 +32,13 @@ fn latency_with_one_silent_partition(idle_timeout: Option<Duration>) -> Option<D
         })
     });
     for i in 0..20 {
-        feed.push(0, 1_000 + 100 * i, &format!("w{}", i % 3));
+        feed.push(partition(i), 1_000 + 100 * i as i64, &format!("w{}", i % 3));
         std::thread::sleep(Duration::from_millis(5));
     }
     let pushed = Instant::now();
     let mut reached = None;
     while pushed.elapsed() < Duration::from_secs(3) {
-        // The last word is at 2,900; with lateness 50 everything up to 2,850 is complete.
-        if sink.updates().iter().any(|(_, time, _)| *time >= 2_800) {
+        if sink.updates().iter().any(|(_, time, _)| *time >= target) {
             reached = Some(pushed.elapsed());
             break;
         }
@@ -44,6 +48,12 @@ fn latency_with_one_silent_partition(idle_timeout: Option<Duration>) -> Option<D
     job.join().expect("job thread").expect("job runs");
     assert!(sink.is_finished());
     reached
+}
+
+/// Partition 1 never hears a word; with lateness 50, everything up to 2,850 is complete once
+/// partition 1 no longer holds it back.
+fn latency_with_one_silent_partition(idle_timeout: Option<Duration>) -> Option<Duration> {
+    latency_after_pushes(idle_timeout, 50, |_| 0, 2_800)
 }
 
 #[test]
@@ -59,36 +69,10 @@ fn without_an_idle_timeout_a_silent_partition_holds_back_every_result() {
     assert_eq!(latency_with_one_silent_partition(None), None);
 }
 
-/// Feeds both partitions, then nothing: how long until the last record's time is output.
+/// Both partitions hear words, then nothing: the last word, at 2,900, is complete only once
+/// both partitions have moved past it.
 fn latency_of_the_last_record_before_a_quiet_spell(idle_timeout: Option<Duration>) -> Option<Duration> {
-    let feed = Feed::new(2);
-    let sink = MemorySink::new();
-    let (job_feed, job_sink) = (feed.clone(), sink.clone());
-    let options = JobOptions { lateness_ms: 0, idle_timeout, ..JobOptions::default() };
-    let job = std::thread::spawn(move || {
-        execute(&ClusterConfig::threads(2), options, Sources::new().with("words", job_feed), move |ctx| {
-            let words = ctx.durable_input("words", decode, Retention::Collapse)?;
-            ctx.output(words.count(), job_sink.clone());
-            Ok(())
-        })
-    });
-    for i in 0..20 {
-        feed.push(i % 2, 1_000 + 100 * i as i64, &format!("w{}", i % 3));
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let pushed = Instant::now();
-    let mut reached = None;
-    while pushed.elapsed() < Duration::from_secs(3) {
-        // The last word, at 2,900, is complete only once both partitions have moved past it.
-        if sink.updates().iter().any(|(_, time, _)| *time >= 2_900) {
-            reached = Some(pushed.elapsed());
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    feed.stop.store(true, Ordering::SeqCst);
-    job.join().expect("job thread").expect("job runs");
-    reached
+    latency_after_pushes(idle_timeout, 0, |i| i % 2, 2_900)
 }
 
 #[test]
