@@ -396,11 +396,17 @@ where
             // Caught-up partitions: recorded advances at their position apply; silent ones may
             // advance to the job's greatest watermark, a decision recorded before it is used.
             for (index, part) in parts.iter_mut().enumerate() {
-                // Silent for the timeout; while it stays silent, the target is followed every
-                // quarter timeout (each advance is one small recorded decision).
+                // Silent for the timeout; while it stays silent, the target is followed: every
+                // quarter timeout when each advance is a durable write (a restartable job), at
+                // once when decisions live only in this run's memory.
+                let follow = if clock_store.is_some() {
+                    times.idle_timeout.map_or(Duration::ZERO, |i| i / 4)
+                } else {
+                    Duration::ZERO
+                };
                 let silent = times.idle_timeout.is_some_and(|idle| {
                     now.duration_since(part.last_record) >= idle
-                        && part.last_advance.is_none_or(|at| now.duration_since(at) >= idle / 4)
+                        && part.last_advance.is_none_or(|at| now.duration_since(at) >= follow)
                 });
                 if !part.open || (part.pending.is_empty() && !silent) {
                     continue;

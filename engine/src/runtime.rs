@@ -514,8 +514,9 @@ where
     let guards = timely::execute(config, move |worker| {
         let open_sinks = Rc::new(Cell::new(0));
         let served: Rc<RefCell<Vec<Box<dyn ServedView>>>> = Rc::default();
-        let mut server =
-            serving.as_ref().map(|views| views.worker(worker.index() % local_workers, worker.index(), worker.peers()));
+        let mut server = serving
+            .as_ref()
+            .map(|views| views.worker(worker.index() % local_workers, worker.index(), worker.peers(), local_workers));
         let built = worker.dataflow::<Time, _, _>(|scope| {
             let mut ctx = Context {
                 scope,

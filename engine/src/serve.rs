@@ -112,6 +112,11 @@ pub fn encode_prefix<'a>(fields: impl IntoIterator<Item = (&'a str, &'a Value)>)
 /// the key (timely's exchange does exactly this). Written here rather than taken from a hashing
 /// crate because every process of a cluster, and the HTTP front, must compute the same value
 /// forever: the function is the contract.
+///
+/// FNV-1a's low bits are weak (the lowest is the parity of the bytes' low bits, so even and odd
+/// post ids would split by parity and ids that are all even would meet on one of two workers),
+/// and owners are chosen by the low bits: the hash is finished with MurmurHash3's 64-bit
+/// finaliser, which makes every output bit depend on every input bit.
 pub fn route(key: &Value) -> u64 {
     let mut bytes = Vec::with_capacity(32);
     encode_value(key, true, &mut bytes);
@@ -120,7 +125,11 @@ pub fn route(key: &Value) -> u64 {
         hash ^= u64::from(b);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-    hash
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    hash ^ (hash >> 33)
 }
 
 const TAG_NULL: u8 = 0x01;
@@ -297,12 +306,23 @@ pub struct PartitionCoverage {
     marks: VecDeque<(Offset, Time)>,
     /// The greatest time of any record read.
     greatest: Time,
+    /// Marks at or before this time were forgotten: offsets they covered are reflected at it.
+    floor: Time,
 }
 
 impl PartitionCoverage {
     /// The offset below which every record is reflected at `at`.
     pub fn reflected(&self, at: Time) -> Offset {
         self.marks.iter().find(|(_, time)| *time > at).map_or(self.next, |(offset, _)| *offset)
+    }
+    /// The least time at which every record up to `offset` is reflected, once that record has
+    /// been read (`None` before): the greatest time of the records at or before it.
+    pub fn needed(&self, offset: Offset) -> Option<Time> {
+        if offset >= self.next {
+            return None;
+        }
+        let marked = self.marks.iter().take_while(|(from, _)| *from <= offset).last().map_or(0, |(_, time)| *time);
+        Some(marked.max(self.floor))
     }
     fn record(&mut self, offset: Offset, time: Time) {
         if time > self.greatest {
@@ -314,6 +334,7 @@ impl PartitionCoverage {
     fn forget_through(&mut self, at: Time) {
         while self.marks.front().is_some_and(|&(_, time)| time <= at) {
             self.marks.pop_front();
+            self.floor = self.floor.max(at);
         }
     }
 }
@@ -338,12 +359,15 @@ impl Progress {
     }
 }
 
+/// A local worker's inbox, and its thread to unpark.
+type Inbox = (std::sync::mpsc::Sender<Request>, Thread);
+
 struct Shared {
     retention_ms: u64,
     names: Mutex<Vec<String>>,
-    inboxes: Mutex<Vec<Option<(std::sync::mpsc::Sender<Request>, Thread)>>>,
-    /// Global index of local worker 0, and workers in the cluster.
-    placement: Mutex<(usize, usize)>,
+    inboxes: Mutex<Vec<Option<Inbox>>>,
+    /// Global index of local worker 0, workers in the cluster, and workers per process.
+    placement: Mutex<(usize, usize, usize)>,
     coverage: Mutex<Coverage>,
     progress: tokio::sync::watch::Sender<Progress>,
     stopped: AtomicBool,
@@ -373,7 +397,7 @@ impl Views {
             retention_ms,
             names: Mutex::default(),
             inboxes: Mutex::default(),
-            placement: Mutex::new((0, 1)),
+            placement: Mutex::new((0, 1, 1)),
             coverage: Mutex::default(),
             progress,
             stopped: AtomicBool::new(false),
@@ -420,10 +444,24 @@ impl Views {
     /// The global index of the worker that owns `key`, and whether it runs in this process
     /// (then its local index).
     pub fn owner(&self, key: &Value) -> (usize, Option<usize>) {
-        let (first, peers) = *lock(&self.0.placement);
+        let (first, peers, per_process) = *lock(&self.0.placement);
         let worker = (route(key) % peers.max(1) as u64) as usize;
-        let local = lock(&self.0.inboxes).len();
-        (worker, (first..first + local).contains(&worker).then(|| worker - first))
+        (worker, (first..first + per_process).contains(&worker).then(|| worker - first))
+    }
+
+    /// The process that runs global worker `worker`, and this process's index (timely places
+    /// workers `p * w .. (p + 1) * w` in process `p`).
+    pub fn process_of(&self, worker: usize) -> (usize, usize) {
+        let (first, _, per_process) = *lock(&self.0.placement);
+        (worker / per_process.max(1), first / per_process.max(1))
+    }
+
+    /// Per bound `(partition, offset)`: `None` when this process does not read the partition;
+    /// else the least time at which the record and every one before it are reflected, once read
+    /// ([`PartitionCoverage::needed`]).
+    pub fn needed(&self, bounds: &[(PartitionId, Offset)]) -> Vec<Option<Option<Time>>> {
+        let coverage = lock(&self.0.coverage);
+        bounds.iter().map(|(p, offset)| coverage.get(p).map(|c| c.needed(*offset))).collect()
     }
 
     /// Number of local workers that serve.
@@ -463,8 +501,8 @@ impl Views {
     }
 
     /// Registers the calling thread as local worker `local` (of global index `global` among
-    /// `peers`), and returns its end of the inbox.
-    pub(crate) fn worker(&self, local: usize, global: usize, peers: usize) -> WorkerServer {
+    /// `peers`, `per_process` in each process), and returns its end of the inbox.
+    pub(crate) fn worker(&self, local: usize, global: usize, peers: usize, per_process: usize) -> WorkerServer {
         let (tx, rx) = std::sync::mpsc::channel();
         {
             let mut inboxes = lock(&self.0.inboxes);
@@ -474,7 +512,7 @@ impl Views {
             inboxes[local] = Some((tx, std::thread::current()));
         }
         if local == 0 {
-            *lock(&self.0.placement) = (global, peers);
+            *lock(&self.0.placement) = (global, peers, per_process);
         }
         self.0.progress.send_modify(|p| {
             if p.uppers.len() <= local {
@@ -1031,6 +1069,19 @@ mod tests {
     }
 
     #[test]
+    fn owners_do_not_follow_the_parity_or_the_stride_of_ids() {
+        // Even ids, and ids that are multiples of 4, spread over 2 and 4 workers alike.
+        for (stride, peers) in [(2u64, 2u64), (4, 4), (2, 4), (1, 2)] {
+            let mut owned = vec![0u32; peers as usize];
+            for i in 0..4_000u64 {
+                owned[(route(&json!({ "post": i * stride })) % peers) as usize] += 1;
+            }
+            let fair = 4_000 / peers as u32;
+            assert!(owned.iter().all(|&n| n > fair * 9 / 10 && n < fair * 11 / 10), "stride {stride}: {owned:?}");
+        }
+    }
+
+    #[test]
     fn coverage_reflects_an_offset_once_every_earlier_record_is() {
         let mut c = PartitionCoverage::default();
         for (offset, time) in [(0, 100), (1, 90), (2, 150), (3, 120), (4, 200)] {
@@ -1042,5 +1093,24 @@ mod tests {
         assert_eq!(c.reflected(200), 5);
         c.forget_through(150);
         assert_eq!(c.reflected(160), 4);
+    }
+
+    #[test]
+    fn the_time_an_offset_needs_is_the_least_at_which_it_is_reflected() {
+        let mut c = PartitionCoverage::default();
+        let records = [(0, 100), (1, 90), (2, 150), (3, 120), (4, 200)];
+        for (offset, time) in records {
+            c.record(offset, time);
+        }
+        // Against the definition: the least `at` with `reflected(at) > offset`.
+        for (offset, _) in records {
+            let least = (0..=300).find(|&at| c.reflected(at) > offset);
+            assert_eq!(c.needed(offset), least, "offset {offset}");
+        }
+        assert_eq!(c.needed(5), None, "not read yet");
+        // Forgotten marks leave a bound that is still reached (it was completed).
+        c.forget_through(160);
+        assert_eq!(c.needed(1), Some(160));
+        assert_eq!(c.needed(4), Some(200));
     }
 }

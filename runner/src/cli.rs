@@ -232,6 +232,12 @@ struct ReplayArgs {
     /// A subscriber that falls this many updates behind is disconnected, with the time to resume from.
     #[arg(long, value_name = "UPDATES", default_value_t = 100_000)]
     serve_buffer: usize,
+    /// In a cluster (--processes N), every process's --serve address, HOST:PORT,..., in process
+    /// order: any process then answers any read, forwarding a lookup to the key's owner and reading
+    /// scans and subscriptions from every process. Without it a process answers the keys its own
+    /// workers own (421 for others).
+    #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',', requires = "serve")]
+    serve_peers: Vec<String>,
     #[command(flatten)]
     cluster: ClusterArgs,
 }
@@ -465,7 +471,19 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     if let Some(address) = &args.serve {
         let retention = u64::try_from(args.serve_retention.as_millis()).unwrap_or(u64::MAX);
         let views = kappa_engine::serve::Views::new(retention);
-        let settings = kappa_serve::Settings { subscriber_buffer: args.serve_buffer.max(1), ..Default::default() };
+        anyhow::ensure!(
+            args.serve_peers.is_empty() || args.serve_peers.len() == args.cluster.processes,
+            "--serve-peers lists {} addresses for {} processes: give every process's --serve address, in process order",
+            args.serve_peers.len(),
+            args.cluster.processes
+        );
+        let peers = args
+            .serve_peers
+            .iter()
+            .map(|p| if p.starts_with("http://") { p.clone() } else { format!("http://{p}") })
+            .collect();
+        let settings =
+            kappa_serve::Settings { subscriber_buffer: args.serve_buffer.max(1), peers, ..Default::default() };
         let server = kappa_serve::start(address, views.clone(), settings)?;
         // On its own line, for scripts and tests that wait for it.
         eprintln!("serving {pipeline_name} on http://{}", server.address());

@@ -48,7 +48,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -74,6 +74,9 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// The client that forwards to other processes cannot be built.
+    #[error("cannot build the client that forwards reads to the other processes: {0}")]
+    Client(#[source] reqwest::Error),
 }
 
 /// The kernel send buffer of every connection.
@@ -86,11 +89,15 @@ pub struct Settings {
     pub subscriber_buffer: usize,
     /// The longest `timeout` a read may ask for.
     pub max_timeout: Duration,
+    /// In a cluster, every process's front as `http://HOST:PORT`, in process order (this
+    /// process's own included); empty for one process. A lookup of a key another process owns
+    /// is forwarded to it, and scans and subscriptions read every process.
+    pub peers: Vec<String>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { subscriber_buffer: 100_000, max_timeout: Duration::from_secs(60) }
+        Settings { subscriber_buffer: 100_000, max_timeout: Duration::from_secs(60), peers: Vec::new() }
     }
 }
 
@@ -111,6 +118,7 @@ impl Server {
 struct App {
     views: Views,
     settings: Settings,
+    client: reqwest::Client,
 }
 
 /// Binds `address` and serves `views` from a runtime thread of its own.
@@ -125,7 +133,8 @@ pub fn start(address: &str, views: Views, settings: Settings) -> Result<Server, 
         .enable_all()
         .build()
         .map_err(bind)?;
-    let app = router(App { views, settings });
+    let client = reqwest::Client::builder().tcp_nodelay(true).build().map_err(Error::Client)?;
+    let app = router(App { views, settings, client });
     let thread = std::thread::Builder::new()
         .name("kappa-serve".into())
         .spawn(move || {
@@ -159,6 +168,11 @@ fn router(app: App) -> Router {
         .route("/views/{view}/key", get(lookup))
         .route("/views/{view}/rows", get(scan))
         .route("/views/{view}/subscribe", get(subscribe))
+        .route("/internal/needed", get(internal_needed))
+        .route("/internal/completed/{least}", get(internal_completed))
+        .route("/internal/coverage/{at}", get(internal_coverage))
+        .route("/internal/rows/{view}/{at}", get(internal_rows))
+        .route("/internal/subscribe/{view}/{at}/{resume}", get(internal_subscribe))
         .with_state(app)
 }
 
@@ -193,6 +207,8 @@ struct Params {
     limit: usize,
     after: Option<Vec<u8>>,
     from: Option<Time>,
+    /// Forwarded by another process of the cluster: answer here or refuse, never forward again.
+    hop: bool,
 }
 
 fn parse_params(app: &App, query: Vec<(String, String)>) -> Result<Params, Failure> {
@@ -203,6 +219,7 @@ fn parse_params(app: &App, query: Vec<(String, String)>) -> Result<Params, Failu
         limit: 100,
         after: None,
         from: None,
+        hop: false,
     };
     for (name, value) in query {
         match name.as_str() {
@@ -228,6 +245,7 @@ fn parse_params(app: &App, query: Vec<(String, String)>) -> Result<Params, Failu
                 p.after = Some(from_hex(&value).ok_or_else(|| bad_request("after: give `next` of an earlier answer"))?)
             }
             "from" => p.from = Some(value.parse().map_err(|_| bad_request(format!("from={value}: give a time (ms)")))?),
+            "hop" => p.hop = true,
             _ => {
                 let parsed = serde_json::from_str(&value).unwrap_or(Value::String(value));
                 p.fields.insert(name, parsed);
@@ -246,39 +264,203 @@ fn parse_bound(bound: &str) -> Result<(PartitionId, Offset), Failure> {
     Ok((PartitionId::new(topic, partition), offset))
 }
 
+fn format_bounds<'a>(bounds: impl IntoIterator<Item = &'a (PartitionId, Offset)>) -> String {
+    bounds.into_iter().map(|(p, o)| format!("{}:{}:{o}", p.topic, p.partition)).collect::<Vec<_>>().join(",")
+}
+
 fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn from_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
 }
 
-/// Per partition `topic:partition`, the offset below which records are reflected at `at`.
-fn reflected(views: &Views, at: Time) -> Map<String, Value> {
-    views.reflected(at).into_iter().map(|(p, offset)| (format!("{}:{}", p.topic, p.partition), json!(offset))).collect()
+fn gone() -> Failure {
+    Failure(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": "the job's workers are gone" }))
 }
 
-/// The time an answer states: `at`, or for a complete view the time of its latest record.
-fn stated_time(views: &Views, at: Time) -> (Time, bool) {
-    if at >= Time::MAX - 1 {
-        (views.greatest_time(), true)
-    } else {
-        (at, false)
+impl App {
+    /// Whether this process is one of several.
+    fn cluster(&self) -> bool {
+        self.settings.peers.len() > 1
+    }
+
+    /// The other processes' fronts.
+    fn others(&self) -> Vec<String> {
+        let (_, me) = self.views.process_of(0);
+        self.settings.peers.iter().enumerate().filter(|(i, _)| *i != me).map(|(_, url)| url.clone()).collect()
+    }
+
+    /// `GET url` on another process, until `deadline` (and a second more for the answer).
+    async fn peer(&self, url: &str, deadline: Instant) -> Result<reqwest::Response, Failure> {
+        let unreachable = |e: &dyn std::fmt::Display| {
+            Failure(
+                StatusCode::BAD_GATEWAY,
+                json!({ "error": format!("{url}: {e}; check --serve-peers and that every process of the job is up") }),
+            )
+        };
+        let timeout = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1);
+        let response = self.client.get(url).timeout(timeout).send().await.map_err(|e| unreachable(&e))?;
+        Ok(response)
+    }
+
+    /// `GET url` on another process, as JSON; a failure status is passed on as it came.
+    async fn peer_json_owned(&self, url: String, deadline: Instant) -> Result<Value, Failure> {
+        let url = url.as_str();
+        let response = self.peer(url, deadline).await?;
+        let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let body = response.bytes().await.map_err(|e| {
+            Failure(StatusCode::BAD_GATEWAY, json!({ "error": format!("{url}: the answer broke off: {e}") }))
+        })?;
+        let value: Value = serde_json::from_slice(&body).map_err(|e| {
+            Failure(StatusCode::BAD_GATEWAY, json!({ "error": format!("{url}: not a Kappa answer: {e}") }))
+        })?;
+        if status.is_success() {
+            Ok(value)
+        } else {
+            Err(Failure(status, value))
+        }
     }
 }
 
-/// Waits for a time that the workers `which` have completed and at which `wait_for` is
-/// reflected, until `deadline`.
-async fn wait_for_time(
+/// Per partition `topic:partition`, the offset below which records are reflected at `at`, and
+/// the greatest time of any record read: this process's partitions, and in a cluster every
+/// process's.
+async fn coverage_at(app: &App, at: Time, deadline: Instant) -> Result<(Map<String, Value>, Time), Failure> {
+    let mut reflected: Map<String, Value> = app
+        .views
+        .reflected(at)
+        .into_iter()
+        .map(|(p, offset)| (format!("{}:{}", p.topic, p.partition), json!(offset)))
+        .collect();
+    let mut greatest = app.views.greatest_time();
+    if app.cluster() {
+        let others = app.others();
+        let answers = futures::future::join_all(
+            others.iter().map(|peer| app.peer_json_owned(format!("{peer}/internal/coverage/{at}"), deadline)),
+        )
+        .await;
+        for answer in answers {
+            let answer = answer?;
+            if let Some(Value::Object(theirs)) = answer.get("reflected") {
+                reflected.extend(theirs.clone());
+            }
+            greatest = greatest.max(answer.get("greatest").and_then(Value::as_u64).unwrap_or(0));
+        }
+    }
+    Ok((reflected, greatest))
+}
+
+/// The time an answer states, and whether the view is complete, with its coverage.
+async fn stated(app: &App, at: Time, deadline: Instant) -> Result<(Time, bool, Map<String, Value>), Failure> {
+    let (reflected, greatest) = coverage_at(app, at, deadline).await?;
+    if at >= Time::MAX - 1 {
+        Ok((greatest, true, reflected))
+    } else {
+        Ok((at, false, reflected))
+    }
+}
+
+/// The answer to a read that timed out: what is reflected now.
+async fn timed_out(app: &App, at: Option<Time>, why: &str) -> Failure {
+    let at = at.or_else(|| app.views.progress().completed()).unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut body = json!({ "error": format!("{why}; retry, or give a longer timeout") });
+    if let Ok((time, complete, reflected)) = stated(app, at, deadline).await {
+        body["time"] = json!(time);
+        body["complete"] = json!(complete);
+        body["reflected"] = Value::Object(reflected);
+    }
+    Failure(StatusCode::GATEWAY_TIMEOUT, body)
+}
+
+/// Waits for the next change of the workers' progress, at most 50 ms, never past `deadline`.
+async fn next_change(watch: &mut tokio::sync::watch::Receiver<Progress>, deadline: Instant) -> Result<(), Failure> {
+    let wake = deadline.min(Instant::now() + Duration::from_millis(50));
+    match tokio::time::timeout_at(wake, watch.changed()).await {
+        Ok(Err(_)) => Err(Failure(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": "the job stopped" }))),
+        _ => Ok(()),
+    }
+}
+
+/// Per bound of the partitions this process reads, the time it needs ([`Views::needed`]),
+/// waiting until `deadline` for records not read yet: `[read here, time or null]` each.
+async fn local_needed(views: &Views, bounds: &[(PartitionId, Offset)], deadline: Instant) -> Vec<Option<Option<Time>>> {
+    let mut watch = views.watch();
+    loop {
+        let needed = views.needed(bounds);
+        if needed.iter().all(|n| !matches!(n, Some(None))) || Instant::now() >= deadline {
+            return needed;
+        }
+        if next_change(&mut watch, deadline).await.is_err() {
+            return needed;
+        }
+    }
+}
+
+/// The least time at which every `(partition, offset)` of `wait_for` is reflected, once each of
+/// those records has been read, by this process or (in a cluster) the one that reads it.
+async fn needed_time(app: &App, wait_for: &[(PartitionId, Offset)], deadline: Instant) -> Result<Time, Failure> {
+    if wait_for.is_empty() {
+        return Ok(0);
+    }
+    let here = app.views.needed(wait_for);
+    let elsewhere: Vec<(PartitionId, Offset)> =
+        wait_for.iter().zip(&here).filter(|(_, n)| n.is_none()).map(|(b, _)| b.clone()).collect();
+    let local = local_needed(&app.views, wait_for, deadline);
+    let remote = async {
+        let mut need: Time = 0;
+        let mut unread: Vec<(PartitionId, Offset)> = Vec::new();
+        if elsewhere.is_empty() {
+            return Ok((need, unread));
+        }
+        if !app.cluster() {
+            return Ok((need, elsewhere.clone()));
+        }
+        let ms = deadline.saturating_duration_since(Instant::now()).as_millis();
+        let query = format_bounds(&elsewhere);
+        let answers = futures::future::join_all(app.others().iter().map(|peer| {
+            app.peer_json_owned(format!("{peer}/internal/needed?wait_for={query}&timeout={ms}ms"), deadline)
+        }))
+        .await;
+        let answers: Vec<Value> = answers.into_iter().collect::<Result<_, _>>()?;
+        for (i, bound) in elsewhere.iter().enumerate() {
+            let time = answers.iter().find_map(|a| a["needed"][i]["time"].as_u64());
+            match time {
+                Some(t) => need = need.max(t),
+                None => unread.push(bound.clone()),
+            }
+        }
+        Ok::<_, Failure>((need, unread))
+    };
+    let (local, remote) = futures::join!(local, remote);
+    let (mut need, mut unread) = remote?;
+    for (bound, n) in wait_for.iter().zip(local) {
+        match n {
+            Some(Some(t)) => need = need.max(t),
+            Some(None) => unread.push(bound.clone()),
+            None => {}
+        }
+    }
+    if unread.is_empty() {
+        return Ok(need);
+    }
+    tokio::time::sleep_until(deadline).await;
+    Err(timed_out(app, None, &format!("the job has not read {} yet", format_bounds(&unread))).await)
+}
+
+/// Waits until local worker `which` (or every local worker) has completed `least`: the time it
+/// has completed; on timeout, the time completed so far.
+async fn completed_here(
     views: &Views,
     which: Option<usize>,
-    wait_for: &[(PartitionId, Offset)],
+    least: Time,
     deadline: Instant,
-) -> Result<Time, Failure> {
+) -> Result<Time, Option<Time>> {
     let mut watch = views.watch();
     loop {
         let progress: Progress = watch.borrow_and_update().clone();
@@ -286,29 +468,40 @@ async fn wait_for_time(
             Some(local) => progress.uppers.get(local).copied().flatten().and_then(|u| u.checked_sub(1)),
             None => progress.completed(),
         };
-        if let Some(at) = at.filter(|&at| views.reflects(wait_for, at)) {
+        if let Some(at) = at.filter(|&at| at >= least) {
             return Ok(at);
         }
-        let changed =
-            tokio::time::timeout_at(deadline.min(Instant::now() + Duration::from_millis(50)), watch.changed());
-        match changed.await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(Failure(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": "the job stopped" }))),
-            Err(_) if Instant::now() >= deadline => {
-                let at = at.unwrap_or(0);
-                let (time, complete) = stated_time(views, at);
-                return Err(Failure(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    json!({
-                        "error": "the view does not reflect every record asked for yet; retry, or give a longer timeout",
-                        "time": time,
-                        "complete": complete,
-                        "reflected": reflected(views, at),
-                    }),
-                ));
-            }
-            Err(_) => {}
+        if Instant::now() >= deadline || next_change(&mut watch, deadline).await.is_err() {
+            return Err(at);
         }
+    }
+}
+
+/// The greatest time every worker of the job (in a cluster, of every process) has completed,
+/// once it is at least `least`.
+async fn completed_everywhere(app: &App, least: Time, deadline: Instant) -> Result<Time, Failure> {
+    let here = completed_here(&app.views, None, least, deadline);
+    let elsewhere = async {
+        if !app.cluster() {
+            return Ok(Vec::new());
+        }
+        let ms = deadline.saturating_duration_since(Instant::now()).as_millis();
+        let urls: Vec<String> =
+            app.others().iter().map(|peer| format!("{peer}/internal/completed/{least}?timeout={ms}ms")).collect();
+        let answers = futures::future::join_all(urls.into_iter().map(|url| app.peer_json_owned(url, deadline))).await;
+        answers.into_iter().map(|a| a.map(|v| v["completed"].as_u64())).collect::<Result<Vec<_>, _>>()
+    };
+    let (here, elsewhere) = futures::join!(here, elsewhere);
+    let mut at = here.map_err(|_| ()).ok();
+    for theirs in elsewhere? {
+        at = match (at, theirs) {
+            (Some(a), Some(b)) if b >= least => Some(a.min(b)),
+            _ => None,
+        };
+    }
+    match at {
+        Some(at) => Ok(at),
+        None => Err(timed_out(app, None, "the view has not completed the time the read needs yet").await),
     }
 }
 
@@ -316,13 +509,24 @@ async fn wait_for_time(
 async fn read_on(views: &Views, view: &str, local: usize, read: Read, at: Time) -> Result<Vec<KeyRows>, Failure> {
     let (reply, answer) = tokio::sync::oneshot::channel();
     if !views.send(local, Request::Read { view: view.to_string(), read, at, reply }) {
-        return Err(Failure(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": "the job's workers are gone" })));
+        return Err(gone());
     }
     match answer.await {
         Ok(Ok(rows)) => Ok(rows),
         Ok(Err(e)) => Err(bad_request(e.to_string())),
-        Err(_) => Err(Failure(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": "the job's workers are gone" }))),
+        Err(_) => Err(gone()),
     }
+}
+
+/// Reads `read` at `at` on every local worker, keys in key order.
+async fn read_local(app: &App, view: &str, read: &Read, at: Time) -> Result<Vec<KeyRows>, Failure> {
+    let reads = (0..app.views.local_workers()).map(|local| read_on(&app.views, view, local, read.clone(), at));
+    let mut keys: Vec<KeyRows> = Vec::new();
+    for answer in futures::future::join_all(reads).await {
+        keys.extend(answer?);
+    }
+    keys.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(keys)
 }
 
 fn known_view(app: &App, view: &str) -> Result<(), Failure> {
@@ -351,67 +555,300 @@ fn rows_json(keys: &[KeyRows]) -> Vec<&RawValue> {
 async fn lookup(
     State(app): State<App>,
     Path(view): Path<String>,
+    RawQuery(raw): RawQuery,
     Query(query): Query<Vec<(String, String)>>,
-) -> Result<Json<Value>, Failure> {
+) -> Result<Response, Failure> {
     known_view(&app, &view)?;
     let p = parse_params(&app, query)?;
     if p.fields.is_empty() {
         return Err(bad_request("give the key's fields as FIELD=VALUE parameters"));
     }
+    let deadline = Instant::now() + p.timeout;
     let (worker, local) = app.views.owner(&Value::Object(p.fields.clone()));
     let Some(local) = local else {
-        return Err(Failure(
-            StatusCode::MISDIRECTED_REQUEST,
-            json!({ "error": format!("the key is owned by worker {worker}, in another process; ask that process") }),
-        ));
+        let (process, _) = app.views.process_of(worker);
+        return match app.settings.peers.get(process).filter(|_| app.cluster() && !p.hop) {
+            // The owner's process answers: it waits for what the read needs and states the time.
+            Some(peer) => {
+                let url = format!("{peer}/views/{view}/key?{}&hop=1", raw.unwrap_or_default());
+                let response = app.peer(&url, deadline).await?;
+                let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+                let body = response.bytes().await.map_err(|e| {
+                    Failure(StatusCode::BAD_GATEWAY, json!({ "error": format!("{url}: the answer broke off: {e}") }))
+                })?;
+                Ok((status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
+            }
+            None => Err(Failure(
+                StatusCode::MISDIRECTED_REQUEST,
+                json!({
+                    "error": format!(
+                        "the key is owned by worker {worker}, in process {process}; ask that process, or start every \
+                         process with --serve-peers so that any of them answers"
+                    ),
+                    "process": process,
+                }),
+            )),
+        };
     };
-    let deadline = Instant::now() + p.timeout;
-    let at = wait_for_time(&app.views, Some(local), &p.wait_for, deadline).await?;
+    let need = needed_time(&app, &p.wait_for, deadline).await?;
+    let at = match completed_here(&app.views, Some(local), need, deadline).await {
+        Ok(at) => at,
+        Err(at) => return Err(timed_out(&app, at, "the view does not reflect every record asked for yet").await),
+    };
     let keys = read_on(&app.views, &view, local, Read::Lookup { key: p.fields }, at).await?;
-    let (time, complete) = stated_time(&app.views, at);
+    let (time, complete, reflected) = stated(&app, at, deadline).await?;
     Ok(Json(json!({
         "view": view,
         "time": time,
         "complete": complete,
-        "reflected": reflected(&app.views, at),
+        "reflected": reflected,
         "rows": rows_json(&keys),
-    })))
+    }))
+    .into_response())
 }
+
+/// An answer's keys, as they travel between processes: `[hex key, [[row, count], ...]]`.
+type WireKeys = Vec<(String, Vec<(Box<RawValue>, kappa_engine::Diff)>)>;
 
 async fn scan(
     State(app): State<App>,
     Path(view): Path<String>,
+    RawQuery(raw): RawQuery,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<Json<Value>, Failure> {
     known_view(&app, &view)?;
     let p = parse_params(&app, query)?;
     let deadline = Instant::now() + p.timeout;
-    let at = wait_for_time(&app.views, None, &p.wait_for, deadline).await?;
-    let workers = app.views.local_workers();
-    let reads = (0..workers).map(|local| {
-        let read = Read::Scan { prefix: p.fields.clone(), after: p.after.clone(), limit: p.limit };
-        read_on(&app.views, &view, local, read, at)
-    });
-    let mut keys: Vec<KeyRows> = Vec::new();
-    for answer in futures::future::join_all(reads).await {
-        keys.extend(answer?);
+    let need = needed_time(&app, &p.wait_for, deadline).await?;
+    let at = completed_everywhere(&app, need, deadline).await?;
+    let read = Read::Scan { prefix: p.fields.clone(), after: p.after.clone(), limit: p.limit };
+    let mut keys = read_local(&app, &view, &read, at).await?;
+    if app.cluster() {
+        let raw = raw.unwrap_or_default();
+        let urls: Vec<String> =
+            app.others().iter().map(|peer| format!("{peer}/internal/rows/{view}/{at}?{raw}")).collect();
+        for answer in futures::future::join_all(urls.into_iter().map(|url| app.peer_json_owned(url, deadline))).await {
+            let wire: WireKeys = serde_json::from_value(answer?["keys"].take()).map_err(|e| {
+                Failure(StatusCode::BAD_GATEWAY, json!({ "error": format!("another process's rows: {e}") }))
+            })?;
+            for (key, rows) in wire {
+                let key = from_hex(&key).ok_or_else(|| {
+                    Failure(StatusCode::BAD_GATEWAY, json!({ "error": "another process's rows: a key is not hex" }))
+                })?;
+                keys.push((key, rows));
+            }
+        }
+        keys.sort_by(|a, b| a.0.cmp(&b.0));
     }
-    keys.sort_by(|a, b| a.0.cmp(&b.0));
     let more = keys.len() > p.limit;
     keys.truncate(p.limit);
     let next = if more || keys.len() == p.limit { keys.last().map(|k| to_hex(&k.0)) } else { None };
-    let (time, complete) = stated_time(&app.views, at);
+    let (time, complete, reflected) = stated(&app, at, deadline).await?;
     Ok(Json(json!({
         "view": view,
         "time": time,
         "complete": complete,
-        "reflected": reflected(&app.views, at),
+        "reflected": reflected,
         "rows": rows_json(&keys),
         "next": next,
     })))
 }
 
-/// A subscription's merge of every local worker's changes.
+/// `/internal/needed?wait_for=...&timeout=...`: for a process that does not read these
+/// partitions, [`local_needed`] here: `{"needed": [{"here": bool, "time": T or null}, ...]}`.
+async fn internal_needed(
+    State(app): State<App>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Result<Json<Value>, Failure> {
+    let p = parse_params(&app, query)?;
+    let needed = local_needed(&app.views, &p.wait_for, Instant::now() + p.timeout).await;
+    let needed: Vec<Value> = needed.into_iter().map(|n| json!({ "here": n.is_some(), "time": n.flatten() })).collect();
+    Ok(Json(json!({ "needed": needed })))
+}
+
+/// `/internal/completed/{least}?timeout=...`: the time every local worker has completed, once it
+/// is at least `least` (or what it is at the timeout).
+async fn internal_completed(
+    State(app): State<App>,
+    Path(least): Path<Time>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Result<Json<Value>, Failure> {
+    let p = parse_params(&app, query)?;
+    let completed =
+        completed_here(&app.views, None, least, Instant::now() + p.timeout).await.map_or_else(|at| at, Some);
+    Ok(Json(json!({ "completed": completed })))
+}
+
+/// `/internal/coverage/{at}`: this process's partitions reflected at `at`.
+async fn internal_coverage(State(app): State<App>, Path(at): Path<Time>) -> Json<Value> {
+    let reflected: Map<String, Value> = app
+        .views
+        .reflected(at)
+        .into_iter()
+        .map(|(p, offset)| (format!("{}:{}", p.topic, p.partition), json!(offset)))
+        .collect();
+    Json(json!({ "reflected": reflected, "greatest": app.views.greatest_time() }))
+}
+
+/// `/internal/rows/{view}/{at}?...`: a scan of the local workers at `at`.
+async fn internal_rows(
+    State(app): State<App>,
+    Path((view, at)): Path<(String, Time)>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Result<Json<Value>, Failure> {
+    known_view(&app, &view)?;
+    let p = parse_params(&app, query)?;
+    let read = Read::Scan { prefix: p.fields, after: p.after, limit: p.limit };
+    let keys = read_local(&app, &view, &read, at).await?;
+    let wire: Vec<Value> = keys.iter().map(|(key, rows)| json!([to_hex(key), rows])).collect();
+    Ok(Json(json!({ "keys": wire })))
+}
+
+/// Starts a subscription to `view` on every local worker, sharing `buffered` and `overflowed`.
+async fn subscribe_local(
+    app: &App,
+    view: &str,
+    at: Time,
+    resume: bool,
+    buffered: &Arc<AtomicUsize>,
+    overflowed: &Arc<AtomicBool>,
+) -> Result<Vec<tokio::sync::mpsc::UnboundedReceiver<Changes>>, Failure> {
+    let mut receivers = Vec::new();
+    let mut started = Vec::new();
+    for local in 0..app.views.local_workers() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let feed = Feed {
+            tx,
+            buffered: buffered.clone(),
+            limit: app.settings.subscriber_buffer,
+            overflowed: overflowed.clone(),
+        };
+        let (reply, ok) = tokio::sync::oneshot::channel();
+        if !app.views.send(local, Request::Subscribe { view: view.to_string(), at, resume, feed, reply }) {
+            return Err(gone());
+        }
+        receivers.push(rx);
+        started.push(ok);
+    }
+    for ok in started {
+        match ok.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(Failure(
+                    StatusCode::GONE,
+                    json!({ "error": e.to_string(), "retention_ms": app.views.retention_ms() }),
+                ))
+            }
+            Err(_) => return Err(gone()),
+        }
+    }
+    Ok(receivers)
+}
+
+/// One line of `/internal/subscribe`: one local worker's [`Changes`]; `start` marks what the
+/// subscription starts with (exempt from the buffer bound, as on the worker).
+#[derive(serde::Deserialize)]
+struct WireChanges {
+    w: usize,
+    start: bool,
+    snapshot: bool,
+    updates: Vec<(Box<RawValue>, Time, kappa_engine::Diff)>,
+    upper: Time,
+}
+
+/// `/internal/subscribe/{view}/{at}/{resume}`: the local workers' changes as JSON lines
+/// ([`WireChanges`]), ending with `{"closed": "overflowed" | "stopped"}`.
+async fn internal_subscribe(
+    State(app): State<App>,
+    Path((view, at, resume)): Path<(String, Time, bool)>,
+) -> Result<Response, Failure> {
+    known_view(&app, &view)?;
+    let buffered = Arc::new(AtomicUsize::new(0));
+    let overflowed = Arc::new(AtomicBool::new(false));
+    let receivers = subscribe_local(&app, &view, at, resume, &buffered, &overflowed).await?;
+    let starts = if resume { 1 } else { 2 };
+    let streams = receivers.into_iter().enumerate().map(|(w, rx)| {
+        stream::unfold((rx, 0usize), move |(mut rx, seen)| async move {
+            let changes = rx.recv().await?;
+            Some(((w, seen < starts, changes), (rx, seen + 1)))
+        })
+        .boxed()
+    });
+    let lines = stream::select_all(streams).map(move |(w, start, changes)| {
+        buffered.fetch_sub(changes.updates.len() + 1, Ordering::Relaxed);
+        let line = json!({
+            "w": w, "start": start, "snapshot": changes.snapshot, "updates": changes.updates, "upper": changes.upper,
+        });
+        Ok::<_, Infallible>(axum::body::Bytes::from(line.to_string() + "\n"))
+    });
+    let end = stream::once(async move {
+        let reason = if overflowed.load(Ordering::Relaxed) { "overflowed" } else { "stopped" };
+        Ok::<_, Infallible>(axum::body::Bytes::from(json!({ "closed": reason }).to_string() + "\n"))
+    });
+    let body = axum::body::Body::from_stream(lines.chain(end));
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+/// Starts a subscription on another process and feeds its workers' changes into receivers of
+/// their own, with this subscription's flow control.
+async fn subscribe_remote(
+    app: &App,
+    peer: &str,
+    view: &str,
+    at: Time,
+    resume: bool,
+    buffered: &Arc<AtomicUsize>,
+    overflowed: &Arc<AtomicBool>,
+) -> Result<Vec<tokio::sync::mpsc::UnboundedReceiver<Changes>>, Failure> {
+    let url = format!("{peer}/internal/subscribe/{view}/{at}/{resume}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let timeout = |e: &dyn std::fmt::Display| {
+        Failure(StatusCode::BAD_GATEWAY, json!({ "error": format!("{url}: {e}; check --serve-peers") }))
+    };
+    let mut response = app.client.get(&url).send().await.map_err(|e| timeout(&e))?;
+    if !response.status().is_success() {
+        let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let body =
+            tokio::time::timeout_at(deadline, response.bytes()).await.ok().and_then(Result::ok).unwrap_or_default();
+        return Err(Failure(status, serde_json::from_slice(&body).unwrap_or_else(|_| json!({ "error": url }))));
+    }
+    let workers = app.views.local_workers();
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..workers).map(|_| tokio::sync::mpsc::unbounded_channel()).unzip();
+    let (buffered, overflowed, limit) = (buffered.clone(), overflowed.clone(), app.settings.subscriber_buffer);
+    tokio::spawn(async move {
+        let mut pending: Vec<u8> = Vec::new();
+        while let Ok(Some(chunk)) = response.chunk().await {
+            pending.extend_from_slice(&chunk);
+            while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                if line.starts_with(b"{\"closed\"") {
+                    if line.windows(10).any(|w| w == b"overflowed") {
+                        overflowed.store(true, Ordering::Relaxed);
+                    }
+                    return;
+                }
+                let Ok(wire) = serde_json::from_slice::<WireChanges>(&line) else {
+                    tracing::warn!("{url}: a line that is not a subscription's changes; ending the subscription");
+                    return;
+                };
+                let weight = wire.updates.len() + 1;
+                let before = buffered.fetch_add(weight, Ordering::Relaxed);
+                if !wire.start && before + weight > limit {
+                    overflowed.store(true, Ordering::Relaxed);
+                    return;
+                }
+                let changes = Changes { snapshot: wire.snapshot, updates: wire.updates, upper: wire.upper };
+                if senders.get(wire.w).is_none_or(|tx| tx.send(changes).is_err()) {
+                    return;
+                }
+            }
+        }
+    });
+    Ok(receivers)
+}
+
+/// A subscription's merge of every worker's changes (local workers', and in a cluster the
+/// other processes' through [`subscribe_remote`]).
 struct Merge {
     view: String,
     receivers: Vec<tokio::sync::mpsc::UnboundedReceiver<Changes>>,
@@ -515,56 +952,25 @@ async fn subscribe(
         }
     }
     let deadline = Instant::now() + p.timeout;
+    // A subscription starts at a time every worker of the job has completed: the resume point,
+    // or one that reflects `wait_for`.
     let at = match p.from {
         Some(from) => {
-            // Wait until every worker has completed the resume point.
-            let mut watch = app.views.watch();
-            loop {
-                if watch.borrow_and_update().completed().is_some_and(|c| c >= from) {
-                    break from;
-                }
-                if tokio::time::timeout_at(deadline, watch.changed()).await.is_err() {
-                    return Err(Failure(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        json!({ "error": format!("time {from} is not completed yet") }),
-                    ));
-                }
-            }
+            completed_everywhere(&app, from, deadline).await?;
+            from
         }
-        None => wait_for_time(&app.views, None, &p.wait_for, deadline).await?,
+        None => {
+            let need = needed_time(&app, &p.wait_for, deadline).await?;
+            completed_everywhere(&app, need, deadline).await?
+        }
     };
     let resume = p.from.is_some();
     let buffered = Arc::new(AtomicUsize::new(0));
     let overflowed = Arc::new(AtomicBool::new(false));
-    let mut receivers = Vec::new();
-    let mut started = Vec::new();
-    for local in 0..app.views.local_workers() {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let feed = Feed {
-            tx,
-            buffered: buffered.clone(),
-            limit: app.settings.subscriber_buffer,
-            overflowed: overflowed.clone(),
-        };
-        let (reply, ok) = tokio::sync::oneshot::channel();
-        if !app.views.send(local, Request::Subscribe { view: view.clone(), at, resume, feed, reply }) {
-            return Err(Failure(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": "the job's workers are gone" })));
-        }
-        receivers.push(rx);
-        started.push(ok);
-    }
-    for ok in started {
-        match ok.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                return Err(Failure(
-                    StatusCode::GONE,
-                    json!({ "error": e.to_string(), "retention_ms": app.views.retention_ms() }),
-                ))
-            }
-            Err(_) => {
-                return Err(Failure(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": "the job's workers are gone" })))
-            }
+    let mut receivers = subscribe_local(&app, &view, at, resume, &buffered, &overflowed).await?;
+    if app.cluster() {
+        for peer in app.others() {
+            receivers.extend(subscribe_remote(&app, &peer, &view, at, resume, &buffered, &overflowed).await?);
         }
     }
     let workers = receivers.len();

@@ -7,6 +7,8 @@
 //! - A subscription's snapshot and events equal the job's output file, time by time; a
 //!   subscriber that does not read is cut off with a resume point, and resuming from it goes on
 //!   with exactly the next times.
+//! - A cluster of two processes answers any key from either process (forwarding to the owner),
+//!   waits for offsets that the other process reads, and scans and subscribes across both.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
@@ -33,10 +35,13 @@ struct Served {
 
 impl Served {
     fn start(args: &[&str]) -> Served {
-        let address = format!("127.0.0.1:{}", free_port());
+        Served::start_at(&format!("127.0.0.1:{}", free_port()), args)
+    }
+
+    fn start_at(address: &str, args: &[&str]) -> Served {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kappa"))
             .args(args)
-            .args(["--serve", &address])
+            .args(["--serve", address])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -499,4 +504,267 @@ impl SlowSubscriber {
             }
         }
     }
+}
+
+/// One answer, checked against the reference once every record's offset is known.
+struct Answer {
+    from: &'static str,
+    time: u64,
+    post: Option<u64>,
+    rows: BTreeMap<u64, u64>,
+}
+
+#[test]
+fn a_cluster_of_two_processes_answers_any_key_from_either_process() {
+    let tansu = Tansu::shared();
+    let topic = unique("cluster-served-likes");
+    let partitions = 4;
+    tansu.create_topic(&topic, partitions);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hostfile = dir.path().join("hosts");
+    std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).expect("hostfile");
+    let fronts = [format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port())];
+    let peers = fronts.join(",");
+    let processes: Vec<Served> = (0..2)
+        .map(|process| {
+            let process = process.to_string();
+            let args = [
+                "replay",
+                "--pipeline",
+                "like-counts",
+                "--topic",
+                &topic,
+                "--brokers",
+                &tansu.brokers,
+                "--then-live",
+                // Record times by definition only (no idle decisions): steady traffic reaches
+                // every partition, so times complete anyway.
+                "--idle-timeout",
+                "off",
+                "--output",
+                "/dev/null",
+                "--processes",
+                "2",
+                "--process",
+                &process,
+                "--hostfile",
+                hostfile.to_str().expect("utf-8"),
+                "--serve-peers",
+                &peers,
+            ];
+            Served::start_at(&fronts[process.parse::<usize>().expect("index")], &args)
+        })
+        .collect();
+    // Every record produced, with the offset its delivery report gave.
+    let produced: Arc<Mutex<Vec<(i32, i64, Like)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let background = {
+        let (brokers, topic, stop, produced) = (tansu.brokers.clone(), topic.clone(), stop.clone(), produced.clone());
+        std::thread::spawn(move || {
+            let producer = AckedProducer::new(&brokers).expect("producer");
+            let mut i = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let l = like(now_ms(), i % 97, i % 23);
+                let record = OutgoingRecord {
+                    partition: (i % partitions as u64) as i32,
+                    key: l.user.to_string().into_bytes(),
+                    value: serde_json::to_vec(&l).expect("json"),
+                    timestamp: l.ts as i64,
+                };
+                let (partition, offset) = producer.send(&topic, &record).expect("produce");
+                produced.lock().expect("produced").push((partition, offset, l));
+                i += 1;
+                std::thread::sleep(Duration::from_millis(4));
+            }
+        })
+    };
+    for served in &processes {
+        served.get_ok("/views/like-counts/key?post=0");
+    }
+    let names = ["process 0", "process 1"];
+    let mut answers: Vec<Answer> = Vec::new();
+    let (mut forwarded, mut direct) = (0, 0);
+    let producer = AckedProducer::new(&tansu.brokers).expect("producer");
+    for trial in 0..24u64 {
+        // Read-your-writes from either process, for a record that either may read.
+        let post = 2_000_000 + trial;
+        let l = like(now_ms(), 7_000 + trial, post);
+        let record = OutgoingRecord {
+            partition: (trial % partitions as u64) as i32,
+            key: l.user.to_string().into_bytes(),
+            value: serde_json::to_vec(&l).expect("json"),
+            timestamp: l.ts as i64,
+        };
+        let (partition, offset) = producer.send(&topic, &record).expect("produce");
+        produced.lock().expect("produced").push((partition, offset, l));
+        for reader in [(trial % 2) as usize, 1 - (trial % 2) as usize] {
+            let (status, body) = processes[reader]
+                .get(&format!("/views/like-counts/key?post={post}&wait_for={topic}:{partition}:{offset}&timeout=30s"));
+            assert_eq!(status, 200, "trial {trial} on {}: {body}\n{}", names[reader], processes[reader].log());
+            assert_eq!(
+                rows_of(&body),
+                BTreeMap::from([(post, 1)]),
+                "trial {trial}: the read reflects the like: {body}"
+            );
+            let reflected = body["reflected"].as_object().expect("reflected");
+            assert_eq!(reflected.len(), partitions as usize, "the answer states every process's partitions: {body}");
+            assert!(reflected[&format!("{topic}:{partition}")].as_u64().expect("offset") > offset as u64, "{body}");
+            // The same key asked without forwarding: 421 exactly when the other process owns it.
+            let (status, body) = processes[reader].get(&format!("/views/like-counts/key?post={post}&hop=1"));
+            match status {
+                421 => forwarded += 1,
+                200 => {
+                    assert_eq!(rows_of(&body), BTreeMap::from([(post, 1)]), "the owner answers itself: {body}");
+                    direct += 1
+                }
+                other => panic!("trial {trial}: hop=1 answered {other}"),
+            }
+        }
+
+        // Lookups of busy posts and whole scans, from both processes, checked at the end.
+        for (i, served) in processes.iter().enumerate() {
+            let busy = (trial * 5 + i as u64) % 23;
+            let body = served.get_ok(&format!("/views/like-counts/key?post={busy}"));
+            let time = body["time"].as_u64().expect("time");
+            answers.push(Answer { from: names[i], time, post: Some(busy), rows: rows_of(&body) });
+            if trial % 6 == i as u64 {
+                let body = served.get_ok("/views/like-counts/rows?limit=10000");
+                assert!(body["next"].is_null(), "{body}");
+                answers.push(Answer {
+                    from: names[i],
+                    time: body["time"].as_u64().expect("time"),
+                    post: None,
+                    rows: rows_of(&body),
+                });
+            }
+        }
+    }
+    assert!(
+        forwarded > 0 && direct > 0,
+        "keys of both processes were read from both ({forwarded} forwarded, {direct} direct)"
+    );
+    // A subscription on process 1 sees both processes' keys: its snapshot and updates, applied in
+    // time order, equal the reference at every time it states.
+    let response = processes[1]
+        .http
+        .get(format!("{}/views/like-counts/subscribe", processes[1].base))
+        .timeout(Duration::from_secs(120))
+        .send()
+        .expect("subscribe");
+    assert_eq!(response.status().as_u16(), 200);
+    let mut reader = BufReader::new(response);
+    let mut updates = 0;
+    let events = read_events(&mut reader, |event, _| {
+        updates += usize::from(event == "update");
+        updates >= 15
+    });
+    stop.store(true, Ordering::SeqCst);
+    background.join().expect("background producer");
+    for p in &processes {
+        assert!(!p.log().contains("panicked"), "{}", p.log());
+    }
+    // Record times by definition, from each partition's records in offset order.
+    let mut records = produced.lock().expect("produced").clone();
+    records.sort_by_key(|(p, o, _)| (*p, *o));
+    let events_in_order: Vec<(i32, Like)> = records.iter().map(|(p, _, l)| (*p, *l)).collect();
+    let timed = timed(&events_in_order, 0);
+    for answer in &answers {
+        let mut expected = reference_at(&timed, answer.time);
+        if let Some(post) = answer.post {
+            expected.retain(|p, _| *p == post);
+        }
+        assert_eq!(answer.rows, expected, "{} at time {}: post {:?}", answer.from, answer.time, answer.post);
+    }
+    let (kind, snapshot) = &events[0];
+    assert_eq!(kind, "snapshot", "{events:?}");
+    let mut state: BTreeMap<u64, u64> = BTreeMap::new();
+    for row in snapshot["rows"].as_array().expect("rows") {
+        assert_eq!(row["count"], 1);
+        state.insert(row["row"]["post"].as_u64().expect("post"), row["row"]["likes"].as_u64().expect("likes"));
+    }
+    let at = snapshot["time"].as_u64().expect("time");
+    assert_eq!(state, reference_at(&timed, at), "the snapshot at {at}");
+    let mut rows: BTreeMap<String, i64> = BTreeMap::new();
+    for row in snapshot["rows"].as_array().expect("rows") {
+        rows.insert(row["row"].to_string(), 1);
+    }
+    for (kind, update) in &events[1..] {
+        assert_eq!(kind, "update");
+        for u in update["updates"].as_array().expect("updates") {
+            *rows.entry(u["row"].to_string()).or_default() += u["diff"].as_i64().expect("diff");
+        }
+        rows.retain(|_, count| *count != 0);
+        let state: BTreeMap<u64, u64> = rows
+            .keys()
+            .map(|r| serde_json::from_str::<Value>(r).expect("row"))
+            .map(|r| (r["post"].as_u64().expect("post"), r["likes"].as_u64().expect("likes")))
+            .collect();
+        let t = update["time"].as_u64().expect("time");
+        assert_eq!(state, reference_at(&timed, t), "the subscription's state at {t}");
+    }
+}
+
+/// The `curl` lines of the README's "Serving results", run as written against a job started as
+/// its first line says (only the address, the brokers and the topic are this test's).
+#[test]
+fn the_readmes_curl_examples_work_as_written() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).expect("README");
+    let section = readme.split("### Serving results").nth(1).expect("a Serving results section");
+    let block = section.split("```sh").nth(1).and_then(|b| b.split("```").next()).expect("a sh block");
+    let lines: Vec<&str> = block.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let job: Vec<&str> = lines[0].trim_end_matches('&').split_whitespace().collect();
+    assert_eq!(job[..2], ["kappa", "replay"], "the block starts the job: {}", lines[0]);
+    let curls: Vec<&str> = lines[1..].to_vec();
+    assert!(curls.len() >= 5 && curls.iter().all(|l| l.starts_with("curl ")), "{curls:?}");
+
+    let tansu = Tansu::shared();
+    let topic = unique("readme-likes");
+    tansu.create_topic(&topic, 4);
+    let events = like_stream(&LikeStreamConfig { partitions: 4, seed: 3, ..LikeStreamConfig::new(4_000) });
+    produce(&tansu.brokers, &topic, like_records(&events), &|_| ()).expect("produce");
+    let address = format!("127.0.0.1:{}", free_port());
+    let mut args: Vec<String> = vec!["replay".into()];
+    let mut words = job[2..].iter();
+    while let Some(word) = words.next() {
+        match *word {
+            "--brokers" => {
+                words.next();
+                args.extend(["--brokers".into(), tansu.brokers.clone()]);
+            }
+            "--serve" => {
+                words.next();
+            }
+            other => args.push(other.to_string()),
+        }
+    }
+    args.extend(["--topic".into(), topic.clone()]);
+    let served = Served::start_at(&address, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    served.get_ok("/views/like-counts/key?post=0");
+    let mut next = String::new();
+    for line in curls {
+        let command = line.split(" # ").next().expect("command").trim();
+        let command = command
+            .replace("localhost:8080", &address)
+            .replace("wait_for=likes:", &format!("wait_for={topic}:"))
+            .replace("NEXT", &next);
+        let streaming = command.contains("/subscribe");
+        let command = if streaming { command.replacen("curl ", "curl --max-time 3 ", 1) } else { command };
+        let out = Command::new("sh").args(["-c", &command]).output().expect("run curl");
+        let body = String::from_utf8_lossy(&out.stdout).to_string();
+        if streaming {
+            // curl ends the stream at --max-time (exit 28); the events are what counts.
+            assert!(body.starts_with("event: snapshot") || body.starts_with("event:snapshot"), "{command}: {body}");
+            continue;
+        }
+        assert!(out.status.success(), "{command}: {}", String::from_utf8_lossy(&out.stderr));
+        let value: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{command}: not JSON ({e}): {body}"));
+        assert!(value.get("error").is_none(), "{command}: {value}");
+        if let Some(token) = value["next"].as_str() {
+            next = token.to_string();
+        }
+        if command.contains("wait_for=") {
+            assert!(value["rows"].is_array(), "{command}: {value}");
+        }
+    }
+    assert!(!next.is_empty(), "a scan gave a continuation for the NEXT line");
 }
