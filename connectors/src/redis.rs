@@ -92,6 +92,19 @@ impl Store for RedisHashes {
         let connection = self.connection()?;
         let failed =
             |what: &str, e| Error::Redis { prefix: prefix.clone(), what: what.to_string(), source: Box::new(e) };
+        if from.is_none() {
+            // A run that never read the progress (not restartable) still must not write over a
+            // key that is not Kappa's progress.
+            let now: Option<String> =
+                redis::cmd("GET").arg(&progress).query(connection).map_err(|e| failed("reading progress", e))?;
+            if let Some(text) = now.filter(|t| t.parse::<Time>().is_err()) {
+                return Err(Error::Redis {
+                    prefix,
+                    what: format!("reading progress: key {progress} holds {text}, not a time; delete it to start over"),
+                    source: Box::new(redis::RedisError::from((redis::ErrorKind::Parse, "not a time"))),
+                });
+            }
+        }
         if let Some(from) = from {
             // Under WATCH: EXEC applies nothing if another client touched the progress since.
             redis::cmd("WATCH").arg(&progress).query::<()>(connection).map_err(|e| failed("watching progress", e))?;

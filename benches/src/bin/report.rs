@@ -22,12 +22,13 @@ struct Args {
 }
 
 /// The benchmarks' result files, in the order they appear in the report.
-const PARTS: [(&str, &str); 6] = [
+const PARTS: [(&str, &str); 7] = [
     ("replay", "Replay"),
     ("recovery", "Recovery"),
     ("pipelines", "Pipelines"),
     ("nexmark", "Nexmark"),
     ("overhead", "Engine overhead"),
+    ("serving", "Serving"),
     ("segment_decode", "Segment decoding (criterion)"),
 ];
 

@@ -263,6 +263,28 @@ fn a_replay_into_redis_holds_the_reference() {
     assert_eq!(progress, u64::MAX.to_string(), "a finished job that cannot restart records every time as applied");
 }
 
+#[test]
+fn a_redis_progress_key_that_is_not_kappas_is_refused_and_named() {
+    let (tansu, redis) = (Tansu::shared(), Redis::shared());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (topic, archive) = archived_topic(&tansu, &events(500, 5), dir.path());
+    let prefix = unique("likes");
+    let mut connection = redis.connection();
+    let progress = format!("kappa-progress:{prefix}");
+    redis::cmd("SET").arg(&progress).arg("hello").query::<()>(&mut connection).expect("set");
+    let output = format!("{}?prefix={prefix}", redis.url);
+    let out = kappa(
+        &["replay", "--pipeline", "like-counts", "--topic", &topic, "--archive", &archive, "--output", &output],
+        &[],
+    );
+    assert!(!out.status.success(), "a foreign progress key must stop the job");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&progress) && stderr.contains("not a time"), "the error names the key: {stderr}");
+    let left: String = redis::cmd("GET").arg(&progress).query(&mut connection).expect("get");
+    assert_eq!(left, "hello", "nothing was written over it");
+    assert!(hashes(&redis.url, &prefix).is_empty(), "no row was written");
+}
+
 /// Two runs of one job resume from the same progress; the first to commit wins, and the other
 /// fails naming the job instead of applying the same times again.
 fn a_second_run_is_fenced_off<S: kappa_engine::Sink<like_counts::PostLikes>>(
