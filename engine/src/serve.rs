@@ -30,10 +30,10 @@
 //! `papers/notes/20261202-serving.md`.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::Thread;
 
 use differential_dataflow::operators::arrange::arrangement::arrange_core;
@@ -359,6 +359,100 @@ impl Progress {
     }
 }
 
+/// One worker's current rows of one view, shared with the front so that a point lookup at the
+/// worker's latest completed time is answered on the front's thread, without a round trip
+/// through the worker (see [`CurrentRows`]).
+///
+/// Built on the first lookup (until then a view costs nothing more), then kept by the view's
+/// change stream: every batch of the arrangement is applied whole, under the write lock, so a
+/// reader sees the rows after some batch's upper, never part of one.
+#[derive(Debug, Default)]
+pub struct CurrentRows {
+    /// Whether a reader asked for the rows (the worker then builds them).
+    wanted: AtomicBool,
+    state: RwLock<Current>,
+}
+
+#[derive(Debug, Default)]
+struct Current {
+    built: bool,
+    /// Every update before this is applied, none after.
+    upper: Time,
+    /// The key fields in key order.
+    fields: Option<Vec<String>>,
+    rows: HashMap<Vec<u8>, Vec<(Box<RawValue>, Diff)>>,
+}
+
+impl Current {
+    fn apply(&mut self, key: &[u8], row: Box<RawValue>, diff: Diff) {
+        let rows = self.rows.entry(key.to_vec()).or_default();
+        match rows.iter_mut().position(|(r, _)| r.get() == row.get()) {
+            Some(i) => {
+                rows[i].1 += diff;
+                if rows[i].1 == 0 {
+                    rows.swap_remove(i);
+                }
+            }
+            None => rows.push((row, diff)),
+        }
+        if rows.is_empty() {
+            self.rows.remove(key);
+        }
+    }
+}
+
+/// What [`CurrentRows::lookup`] found.
+#[derive(Debug)]
+pub enum CurrentLookup {
+    /// The rows are not built yet (they will be: ask the worker this time).
+    NotBuilt,
+    /// The key's rows at `at`, the worker's latest completed time (`Time::MAX - 1`: complete).
+    Rows {
+        /// The time read at.
+        at: Time,
+        /// The rows with their multiplicities.
+        rows: Vec<KeyRows>,
+    },
+}
+
+impl CurrentRows {
+    /// The rows of the key `given` (every key field, any order) at the latest time the rows have
+    /// reached, if that is at least `least`; `Ok(None)` when it is not yet.
+    pub fn lookup(&self, view: &str, given: &Map<String, Value>, least: Time) -> Result<Option<CurrentLookup>> {
+        self.wanted.store(true, Ordering::Relaxed);
+        let current = self.state.read().unwrap_or_else(|p| p.into_inner());
+        if !current.built {
+            return Ok(Some(CurrentLookup::NotBuilt));
+        }
+        let at = current.upper.saturating_sub(1);
+        if current.upper == 0 || at < least {
+            return Ok(None);
+        }
+        let Some(fields) = current.fields.as_ref() else {
+            // This worker owns no row yet; the worker's own path says why a key does not fit.
+            return Ok(Some(CurrentLookup::NotBuilt));
+        };
+        if given.len() != fields.len() || given.keys().any(|k| !fields.contains(k)) {
+            return Err(Error::Query {
+                view: view.to_string(),
+                reason: format!(
+                    "give every key field ({}); got {}",
+                    fields.join(", "),
+                    given.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
+        let mut bytes =
+            encode_prefix(fields.iter().filter_map(|k| given.get_key_value(k)).map(|(k, v)| (k.as_str(), v)));
+        bytes.push(END);
+        let rows = match current.rows.get(&bytes) {
+            Some(rows) => vec![(bytes, rows.clone())],
+            None => Vec::new(),
+        };
+        Ok(Some(CurrentLookup::Rows { at, rows }))
+    }
+}
+
 /// A local worker's inbox, and its thread to unpark.
 type Inbox = (std::sync::mpsc::Sender<Request>, Thread);
 
@@ -369,6 +463,8 @@ struct Shared {
     /// Global index of local worker 0, workers in the cluster, and workers per process.
     placement: Mutex<(usize, usize, usize)>,
     coverage: Mutex<Coverage>,
+    /// Per `(view, local worker)`, its current rows.
+    current: Mutex<BTreeMap<(String, usize), Arc<CurrentRows>>>,
     progress: tokio::sync::watch::Sender<Progress>,
     stopped: AtomicBool,
 }
@@ -399,6 +495,7 @@ impl Views {
             inboxes: Mutex::default(),
             placement: Mutex::new((0, 1, 1)),
             coverage: Mutex::default(),
+            current: Mutex::default(),
             progress,
             stopped: AtomicBool::new(false),
         }))
@@ -464,6 +561,11 @@ impl Views {
         bounds.iter().map(|(p, offset)| coverage.get(p).map(|c| c.needed(*offset))).collect()
     }
 
+    /// Local worker `local`'s current rows of `view`, for lookups at its latest completed time.
+    pub fn current(&self, view: &str, local: usize) -> Option<Arc<CurrentRows>> {
+        lock(&self.0.current).get(&(view.to_string(), local)).cloned()
+    }
+
     /// Number of local workers that serve.
     pub fn local_workers(&self) -> usize {
         lock(&self.0.inboxes).len()
@@ -519,7 +621,7 @@ impl Views {
                 p.uppers.resize(local + 1, None);
             }
         });
-        WorkerServer { views: self.clone(), local, inbox: rx, pending: Vec::new(), published: None }
+        WorkerServer { views: self.clone(), local, inbox: rx, pending: Vec::new(), published: None, registered: false }
     }
 
     pub(crate) fn add_name(&self, name: &str) {
@@ -588,6 +690,10 @@ pub(crate) trait ServedView {
     fn maintain(&mut self, retention_ms: u64);
     fn read(&mut self, read: &Read, at: Time) -> Result<Vec<KeyRows>>;
     fn subscribe(&mut self, at: Time, resume: bool, feed: Feed) -> Result<()>;
+    /// The view's current rows, shared with the front.
+    fn current(&self) -> Arc<CurrentRows>;
+    /// Builds the current rows from the trace, if asked for and not built yet.
+    fn build_current(&mut self);
 }
 
 type Trace<D> = TraceAgent<ValSpine<ServedKey, D, Time, Diff>>;
@@ -608,6 +714,7 @@ struct View<D: Row> {
     fields: Rc<RefCell<Option<Vec<String>>>>,
     subscriptions: Rc<RefCell<Vec<Subscription>>>,
     since: Time,
+    current: Arc<CurrentRows>,
 }
 
 /// Arranges `collection` by its rows' keys on every worker and registers the arrangement as the
@@ -627,15 +734,24 @@ pub(crate) fn serve<'scope, D: Row>(
     );
     let fields: Rc<RefCell<Option<Vec<String>>>> = Rc::default();
     let subscriptions: Rc<RefCell<Vec<Subscription>>> = Rc::default();
-    let (learn, subs) = (fields.clone(), subscriptions.clone());
+    let current = Arc::new(CurrentRows::default());
+    let (learn, subs, rows) = (fields.clone(), subscriptions.clone(), current.clone());
     arranged.stream.sink(Pipeline, &format!("Serve {name} changes"), move |(input, frontier)| {
         let mut subs = subs.borrow_mut();
         input.for_each(|_, spans| {
+            // Once built, the current rows take every batch after their upper, whole.
+            let mut state = rows.state.write().unwrap_or_else(|p| p.into_inner());
             for span in spans.drain(..) {
+                let upper = span.upper().elements().first().copied().unwrap_or(Time::MAX);
+                let lower = span.lower().elements().first().copied().unwrap_or(Time::MAX);
+                let keeping = state.built && lower >= state.upper;
+                if keeping {
+                    state.upper = upper;
+                }
                 let Some(batch) = span.inner else { continue };
                 let mut cursor = batch.cursor();
                 let learning = learn.borrow().is_none();
-                if subs.is_empty() && !learning {
+                if subs.is_empty() && !learning && !keeping {
                     continue;
                 }
                 while cursor.key_valid(&batch) {
@@ -644,14 +760,25 @@ pub(crate) fn serve<'scope, D: Row>(
                         if learn.borrow().is_none() {
                             *learn.borrow_mut() = field_names(&row.key());
                         }
+                        let mut json = None;
                         if !subs.is_empty() {
-                            let mut json = None;
                             cursor.map_times(&batch, |time, diff| {
                                 for sub in subs.iter_mut().filter(|s| *time >= s.start) {
                                     let raw = json.get_or_insert_with(|| to_raw(row)).clone();
                                     sub.pending.push((raw, *time, *diff));
                                 }
                             });
+                        }
+                        if keeping {
+                            let mut net: Diff = 0;
+                            cursor.map_times(&batch, |_, diff| net += *diff);
+                            if net != 0 {
+                                if state.fields.is_none() {
+                                    state.fields = learn.borrow().clone();
+                                }
+                                let key: &ServedKey = cursor.key(&batch);
+                                state.apply(&key.bytes, json.take().unwrap_or_else(|| to_raw(row)), net);
+                            }
                         }
                         cursor.step_val(&batch);
                     }
@@ -675,6 +802,7 @@ pub(crate) fn serve<'scope, D: Row>(
         fields,
         subscriptions,
         since: 0,
+        current,
     }));
 }
 
@@ -801,6 +929,45 @@ impl<D: Row> ServedView for View<D> {
         Ok(out)
     }
 
+    fn current(&self) -> Arc<CurrentRows> {
+        self.current.clone()
+    }
+
+    fn build_current(&mut self) {
+        if !self.current.wanted.load(Ordering::Relaxed) {
+            return;
+        }
+        let upper = self.upper();
+        let mut state = self.current.state.write().unwrap_or_else(|p| p.into_inner());
+        if state.built {
+            return;
+        }
+        // Everything in the trace: every update before its upper (the change stream applies
+        // only batches from there on).
+        let batches = self.trace.batches_through(Antichain::new().borrow()).unwrap_or_default();
+        let (mut cursor, storage) = cursor_list(batches);
+        while cursor.key_valid(&storage) {
+            while cursor.val_valid(&storage) {
+                let mut net: Diff = 0;
+                cursor.map_times(&storage, |time, diff| {
+                    if *time < upper {
+                        net += *diff;
+                    }
+                });
+                if net != 0 {
+                    let (key, row): (&ServedKey, &D) = (cursor.key(&storage), cursor.val(&storage));
+                    let key = key.bytes.clone();
+                    state.apply(&key, to_raw(row), net);
+                }
+                cursor.step_val(&storage);
+            }
+            cursor.step_key(&storage);
+        }
+        state.fields = self.fields.borrow().clone();
+        state.upper = upper;
+        state.built = true;
+    }
+
     fn subscribe(&mut self, at: Time, resume: bool, feed: Feed) -> Result<()> {
         if at < self.since {
             return Err(self.query_error(format!("time {at} is no longer kept (kept from {})", self.since)));
@@ -852,6 +1019,8 @@ pub(crate) struct WorkerServer {
     inbox: std::sync::mpsc::Receiver<Request>,
     pending: Vec<Request>,
     published: Option<Time>,
+    /// Whether the views' current rows are registered with the front.
+    registered: bool,
 }
 
 impl WorkerServer {
@@ -865,6 +1034,14 @@ impl WorkerServer {
         let retention = self.views.retention_ms();
         for view in served.iter_mut() {
             view.maintain(retention);
+            view.build_current();
+        }
+        if !self.registered && !served.is_empty() {
+            self.registered = true;
+            let mut current = lock(&self.views.0.current);
+            for view in served.iter() {
+                current.insert((view.name().to_string(), self.local), view.current());
+            }
         }
         let upper = served.iter_mut().map(|v| v.upper()).min().unwrap_or(Time::MAX);
         while let Ok(request) = self.inbox.try_recv() {
@@ -1037,6 +1214,28 @@ mod tests {
             Time::MAX - 1,
         );
         assert!(bad.expect_err("not a key field").to_string().contains("word"));
+        // The current rows, built on the first lookup, answer as the trace does.
+        for w in ["apple", "banana", "cherry", "date", "elder", "fig"] {
+            let key = json!({ "word": w }).as_object().cloned().unwrap_or_default();
+            let (_, Some(owner)) = views.owner(&Value::Object(key.clone())) else { unreachable!() };
+            let current = views.current("word-counts", owner).expect("registered");
+            let started = std::time::Instant::now();
+            let found = loop {
+                match current.lookup("word-counts", &key, 0).expect("lookup") {
+                    Some(CurrentLookup::Rows { at, rows }) => break (at, rows),
+                    _ => {
+                        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                }
+            };
+            assert_eq!(found.0, Time::MAX - 1, "complete");
+            let traced = read(&views, owner, Read::Lookup { key }, Time::MAX - 1).expect("lookup");
+            assert_eq!(rows(&found.1), rows(&traced), "{w}");
+        }
+        let current = views.current("word-counts", 0).expect("registered");
+        let wrong = current.lookup("word-counts", json!({"records": 1}).as_object().expect("object"), 0);
+        assert!(wrong.expect_err("not a key field").to_string().contains("word"));
         views.stop();
         job.join().expect("job thread").expect("job runs");
     }

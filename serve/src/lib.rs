@@ -56,7 +56,7 @@ use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use futures::stream::{self, Stream, StreamExt};
-use kappa_engine::serve::{Changes, Feed, KeyRows, Progress, Read, Request, Views};
+use kappa_engine::serve::{Changes, CurrentLookup, Feed, KeyRows, Progress, Read, Request, Views};
 use kappa_engine::{Offset, PartitionId, Time};
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
@@ -591,11 +591,19 @@ async fn lookup(
         };
     };
     let need = needed_time(&app, &p.wait_for, deadline).await?;
-    let at = match completed_here(&app.views, Some(local), need, deadline).await {
-        Ok(at) => at,
-        Err(at) => return Err(timed_out(&app, at, "the view does not reflect every record asked for yet").await),
+    let (keys, at) = match current_lookup(&app, &view, local, &p.fields, need, deadline).await? {
+        Some(found) => found,
+        None => {
+            // The owner's current rows are not built yet: the owner reads its trace.
+            let at = match completed_here(&app.views, Some(local), need, deadline).await {
+                Ok(at) => at,
+                Err(at) => {
+                    return Err(timed_out(&app, at, "the view does not reflect every record asked for yet").await)
+                }
+            };
+            (read_on(&app.views, &view, local, Read::Lookup { key: p.fields }, at).await?, at)
+        }
     };
-    let keys = read_on(&app.views, &view, local, Read::Lookup { key: p.fields }, at).await?;
     let (time, complete, reflected) = stated(&app, at, deadline).await?;
     Ok(Json(json!({
         "view": view,
@@ -605,6 +613,33 @@ async fn lookup(
         "rows": rows_json(&keys),
     }))
     .into_response())
+}
+
+/// A lookup in the owner's current rows ([`kappa_engine::serve::CurrentRows`]), on this thread:
+/// the rows and the time they are at, once that is at least `need`; `None` when they are not
+/// built yet (the first lookup asks the worker to build them).
+async fn current_lookup(
+    app: &App,
+    view: &str,
+    local: usize,
+    fields: &Map<String, Value>,
+    need: Time,
+    deadline: Instant,
+) -> Result<Option<(Vec<KeyRows>, Time)>, Failure> {
+    let Some(current) = app.views.current(view, local) else { return Ok(None) };
+    let mut watch = app.views.watch();
+    loop {
+        watch.borrow_and_update();
+        match current.lookup(view, fields, need) {
+            Ok(Some(CurrentLookup::Rows { at, rows })) => return Ok(Some((rows, at))),
+            Ok(Some(CurrentLookup::NotBuilt)) => return Ok(None),
+            Ok(None) if Instant::now() >= deadline => {
+                return Err(timed_out(app, None, "the view does not reflect every record asked for yet").await)
+            }
+            Ok(None) => next_change(&mut watch, deadline).await?,
+            Err(e) => return Err(bad_request(e.to_string())),
+        }
+    }
 }
 
 /// An answer's keys, as they travel between processes: `[hex key, [[row, count], ...]]`.

@@ -97,13 +97,23 @@ fn cpu_between(
     after.iter().map(|(pid, cpu)| cpu - before.get(pid).copied().unwrap_or(0.0)).sum()
 }
 
-/// The PostgreSQL server's processes (the postmaster and its backends).
-fn postgres_pids() -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres"))
-        .collect()
+/// The PostgreSQL server's processes: its backends and background processes, as the server
+/// itself lists them (`pg_stat_activity`), plus anything else named `postgres` (the postmaster).
+fn postgres_pids(url: &str) -> Vec<u32> {
+    let mut pids: Vec<u32> = postgres::Client::connect(url, postgres::NoTls)
+        .and_then(|mut c| c.query("SELECT pid FROM pg_stat_activity", &[]))
+        .map(|rows| rows.iter().filter_map(|r| r.try_get::<_, i32>(0).ok()).map(|p| p as u32).collect())
+        .unwrap_or_default();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        pids.extend(
+            entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()).filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres")
+            }),
+        );
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    pids
 }
 
 fn percentile(sorted: &[Duration], q: f64) -> Duration {
@@ -141,8 +151,9 @@ impl Figures {
         self.visible.sort();
         self.acked.sort();
         format!(
-            "| {name} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {name} | {:.0} | {:.1} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
             self.lookups as f64 / self.seconds,
+            self.cpu,
             self.lookups as f64 / self.cpu.max(1e-9),
             ms(percentile(&self.latencies, 0.5)),
             ms(percentile(&self.latencies, 0.99)),
@@ -348,7 +359,7 @@ fn main() -> anyhow::Result<()> {
                     std::thread::sleep(Duration::from_millis(20));
                 }
             },
-            &postgres_pids,
+            &|| postgres_pids(url),
         ));
     }
     stop.store(true, Ordering::Relaxed);
@@ -360,14 +371,19 @@ fn main() -> anyhow::Result<()> {
          clients on loopback for {:?} per side, one read-your-writes client beside them; default job settings \
          (lateness 0, idle timeout 2s). Lookups per core: lookups per CPU-second of the serving process \
          (Kappa: the whole job, ingesting; PostgreSQL: its server processes).\n\n\
-         | served from | lookups/s | lookups/s per core | lookup p50 ms | lookup p99 ms | RYW trials | produce→visible p50 ms | produce→visible p99 ms | of which produce ack p50 ms | wrong answers |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         | served from | lookups/s | server CPU s | lookups/s per core | lookup p50 ms | lookup p99 ms | RYW trials | produce→visible p50 ms | produce→visible p99 ms | of which produce ack p50 ms | wrong answers |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         args.partitions, rate, args.rate, args.clients, args.phase
     );
     let mut kappa = kappa;
     table_md += &(kappa.row("Kappa (HTTP view, `wait_for`)") + "\n");
     if let Some(mut pg) = postgres {
         table_md += &(pg.row("PostgreSQL (table kept by `--output postgres://`, polled)") + "\n");
+        table_md += "\nPostgreSQL's server CPU is read from `/proc` for the processes it lists at the start \
+                     and at the end of its phase. In some runs the lookup clients' backends are missing from \
+                     the end reading (a server CPU well under the lookups' share of the machine, and a per-core \
+                     figure in the millions): that figure is then not a measurement; compare lookups/s and \
+                     latency, taken on the same 2 cores.\n";
     }
     println!("{table_md}");
     if let Some(out) = &args.out {
