@@ -22,13 +22,14 @@ struct Args {
 }
 
 /// The benchmarks' result files, in the order they appear in the report.
-const PARTS: [(&str, &str); 7] = [
+const PARTS: [(&str, &str); 8] = [
     ("replay", "Replay"),
     ("recovery", "Recovery"),
     ("pipelines", "Pipelines"),
     ("nexmark", "Nexmark"),
     ("overhead", "Engine overhead"),
     ("serving", "Serving"),
+    ("serving_lateness", "Serving: freshness against lateness"),
     ("segment_decode", "Segment decoding (criterion)"),
 ];
 
@@ -286,6 +287,18 @@ fn main() -> anyhow::Result<()> {
                 if let Some(t) = tables.iter().find(|t| t.column("query").is_some()) {
                     let bars = bars(t, &["query", "workers"], "events/s per worker", 1e-3)?;
                     bar_chart(&figures.join("nexmark.svg"), "Nexmark in process", "k events/s per worker", &bars)?;
+                }
+            }
+            "serving_lateness" => {
+                if let Some(t) = tables.iter().find(|t| t.column("lateness ms").is_some()) {
+                    grouped_bar_chart(
+                        &figures.join("serving_lateness.svg"),
+                        "Produce to visible against --lateness-ms (like counts live on Tansu)",
+                        "ms",
+                        t,
+                        &["lateness ms"],
+                        &["produce→visible p50 ms", "produce→visible p99 ms"],
+                    )?;
                 }
             }
             "overhead" => {

@@ -50,6 +50,10 @@ struct Args {
     /// Length of each measured phase.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "15s")]
     phase: Duration,
+    /// Instead: produce → visible against the job's `--lateness-ms`, one job per value (no
+    /// lookups, no PostgreSQL), e.g. `0,250,1000,2000`; a table per value into `--out`.
+    #[arg(long, value_delimiter = ',')]
+    lateness_sweep: Vec<u64>,
     /// The `kappa` binary (default: beside this one; `cargo build --release` builds it).
     #[arg(long)]
     kappa: Option<PathBuf>,
@@ -179,7 +183,7 @@ impl Drop for Job {
     }
 }
 
-fn start_job(args: &Args, topic: &str, table: &str) -> anyhow::Result<Job> {
+fn start_job(args: &Args, topic: &str, postgres: Option<(&str, &str)>, lateness_ms: u64) -> anyhow::Result<Job> {
     let kappa = match &args.kappa {
         Some(path) => path.clone(),
         None => std::env::current_exe()?.with_file_name("kappa"),
@@ -189,9 +193,9 @@ fn start_job(args: &Args, topic: &str, table: &str) -> anyhow::Result<Job> {
     let address = format!("127.0.0.1:{port}");
     let mut command = Command::new(&kappa);
     command.args(["replay", "--pipeline", "like-counts", "--topic", topic, "--brokers", &args.brokers, "--then-live"]);
-    command.args(["--serve", &address]);
-    match &args.postgres {
-        Some(url) => {
+    command.args(["--serve", &address, "--lateness-ms", &lateness_ms.to_string()]);
+    match postgres {
+        Some((url, table)) => {
             let sep = if url.contains('?') { '&' } else { '?' };
             command.args(["--output", &format!("{url}{sep}table={table}")]);
         }
@@ -214,10 +218,9 @@ fn start_job(args: &Args, topic: &str, table: &str) -> anyhow::Result<Job> {
     Ok(Job { child, base: format!("http://{address}") })
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+/// A new topic of `args.partitions` partitions (Tansu creates no topic by itself).
+fn new_topic(args: &Args) -> anyhow::Result<String> {
     let topic = format!("serving-bench-{}", now_ms());
-    let table = topic.replace('-', "_");
     let tansu = std::env::var("KAPPA_TANSU_BIN").unwrap_or_else(|_| "tansu".into());
     let created = Command::new(&tansu)
         .args(["topic", "create", "--broker", &format!("tcp://{}", args.brokers)])
@@ -225,15 +228,20 @@ fn main() -> anyhow::Result<()> {
         .output()
         .with_context(|| format!("run {tansu} topic create (set KAPPA_TANSU_BIN)"))?;
     ensure!(created.status.success(), "tansu topic create: {}", String::from_utf8_lossy(&created.stderr));
-    let job = start_job(&args, &topic, &table)?;
-    eprintln!("serving-bench: job serving on {}", job.base);
+    Ok(topic)
+}
 
+/// Steady traffic into `topic` until the flag is set: the flag, the count produced, the thread.
+type Traffic = (Arc<AtomicBool>, Arc<AtomicU64>, std::thread::JoinHandle<anyhow::Result<()>>);
+
+fn steady_traffic(args: &Args, topic: &str) -> Traffic {
     // Steady traffic: one producer for the whole run, fed by an iterator that paces itself to
     // `rate` records a second (each stamped when it is produced) until told to stop.
     let stop = Arc::new(AtomicBool::new(false));
     let produced = Arc::new(AtomicU64::new(0));
     let traffic = {
-        let (brokers, topic, stop, produced) = (args.brokers.clone(), topic.clone(), stop.clone(), produced.clone());
+        let (brokers, topic, stop, produced) =
+            (args.brokers.clone(), topic.to_string(), stop.clone(), produced.clone());
         let (rate, partitions, posts) = (args.rate, args.partitions, args.posts);
         std::thread::spawn(move || -> anyhow::Result<()> {
             let started = Instant::now();
@@ -254,6 +262,11 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         })
     };
+    (stop, produced, traffic)
+}
+
+/// Waits until the job's view answers.
+fn warm_up(job: &Job) -> anyhow::Result<()> {
     let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build()?;
     let warm = Instant::now();
     loop {
@@ -265,7 +278,84 @@ fn main() -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_secs(2));
+    Ok(())
+}
 
+/// Read-your-writes until `deadline`: a like of a post nobody else likes (`first` on), then a read
+/// that waits for its offset.
+fn ryw_trials(args: &Args, job: &Job, topic: &str, first: u64, deadline: Instant, figures: &mut Figures) {
+    let producer = AckedProducer::new(&args.brokers).expect("producer");
+    let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+    let mut n = first;
+    while Instant::now() < deadline {
+        n += 1;
+        let post = 1_000_000_000 + n;
+        let like = Like { ts: now_ms(), user: n, post, kind: Kind::Like };
+        let started = Instant::now();
+        let (partition, offset) =
+            producer.send(topic, &record((n % args.partitions as u64) as i32, &like)).expect("produce");
+        figures.acked.push(started.elapsed());
+        let url =
+            format!("{}/views/like-counts/key?post={post}&wait_for={topic}:{partition}:{offset}&timeout=20s", job.base);
+        let body = http.get(url).send().and_then(|r| r.text()).unwrap_or_default();
+        let counted =
+            serde_json::from_str::<serde_json::Value>(&body).is_ok_and(|v| v["rows"][0]["likes"].as_u64() == Some(1));
+        figures.visible.push(started.elapsed());
+        figures.wrong += u64::from(!counted);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Produce → visible against the lateness, one job each.
+fn sweep(args: &Args) -> anyhow::Result<()> {
+    let mut md = format!(
+        "Produce → visible (a `wait_for` read returning the like) against `--lateness-ms`: like counts live on \
+         Tansu, {} partitions, {} likes/s steadily, one read-your-writes client for {:?} per setting, no other \
+         load; each like is stamped when it is produced, so a lateness of L holds every time back by L.\n\n\
+         | lateness ms | RYW trials | produce→visible p50 ms | produce→visible p99 ms | wrong answers |\n\
+         |---|---:|---:|---:|---:|\n",
+        args.partitions, args.rate, args.phase
+    );
+    for &lateness in &args.lateness_sweep {
+        let topic = new_topic(args)?;
+        let job = start_job(args, &topic, None, lateness)?;
+        let (stop, _, traffic) = steady_traffic(args, &topic);
+        warm_up(&job)?;
+        let mut figures = Figures::default();
+        ryw_trials(args, &job, &topic, 0, Instant::now() + args.phase, &mut figures);
+        stop.store(true, Ordering::Relaxed);
+        traffic.join().map_err(|_| anyhow::anyhow!("the traffic thread panicked"))??;
+        figures.visible.sort();
+        let row = format!(
+            "| {lateness} | {} | {} | {} | {} |\n",
+            figures.visible.len(),
+            ms(percentile(&figures.visible, 0.5)),
+            ms(percentile(&figures.visible, 0.99)),
+            figures.wrong
+        );
+        eprint!("serving-bench: {row}");
+        md += &row;
+        ensure!(figures.wrong == 0, "lateness {lateness}: {} wrong answers", figures.wrong);
+    }
+    println!("{md}");
+    if let Some(out) = &args.out {
+        std::fs::File::create(out)?.write_all(format!("# Serving: freshness against lateness\n\n{md}").as_bytes())?;
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if !args.lateness_sweep.is_empty() {
+        return sweep(&args);
+    }
+    let topic = new_topic(&args)?;
+    let table = topic.replace('-', "_");
+    let job = start_job(&args, &topic, args.postgres.as_deref().map(|url| (url, table.as_str())), 0)?;
+    eprintln!("serving-bench: job serving on {}", job.base);
+    let (stop, produced, traffic) = steady_traffic(&args, &topic);
+    let warm = Instant::now();
+    warm_up(&job)?;
     let kappa_pid = job.child.id();
     let kappa = measure(
         &args,
@@ -285,31 +375,7 @@ fn main() -> anyhow::Result<()> {
                 figures.wrong += u64::from(!ok);
             }
         },
-        |trial, deadline, figures| {
-            // Read-your-writes: one like of a post nobody else likes, then a read that waits for it.
-            let producer = AckedProducer::new(&args.brokers).expect("producer");
-            let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
-            let mut n = trial;
-            while Instant::now() < deadline {
-                n += 1;
-                let post = 1_000_000_000 + n;
-                let like = Like { ts: now_ms(), user: n, post, kind: Kind::Like };
-                let started = Instant::now();
-                let (partition, offset) =
-                    producer.send(&topic, &record((n % args.partitions as u64) as i32, &like)).expect("produce");
-                figures.acked.push(started.elapsed());
-                let url = format!(
-                    "{}/views/like-counts/key?post={post}&wait_for={topic}:{partition}:{offset}&timeout=20s",
-                    job.base
-                );
-                let body = http.get(url).send().and_then(|r| r.text()).unwrap_or_default();
-                let counted = serde_json::from_str::<serde_json::Value>(&body)
-                    .is_ok_and(|v| v["rows"][0]["likes"].as_u64() == Some(1));
-                figures.visible.push(started.elapsed());
-                figures.wrong += u64::from(!counted);
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        },
+        |trial, deadline, figures| ryw_trials(&args, &job, &topic, trial, deadline, figures),
         &|| vec![kappa_pid],
     );
 
