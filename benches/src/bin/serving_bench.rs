@@ -117,6 +117,9 @@ fn postgres_pids(url: &str) -> Vec<u32> {
     }
     pids.sort_unstable();
     pids.dedup();
+    if std::env::var_os("SERVING_BENCH_DEBUG").is_some() {
+        eprintln!("postgres pids: {pids:?}");
+    }
     pids
 }
 
