@@ -531,13 +531,6 @@ impl Views {
         lock(&self.0.coverage).values().map(|c| c.greatest).max().unwrap_or(0)
     }
 
-    /// Whether every `(partition, offset)` is reflected at `at`. A partition this process does
-    /// not read is never reflected.
-    pub fn reflects(&self, bounds: &[(PartitionId, Offset)], at: Time) -> bool {
-        let coverage = lock(&self.0.coverage);
-        bounds.iter().all(|(p, offset)| coverage.get(p).is_some_and(|c| c.reflected(at) > *offset))
-    }
-
     /// The global index of the worker that owns `key`, and whether it runs in this process
     /// (then its local index).
     pub fn owner(&self, key: &Value) -> (usize, Option<usize>) {

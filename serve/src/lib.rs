@@ -309,7 +309,7 @@ impl App {
     }
 
     /// `GET url` on another process, as JSON; a failure status is passed on as it came.
-    async fn peer_json_owned(&self, url: String, deadline: Instant) -> Result<Value, Failure> {
+    async fn peer_json(&self, url: String, deadline: Instant) -> Result<Value, Failure> {
         let url = url.as_str();
         let response = self.peer(url, deadline).await?;
         let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -327,21 +327,22 @@ impl App {
     }
 }
 
+/// Per partition this process reads, as `topic:partition`, the offset below which records are
+/// reflected at `at`.
+fn local_reflected(views: &Views, at: Time) -> Map<String, Value> {
+    views.reflected(at).into_iter().map(|(p, offset)| (format!("{}:{}", p.topic, p.partition), json!(offset))).collect()
+}
+
 /// Per partition `topic:partition`, the offset below which records are reflected at `at`, and
 /// the greatest time of any record read: this process's partitions, and in a cluster every
 /// process's.
 async fn coverage_at(app: &App, at: Time, deadline: Instant) -> Result<(Map<String, Value>, Time), Failure> {
-    let mut reflected: Map<String, Value> = app
-        .views
-        .reflected(at)
-        .into_iter()
-        .map(|(p, offset)| (format!("{}:{}", p.topic, p.partition), json!(offset)))
-        .collect();
+    let mut reflected = local_reflected(&app.views, at);
     let mut greatest = app.views.greatest_time();
     if app.cluster() {
         let others = app.others();
         let answers = futures::future::join_all(
-            others.iter().map(|peer| app.peer_json_owned(format!("{peer}/internal/coverage/{at}"), deadline)),
+            others.iter().map(|peer| app.peer_json(format!("{peer}/internal/coverage/{at}"), deadline)),
         )
         .await;
         for answer in answers {
@@ -423,10 +424,11 @@ async fn needed_time(app: &App, wait_for: &[(PartitionId, Offset)], deadline: In
         }
         let ms = deadline.saturating_duration_since(Instant::now()).as_millis();
         let query = format_bounds(&elsewhere);
-        let answers = futures::future::join_all(app.others().iter().map(|peer| {
-            app.peer_json_owned(format!("{peer}/internal/needed?wait_for={query}&timeout={ms}ms"), deadline)
-        }))
-        .await;
+        let answers =
+            futures::future::join_all(app.others().iter().map(|peer| {
+                app.peer_json(format!("{peer}/internal/needed?wait_for={query}&timeout={ms}ms"), deadline)
+            }))
+            .await;
         let answers: Vec<Value> = answers.into_iter().collect::<Result<_, _>>()?;
         for (i, bound) in elsewhere.iter().enumerate() {
             let time = answers.iter().find_map(|a| a["needed"][i]["time"].as_u64());
@@ -488,7 +490,7 @@ async fn completed_everywhere(app: &App, least: Time, deadline: Instant) -> Resu
         let ms = deadline.saturating_duration_since(Instant::now()).as_millis();
         let urls: Vec<String> =
             app.others().iter().map(|peer| format!("{peer}/internal/completed/{least}?timeout={ms}ms")).collect();
-        let answers = futures::future::join_all(urls.into_iter().map(|url| app.peer_json_owned(url, deadline))).await;
+        let answers = futures::future::join_all(urls.into_iter().map(|url| app.peer_json(url, deadline))).await;
         answers.into_iter().map(|a| a.map(|v| v["completed"].as_u64())).collect::<Result<Vec<_>, _>>()
     };
     let (here, elsewhere) = futures::join!(here, elsewhere);
@@ -662,7 +664,7 @@ async fn scan(
         let raw = raw.unwrap_or_default();
         let urls: Vec<String> =
             app.others().iter().map(|peer| format!("{peer}/internal/rows/{view}/{at}?{raw}")).collect();
-        for answer in futures::future::join_all(urls.into_iter().map(|url| app.peer_json_owned(url, deadline))).await {
+        for answer in futures::future::join_all(urls.into_iter().map(|url| app.peer_json(url, deadline))).await {
             let wire: WireKeys = serde_json::from_value(answer?["keys"].take()).map_err(|e| {
                 Failure(StatusCode::BAD_GATEWAY, json!({ "error": format!("another process's rows: {e}") }))
             })?;
@@ -716,13 +718,7 @@ async fn internal_completed(
 
 /// `/internal/coverage/{at}`: this process's partitions reflected at `at`.
 async fn internal_coverage(State(app): State<App>, Path(at): Path<Time>) -> Json<Value> {
-    let reflected: Map<String, Value> = app
-        .views
-        .reflected(at)
-        .into_iter()
-        .map(|(p, offset)| (format!("{}:{}", p.topic, p.partition), json!(offset)))
-        .collect();
-    Json(json!({ "reflected": reflected, "greatest": app.views.greatest_time() }))
+    Json(json!({ "reflected": local_reflected(&app.views, at), "greatest": app.views.greatest_time() }))
 }
 
 /// `/internal/rows/{view}/{at}?...`: a scan of the local workers at `at`.
