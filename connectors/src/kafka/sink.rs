@@ -17,12 +17,14 @@
 //! 3. **A progress record**, every 100 ms while data flows and at the end, *after* a flush:
 //!    `{"upper": U, "ends": {partition: offset}}` in `<topic>.kappa-progress`. All times below `U`
 //!    are written, and end before those offsets.
-//! 4. **Restart.** The sink reads the last progress record, then the records each partition holds
-//!    beyond its recorded end: those are the start of what the crashed run wrote for times `≥ U`.
-//!    It returns `U` from [`Sink::resume`] (the engine recomputes from there, identically), and
-//!    skips, per partition, as many records as it found, checking that each skipped record is
-//!    byte for byte the one it would have written. A mismatch stops the job: the output was
-//!    written by another job or the input changed.
+//! 4. **Restart.** The sink reads the last progress record and where each partition ends now: the
+//!    records beyond a partition's recorded end are the start of what the crashed run wrote for
+//!    times `≥ U`. It returns `U` from [`Sink::resume`] (the engine recomputes from there,
+//!    identically), and skips, per partition, every record up to that end, checking that each
+//!    skipped record is byte for byte the one it would have written. A mismatch stops the job:
+//!    the output was written by another job or the input changed. The tail is read as it is
+//!    compared, [`TAIL_CHUNK`] records of a partition at a time, so a restart after a long
+//!    stretch without progress holds a few chunks in memory, not the whole stretch.
 //!
 //! A restart assumes the previous run is dead (a crash, a kill); two runs writing at once are not
 //! fenced. Consumers see a time's records as they are produced, not atomically: each record
@@ -40,7 +42,7 @@ use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::TopicPartitionList;
 use serde::{Deserialize, Serialize};
 
-use crate::kafka::{admin, client_config};
+use crate::kafka::{admin, client_config, KappaConsumer};
 
 /// Output rows that have a key (the record key, and what an upsert keeps one row per): the
 /// engine's, so that a pipeline's rows are keyed once for every output.
@@ -101,6 +103,8 @@ const COMMIT_EVERY: Duration = Duration::from_millis(100);
 /// How often progress is recorded when no data flows.
 const IDLE_COMMIT_EVERY: Duration = Duration::from_secs(1);
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// Records of one partition's tail held at once while a restart compares it.
+pub const TAIL_CHUNK: usize = 16_384;
 
 /// Writes a pipeline's output to Kafka, exactly once (see the module docs).
 pub struct KafkaSink<D> {
@@ -108,8 +112,8 @@ pub struct KafkaSink<D> {
     producer: Option<ThreadedProducer<Deliveries>>,
     /// Partitions of the output topic.
     partitions: i32,
-    /// Per partition: records the crashed run already wrote, to skip and check (restart only).
-    skip: BTreeMap<i32, VecDeque<KeyValue>>,
+    /// What the crashed run already wrote, to skip and check (restart only).
+    tail: Option<Tail>,
     /// Whether records were sent since the last progress record.
     dirty: bool,
     /// Transactional mode: whether a transaction is open.
@@ -165,7 +169,7 @@ impl<D> KafkaSink<D> {
             config,
             producer: None,
             partitions: 1,
-            skip: BTreeMap::new(),
+            tail: None,
             dirty: false,
             in_transaction: false,
             last_commit: Instant::now(),
@@ -230,7 +234,11 @@ impl<D> KafkaSink<D> {
     /// Sends one record, unless the crashed run already wrote it (then checks it is the same).
     fn send(&mut self, topic: &str, partition: i32, key: &[u8], value: Option<&[u8]>) -> Result<(), BoxError> {
         if topic == self.config.topic {
-            if let Some(expected) = self.skip.get_mut(&partition).and_then(VecDeque::pop_front) {
+            let expected = match self.tail.as_mut() {
+                Some(tail) => tail.next(partition).map_err(|e| self.failed("reading what the crashed run wrote", e))?,
+                None => None,
+            };
+            if let Some(expected) = expected {
                 if expected.0 != key || expected.1.as_deref() != value {
                     return Err(format!(
                         "topic `{}` partition {partition} holds a record this job would not write there \
@@ -323,6 +331,88 @@ impl<D> KafkaSink<D> {
     }
 }
 
+/// What a crashed run wrote after its last progress record, per partition, read [`TAIL_CHUNK`]
+/// records at a time as the restarted run compares it.
+struct Tail {
+    brokers: String,
+    topic: String,
+    partitions: BTreeMap<i32, PartitionTail>,
+    /// The most records buffered at once (what the bounded-memory test checks).
+    peak: usize,
+}
+
+struct PartitionTail {
+    /// The next offset to read.
+    next: i64,
+    /// Where the partition ended when the run restarted.
+    end: i64,
+    /// Read, not yet compared: offset and record.
+    buffer: VecDeque<(i64, KeyValue)>,
+}
+
+impl Tail {
+    /// The next record the crashed run wrote to `partition`, or `None` once they are all compared.
+    fn next(&mut self, partition: i32) -> Result<Option<KeyValue>, BoxError> {
+        self.refill(partition)?;
+        Ok(self.partitions.get_mut(&partition).and_then(|part| part.buffer.pop_front()).map(|(_, record)| record))
+    }
+
+    /// A partition with records still to compare, and the offset they start at. A partition whose
+    /// buffer ran empty is read on first: its rest may be only transaction markers, which are none.
+    fn left(&mut self) -> Result<Option<(i32, i64)>, BoxError> {
+        let partitions: Vec<i32> = self.partitions.keys().copied().collect();
+        for partition in partitions {
+            self.refill(partition)?;
+            let part = &self.partitions[&partition];
+            if let Some((offset, _)) = part.buffer.front() {
+                return Ok(Some((partition, *offset)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Reads the next chunk of `partition` if its buffer is empty and records remain.
+    fn refill(&mut self, partition: i32) -> Result<(), BoxError> {
+        let Some(part) = self.partitions.get_mut(&partition) else { return Ok(()) };
+        if !part.buffer.is_empty() || part.next >= part.end {
+            return Ok(());
+        }
+        // A consumer per chunk: one re-assigned from chunk to chunk may still hand out what it
+        // fetched ahead for the old position, or an end-of-partition event from it.
+        let consumer: KappaConsumer = client_config(&self.brokers)
+            .set("isolation.level", "read_committed")
+            // librdkafka's read-ahead is the rest of the memory a restart holds: bounded.
+            .set("queued.max.messages.kbytes", "8192")
+            .create_with_context(crate::kafka::QuietEof)?;
+        let mut assignment = TopicPartitionList::new();
+        assignment.add_partition_offset(&self.topic, partition, rdkafka::Offset::Offset(part.next))?;
+        consumer.assign(&assignment)?;
+        let deadline = Instant::now() + TIMEOUT;
+        while part.buffer.len() < TAIL_CHUNK && part.next < part.end {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) if m.partition() != partition || m.offset() < part.next => {}
+                Some(Ok(m)) if m.offset() < part.end => {
+                    let record = (m.key().unwrap_or_default().to_vec(), m.payload().map(<[u8]>::to_vec));
+                    part.buffer.push_back((m.offset(), record));
+                    // read_committed skips markers and aborted records: go by offset, not count.
+                    part.next = m.offset() + 1;
+                }
+                Some(Ok(_)) => part.next = part.end,
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) if p == partition => part.next = part.end,
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {}
+                Some(Err(e)) => return Err(format!("reading {} partition {partition}: {e}", self.topic).into()),
+                None if Instant::now() > deadline => {
+                    return Err(format!("reading {} partition {partition} from offset {}: timed out", self.topic, part.next)
+                        .into())
+                }
+                None => {}
+            }
+        }
+        self.peak = self.peak.max(part.buffer.len());
+        Ok(())
+    }
+}
+
 #[derive(Serialize)]
 struct Change<'a, D> {
     time: Time,
@@ -370,7 +460,11 @@ impl<D: Serialize + Keyed + 'static> Sink<D> for KafkaSink<D> {
     }
 
     fn advanced(&mut self, upper: Time) -> Result<(), BoxError> {
-        if self.skip.values().any(|left| !left.is_empty()) {
+        let skipping = match self.tail.as_mut() {
+            Some(tail) => tail.left().map_err(|e| self.failed("reading what the crashed run wrote", e))?.is_some(),
+            None => false,
+        };
+        if skipping {
             // Still re-deriving what the crashed run wrote: a progress record now would put the
             // partitions' ends past records of times at or after `upper`.
             return Ok(());
@@ -396,15 +490,19 @@ impl<D: Serialize + Keyed + 'static> Sink<D> for KafkaSink<D> {
     /// (see the engine's `sink` module); the progress record says `upper`, the resumable frontier.
     fn finish(&mut self, upper: Time) -> Result<(), BoxError> {
         self.connect()?;
-        if let Some((partition, left)) = self.skip.iter().find(|(_, left)| !left.is_empty()) {
+        let left = match self.tail.as_mut() {
+            Some(tail) => tail.left().map_err(|e| self.failed("reading what the crashed run wrote", e))?,
+            None => None,
+        };
+        if let Some((partition, offset)) = left {
             return Err(format!(
-                "topic `{}` partition {partition} holds {} more record(s) than this job writes: it was written by \
-                 another job, or the input changed; write to a new topic",
+                "topic `{}` partition {partition} holds more records than this job writes (from offset {offset} \
+                 on): it was written by another job, or the input changed; write to a new topic",
                 self.config.topic,
-                left.len()
             )
             .into());
         }
+        self.tail = None;
         self.commit(upper)
     }
 
@@ -421,19 +519,25 @@ impl<D: Serialize + Keyed + 'static> Sink<D> for KafkaSink<D> {
             _ => Progress { upper: 0, ends: BTreeMap::new() },
         };
         // What the crashed run wrote after its last progress record: the start of what this run
-        // would write from `upper` on, partition by partition.
+        // would write from `upper` on, partition by partition, read as it is compared.
+        let mut partitions = BTreeMap::new();
         for (partition, (log_start, high)) in admin::watermarks(&self.config.brokers, &self.config.topic)? {
             let from = progress.ends.get(&partition).copied().unwrap_or(log_start);
-            let written = self.read(&self.config.topic, partition, from, high)?;
-            if !written.is_empty() {
+            if from < high {
                 tracing::info!(
-                    "{} partition {partition}: {} record(s) already written",
-                    self.config.topic,
-                    written.len()
+                    "{} partition {partition}: offsets {from}..{high} were written after the last progress record; \
+                     checking them against what this run writes",
+                    self.config.topic
                 );
+                partitions.insert(partition, PartitionTail { next: from, end: high, buffer: VecDeque::new() });
             }
-            self.skip.insert(partition, written.into());
         }
+        self.tail = (!partitions.is_empty()).then(|| Tail {
+            brokers: self.config.brokers.clone(),
+            topic: self.config.topic.clone(),
+            partitions,
+            peak: 0,
+        });
         self.durable = Some(progress.upper);
         Ok(progress.upper)
     }
@@ -503,5 +607,40 @@ mod tests {
         second.finish(Time::MAX).expect("finish");
 
         assert_eq!(times(&brokers), vec![1, 1, 2, 2], "each time once, in order, nothing of the aborted transaction");
+    }
+
+    #[test]
+    fn a_restart_compares_a_long_tail_a_chunk_at_a_time_and_finds_a_mismatch_deep_in_it() {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        let brokers = cluster.bootstrap_servers();
+        cluster.create_topic("long", 2, 1).expect("topic");
+        cluster.create_topic("long.kappa-progress", 1, 1).expect("topic");
+        let config = KafkaSinkConfig::new(&brokers, "long");
+        let rows: Vec<(Row, Diff)> = (0..3 * TAIL_CHUNK as u64).map(|id| (Row { id, n: 1 }, 1)).collect();
+
+        // The first run writes three chunks' worth per partition or so, and dies before any progress record.
+        let mut first = KafkaSink::<Row>::new(config.clone());
+        assert_eq!(first.resume().expect("resume"), 0);
+        first.write(1, &rows).expect("write");
+        first.producer.as_ref().expect("connected").flush(TIMEOUT).expect("flush");
+        std::mem::forget(first);
+
+        // A run whose input changed deep in the tail stops, naming the partition.
+        let mut changed = rows.clone();
+        changed.last_mut().expect("rows").0.n = 2;
+        let mut wrong = KafkaSink::<Row>::new(config.clone());
+        assert_eq!(wrong.resume().expect("resume"), 0);
+        let error = wrong.write(1, &changed).expect_err("the changed record is found").to_string();
+        assert!(error.contains("holds a record this job would not write"), "{error}");
+
+        // The same input: everything is skipped and checked, never more than a chunk held.
+        let mut second = KafkaSink::<Row>::new(config);
+        assert_eq!(second.resume().expect("resume"), 0);
+        second.write(1, &rows).expect("write");
+        let peak = second.tail.as_ref().expect("a tail to compare").peak;
+        assert!(peak > 0 && peak <= TAIL_CHUNK, "held {peak} records at once");
+        second.finish(Time::MAX).expect("finish");
+        let written: i64 = admin::watermarks(&brokers, "long").expect("watermarks").values().map(|(_, high)| high).sum();
+        assert_eq!(written, rows.len() as i64, "nothing written twice");
     }
 }
