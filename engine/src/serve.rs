@@ -526,6 +526,11 @@ impl Views {
         lock(&self.0.coverage).iter().map(|(p, c)| (p.clone(), c.reflected(at))).collect()
     }
 
+    /// How many partitions this process has read.
+    pub fn partitions(&self) -> usize {
+        lock(&self.0.coverage).len()
+    }
+
     /// The greatest time of any record read (what a complete view's answers are as of).
     pub fn greatest_time(&self) -> Time {
         lock(&self.0.coverage).values().map(|c| c.greatest).max().unwrap_or(0)

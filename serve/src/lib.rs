@@ -45,7 +45,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Path, Query, RawQuery, State};
@@ -58,6 +58,7 @@ use axum::{Json, Router};
 use futures::stream::{self, Stream, StreamExt};
 use kappa_engine::serve::{Changes, CurrentLookup, Feed, KeyRows, Progress, Read, Request, Views};
 use kappa_engine::{Offset, PartitionId, Time};
+use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
@@ -114,11 +115,29 @@ impl Server {
     }
 }
 
-#[derive(Clone)]
-struct App {
+/// What every handler shares: one allocation, so that a request's `State` is a pointer copy.
+type App = Arc<AppState>;
+
+struct AppState {
     views: Views,
     settings: Settings,
     client: reqwest::Client,
+    /// What answers at the latest completed time state of coverage: every read at that time
+    /// states the same, so it is rendered once (and, in a cluster, asked of the others once).
+    stated: Mutex<Option<Arc<Statement>>>,
+}
+
+/// The time an answer is at, whether the view is complete, and the coverage it states.
+struct Statement {
+    /// The completed time asked for (the cache's key).
+    at: Time,
+    /// This process's partitions when it was made: a partition met later makes a new one.
+    partitions: usize,
+    time: Time,
+    complete: bool,
+    reflected: Map<String, Value>,
+    /// `reflected`, rendered.
+    rendered: Box<RawValue>,
 }
 
 /// Binds `address` and serves `views` from a runtime thread of its own.
@@ -134,7 +153,7 @@ pub fn start(address: &str, views: Views, settings: Settings) -> Result<Server, 
         .build()
         .map_err(bind)?;
     let client = reqwest::Client::builder().tcp_nodelay(true).build().map_err(Error::Client)?;
-    let app = router(App { views, settings, client });
+    let app = router(Arc::new(AppState { views, settings, client, stated: Mutex::new(None) }));
     let thread = std::thread::Builder::new()
         .name("kappa-serve".into())
         .spawn(move || {
@@ -283,7 +302,7 @@ fn gone() -> Failure {
     Failure(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": "the job's workers are gone" }))
 }
 
-impl App {
+impl AppState {
     /// Whether this process is one of several.
     fn cluster(&self) -> bool {
         self.settings.peers.len() > 1
@@ -356,14 +375,40 @@ async fn coverage_at(app: &App, at: Time, deadline: Instant) -> Result<(Map<Stri
     Ok((reflected, greatest))
 }
 
-/// The time an answer states, and whether the view is complete, with its coverage.
-async fn stated(app: &App, at: Time, deadline: Instant) -> Result<(Time, bool, Map<String, Value>), Failure> {
-    let (reflected, greatest) = coverage_at(app, at, deadline).await?;
-    if at >= Time::MAX - 1 {
-        Ok((greatest, true, reflected))
-    } else {
-        Ok((at, false, reflected))
+/// The time an answer states, whether the view is complete, and its coverage. A completed
+/// time's coverage does not change (records read later have later times), so the latest one is
+/// kept; a complete view's is not (it states the greatest time of any record, which may grow).
+async fn stated(app: &App, at: Time, deadline: Instant) -> Result<Arc<Statement>, Failure> {
+    let partitions = app.views.partitions();
+    let cached = app.stated.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if let Some(statement) = cached.filter(|s| s.at == at && s.partitions == partitions) {
+        return Ok(statement);
     }
+    let (reflected, greatest) = coverage_at(app, at, deadline).await?;
+    let complete = at >= Time::MAX - 1;
+    let rendered = serde_json::value::to_raw_value(&reflected)
+        .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, json!({ "error": e.to_string() })))?;
+    let time = if complete { greatest } else { at };
+    let statement = Arc::new(Statement { at, partitions, time, complete, reflected, rendered });
+    if !complete {
+        let mut slot = app.stated.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.as_ref().is_none_or(|s| s.at <= at) {
+            *slot = Some(statement.clone());
+        }
+    }
+    Ok(statement)
+}
+
+/// A read's answer: the time it is at, and its rows.
+#[derive(Serialize)]
+struct Answer<'a> {
+    view: &'a str,
+    time: Time,
+    complete: bool,
+    reflected: &'a RawValue,
+    rows: Vec<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<Option<String>>,
 }
 
 /// The answer to a read that timed out: what is reflected now.
@@ -371,10 +416,10 @@ async fn timed_out(app: &App, at: Option<Time>, why: &str) -> Failure {
     let at = at.or_else(|| app.views.progress().completed()).unwrap_or(0);
     let deadline = Instant::now() + Duration::from_secs(1);
     let mut body = json!({ "error": format!("{why}; retry, or give a longer timeout") });
-    if let Ok((time, complete, reflected)) = stated(app, at, deadline).await {
-        body["time"] = json!(time);
-        body["complete"] = json!(complete);
-        body["reflected"] = Value::Object(reflected);
+    if let Ok(statement) = stated(app, at, deadline).await {
+        body["time"] = json!(statement.time);
+        body["complete"] = json!(statement.complete);
+        body["reflected"] = Value::Object(statement.reflected.clone());
     }
     Failure(StatusCode::GATEWAY_TIMEOUT, body)
 }
@@ -606,14 +651,15 @@ async fn lookup(
             (read_on(&app.views, &view, local, Read::Lookup { key: p.fields }, at).await?, at)
         }
     };
-    let (time, complete, reflected) = stated(&app, at, deadline).await?;
-    Ok(Json(json!({
-        "view": view,
-        "time": time,
-        "complete": complete,
-        "reflected": reflected,
-        "rows": rows_json(&keys),
-    }))
+    let statement = stated(&app, at, deadline).await?;
+    Ok(Json(Answer {
+        view: &view,
+        time: statement.time,
+        complete: statement.complete,
+        reflected: &statement.rendered,
+        rows: rows_json(&keys),
+        next: None,
+    })
     .into_response())
 }
 
@@ -652,7 +698,7 @@ async fn scan(
     Path(view): Path<String>,
     RawQuery(raw): RawQuery,
     Query(query): Query<Vec<(String, String)>>,
-) -> Result<Json<Value>, Failure> {
+) -> Result<Response, Failure> {
     known_view(&app, &view)?;
     let p = parse_params(&app, query)?;
     let deadline = Instant::now() + p.timeout;
@@ -680,15 +726,16 @@ async fn scan(
     let more = keys.len() > p.limit;
     keys.truncate(p.limit);
     let next = if more || keys.len() == p.limit { keys.last().map(|k| to_hex(&k.0)) } else { None };
-    let (time, complete, reflected) = stated(&app, at, deadline).await?;
-    Ok(Json(json!({
-        "view": view,
-        "time": time,
-        "complete": complete,
-        "reflected": reflected,
-        "rows": rows_json(&keys),
-        "next": next,
-    })))
+    let statement = stated(&app, at, deadline).await?;
+    Ok(Json(Answer {
+        view: &view,
+        time: statement.time,
+        complete: statement.complete,
+        reflected: &statement.rendered,
+        rows: rows_json(&keys),
+        next: Some(next),
+    })
+    .into_response())
 }
 
 /// `/internal/needed?wait_for=...&timeout=...`: for a process that does not read these

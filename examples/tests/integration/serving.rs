@@ -182,7 +182,7 @@ fn served_lookups_and_scans_equal_the_reference_at_the_time_they_state() {
         }
         lookups += 1;
         times.insert(at);
-        if i % 5 == 0 {
+        if i.is_multiple_of(5) {
             // A whole scan, page by page, at the first page's time... each page states its own
             // time, and equals the reference there.
             let mut after = String::new();
@@ -389,7 +389,9 @@ fn a_subscription_equals_the_output_file_and_a_slow_subscriber_resumes_where_it_
     };
     // Read the fast subscription while the live records arrive, until it has been quiet a while
     // after the last of them.
-    let received: Arc<Mutex<(Vec<(String, Value)>, Instant)>> = Arc::new(Mutex::new((Vec::new(), Instant::now())));
+    // The events so far (name, data) and when the last one came.
+    type Received = (Vec<(String, Value)>, Instant);
+    let received: Arc<Mutex<Received>> = Arc::new(Mutex::new((Vec::new(), Instant::now())));
     {
         let received = received.clone();
         std::thread::spawn(move || {
