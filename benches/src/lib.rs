@@ -12,6 +12,11 @@ use kappa_engine::Record;
 
 /// A segment of `n` like-sized records (about 60-byte JSON values) in batches of `batch`.
 pub fn like_segment(n: usize, batch: usize) -> Bytes {
+    like_segment_with(n, batch, kappa_replay::segment::compression::Codec::None)
+}
+
+/// [`like_segment`] with batches compressed by `codec`.
+pub fn like_segment_with(n: usize, batch: usize, codec: kappa_replay::segment::compression::Codec) -> Bytes {
     let records: Vec<Record> = (0..n)
         .map(|i| Record {
             offset: i as i64,
@@ -27,7 +32,7 @@ pub fn like_segment(n: usize, batch: usize) -> Bytes {
         .collect();
     let mut out = Vec::new();
     for chunk in records.chunks(batch.max(1)) {
-        kappa_replay::segment::encode_batch(chunk, &mut out);
+        kappa_replay::segment::encode_batch_with(chunk, codec, &mut out);
     }
     Bytes::from(out)
 }
