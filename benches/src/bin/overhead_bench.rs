@@ -13,11 +13,21 @@
 //! queries on DBSP, Feldera's engine (`kappa_benches::peer`), over the same records in the same
 //! rounds; its final output is checked against the batch reference before its time is reported.
 //!
+//! Like counts also run on Pathway (PyPI `pathway`, a differential-dataflow engine with a Python
+//! API: what a user would pick instead of Kappa for a Python pipeline) at 1 and 2 threads: the
+//! same like events as a JSON lines file, read in static mode by `benches/peers/pathway_like_counts.py`
+//! under the virtualenv's Python (`KAPPA_PATHWAY_PYTHON`, default
+//! `~/.cache/kappa-tools/pathway-venv/bin/python`; `scripts/bench` installs it). Its output is
+//! checked against the same batch reference before its time counts; a wrong result is reported
+//! as failed. A second table sets every engine's like counts against its CPU time, so engines
+//! are compared per core, not only by wall time on however many cores they kept busy.
+//!
 //! Run with: `cargo run --release -p kappa-benches --features dbsp --bin overhead_bench -- \
 //!   --records 2000000 --out papers/results/overhead.md` (`scripts/bench` runs it).
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,6 +38,7 @@ use kappa_engine::{
     BoxError, ClusterConfig, Diff, JobOptions, MemorySource, PartitionId, Record, Sink, Time, TimeAssigner,
 };
 use kappa_examples::generator::{like_stream, LikeStreamConfig};
+use kappa_examples::like_counts::PostLikes;
 use kappa_examples::{like_counts, nexmark};
 
 #[derive(Parser)]
@@ -159,6 +170,8 @@ where
 /// One run's seconds per column (`peer` is `None` without the `dbsp` feature).
 struct Times {
     kappa: f64,
+    /// CPU seconds of Kappa's run, all threads (`None` where /proc is missing).
+    kappa_cpu: Option<f64>,
     /// Updates Kappa's sink received: one set per completed event time.
     kappa_updates: u64,
     no_sink: f64,
@@ -167,12 +180,34 @@ struct Times {
     bare_per_round: f64,
     /// DBSP's seconds and output updates: one set per transaction.
     peer: Option<(f64, u64)>,
+    /// CPU seconds of DBSP's run.
+    peer_cpu: Option<f64>,
 }
 
 fn timed<T, E: Into<anyhow::Error>>(run: impl FnOnce() -> Result<T, E>) -> anyhow::Result<f64> {
     let started = Instant::now();
     run().map_err(Into::into)?;
     Ok(started.elapsed().as_secs_f64())
+}
+
+/// CPU seconds this process has used so far, user and system, over all its threads, exited ones
+/// included (Linux `/proc/self/stat`, fields 14 and 15, in ticks of USER_HZ, which Linux fixes
+/// at 100 for user space); `None` where there is no /proc. Per-core figures divide by this: wall
+/// time alone would favour an engine that keeps more cores busy for the same work.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count from after it.
+    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
+/// Runs `run`, returning its result and the CPU seconds it took.
+fn cpu_of<T>(run: impl FnOnce() -> T) -> (T, Option<f64>) {
+    let before = process_cpu_seconds();
+    let out = run();
+    (out, before.zip(process_cpu_seconds()).map(|(b, a)| a - b))
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -205,7 +240,6 @@ fn row(pipeline: &str, workers: usize, runs: &[Times]) -> String {
 /// The DBSP runs, each checked against the batch reference; `None` without the `dbsp` feature.
 mod peer {
     use super::*;
-    use std::collections::BTreeMap;
 
     #[cfg(feature = "dbsp")]
     pub fn like_counts(
@@ -256,6 +290,171 @@ mod peer {
     }
 }
 
+/// Pathway, the Python peer: found, run as a child process, and its output checked.
+mod pathway {
+    use super::*;
+    use std::process::{Command, Stdio};
+
+    /// The version `scripts/bench` installs.
+    pub const VERSION: &str = "0.33.0";
+
+    /// Like counts on Pathway; found through the crate's directory so the bench runs from anywhere.
+    const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/pathway_like_counts.py");
+
+    /// The virtualenv `scripts/bench` installs Pathway into: `$KAPPA_TOOLS/pathway-venv`, by
+    /// default under `~/.cache/kappa-tools` (where scripts/lib/servers.sh keeps its tools).
+    fn venv() -> PathBuf {
+        let tools = std::env::var_os("KAPPA_TOOLS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/kappa-tools"));
+        tools.join("pathway-venv")
+    }
+
+    /// The last non-empty line of a child's output: a Python traceback's last line names the error.
+    fn last_line(bytes: &[u8]) -> String {
+        let text = String::from_utf8_lossy(bytes);
+        text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("(no output)").trim().to_string()
+    }
+
+    /// A Python that imports Pathway.
+    pub struct Pathway {
+        python: PathBuf,
+        /// `pathway.__version__`, as the table names it.
+        pub version: String,
+    }
+
+    /// Pathway if `KAPPA_PATHWAY_PYTHON` (default: the virtualenv's Python) imports it; otherwise
+    /// why not, and how to install it.
+    pub fn find() -> Result<Pathway, String> {
+        let python =
+            std::env::var_os("KAPPA_PATHWAY_PYTHON").map(PathBuf::from).unwrap_or_else(|| venv().join("bin/python"));
+        let venv = venv();
+        let install = format!(
+            "install it with `python3 -m venv {0} && {0}/bin/pip install pathway=={VERSION}` (scripts/bench does this when it is missing), or set KAPPA_PATHWAY_PYTHON to a Python that has it",
+            venv.display()
+        );
+        let probe = Command::new(&python)
+            .args(["-c", "import pathway; print(pathway.__version__)"])
+            .stdin(Stdio::null())
+            .output();
+        match probe {
+            Err(e) => Err(format!("cannot run {}: {e}; {install}", python.display())),
+            Ok(out) if !out.status.success() => {
+                Err(format!("{} cannot import pathway ({}); {install}", python.display(), last_line(&out.stderr)))
+            }
+            Ok(out) => Ok(Pathway { python, version: String::from_utf8_lossy(&out.stdout).trim().to_string() }),
+        }
+    }
+
+    /// One output row of the script: Pathway's jsonlines writer adds the change's `diff` (and `time`).
+    #[derive(serde::Deserialize)]
+    struct Row {
+        post: u64,
+        likes: u64,
+        diff: isize,
+    }
+
+    /// What the script prints when its run is done.
+    #[derive(serde::Deserialize)]
+    struct Report {
+        threads: usize,
+        seconds: f64,
+        cpu_seconds: f64,
+    }
+
+    impl Pathway {
+        /// Like counts over the JSON lines in `input` on `threads` threads: wall and CPU seconds of
+        /// the run, or, if it failed or its result differs from `reference`, why (never a time).
+        pub fn like_counts(
+            &self,
+            threads: usize,
+            input: &Path,
+            output: &Path,
+            reference: &BTreeMap<u64, u64>,
+        ) -> Result<(f64, f64), String> {
+            // A previous run's output must not pass for this one's.
+            match std::fs::remove_file(output) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(format!("cannot remove the previous output {}: {e}", output.display()))
+                }
+                _ => {}
+            }
+            let run = Command::new(&self.python)
+                .arg(SCRIPT)
+                .arg(input)
+                .arg(output)
+                .env("PATHWAY_THREADS", threads.to_string())
+                .env("PATHWAY_PROCESSES", "1")
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| format!("cannot run {} {SCRIPT}: {e}", self.python.display()))?;
+            if !run.status.success() {
+                return Err(format!("{SCRIPT} {}: {}", run.status, last_line(&run.stderr)));
+            }
+            let stdout = String::from_utf8_lossy(&run.stdout);
+            let report: Report =
+                stdout.lines().rev().find_map(|l| serde_json::from_str(l).ok()).ok_or_else(|| {
+                    format!("{SCRIPT} printed no timing line (its stdout: {})", last_line(&run.stdout))
+                })?;
+            if report.threads != threads {
+                return Err(format!("{SCRIPT} ran {} threads, not the {threads} asked for", report.threads));
+            }
+            let text = std::fs::read_to_string(output)
+                .map_err(|e| format!("{SCRIPT} left no readable output {}: {e}", output.display()))?;
+            let rows = text
+                .lines()
+                .map(|l| serde_json::from_str::<Row>(l).map_err(|e| format!("output line {l:?}: {e}")))
+                .collect::<Result<Vec<_>, _>>()?;
+            let result = like_counts::final_result(
+                rows.into_iter().map(|r| (PostLikes { post: r.post, likes: r.likes }, r.diff)),
+            )?;
+            if &result != reference {
+                let wrong = reference.keys().chain(result.keys()).collect::<std::collections::BTreeSet<_>>();
+                let wrong = wrong.into_iter().filter(|k| result.get(k) != reference.get(k)).count();
+                return Err(format!(
+                    "its like counts differ from the batch reference on {wrong} of {} posts",
+                    reference.len()
+                ));
+            }
+            Ok((report.seconds, report.cpu_seconds))
+        }
+    }
+}
+
+/// Medians of one engine's like-count runs at one thread count: wall seconds and CPU seconds
+/// (`None` if any run's CPU time is unknown).
+struct Cost {
+    seconds: f64,
+    cpu: Option<f64>,
+}
+
+impl Cost {
+    fn of(runs: impl IntoIterator<Item = (f64, Option<f64>)>) -> Cost {
+        let (wall, cpu): (Vec<f64>, Vec<Option<f64>>) = runs.into_iter().unzip();
+        Cost { seconds: median(wall), cpu: cpu.into_iter().collect::<Option<Vec<f64>>>().map(median) }
+    }
+
+    /// Records per CPU-second: the per-core rate.
+    fn per_cpu(&self, records: usize) -> Option<f64> {
+        self.cpu.map(|cpu| records as f64 / cpu)
+    }
+}
+
+/// One row of the per-core table; `kappa` (Kappa's cost at the same threads) gives the last
+/// column, Kappa's lead per core: its records per CPU-second over this engine's.
+fn per_core_row(engine: &str, threads: usize, records: usize, cost: &Cost, kappa: Option<&Cost>) -> String {
+    let cpu = cost.cpu.map_or("-".to_string(), |c| format!("{c:.2}"));
+    let per_cpu = cost.per_cpu(records).map_or("-".to_string(), |r| format!("{r:.0}"));
+    let lead = kappa
+        .and_then(|k| k.per_cpu(records).zip(cost.per_cpu(records)))
+        .map_or("-".to_string(), |(k, e)| format!("{:.2}", k / e));
+    format!(
+        "| {engine} | {threads} | {:.2} | {:.0} | {cpu} | {per_cpu} | {lead} |\n",
+        cost.seconds,
+        records as f64 / cost.seconds
+    )
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let machine = kappa_benches::machine(false);
@@ -275,6 +474,22 @@ fn main() -> anyhow::Result<()> {
         .collect();
     let like_reference = like_counts::reference(like_events.iter().map(|(_, like)| like));
     let like_logs = Arc::new(partitioned(likes, like_counts::INPUT));
+    // Pathway reads the same like events as a JSON lines file (the same serialization as the
+    // records' values above), from a temporary directory that goes when the bench ends.
+    let pathway = pathway::find().map_err(|why| eprintln!("overhead_bench: Pathway left out of the table: {why}")).ok();
+    let pathway_dir = tempfile::tempdir()?;
+    let pathway_input = pathway_dir.path().join("likes.jsonl");
+    let pathway_output = pathway_dir.path().join("like_counts.jsonl");
+    if pathway.is_some() {
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&pathway_input)?);
+        for (_, like) in &like_events {
+            serde_json::to_writer(&mut file, like)?;
+            file.write_all(b"\n")?;
+        }
+        file.flush()?;
+    }
+    let mut per_core = String::new();
+    let mut pathway_failed = false;
     let generated = nexmark::generate(args.records);
     let q4_reference = nexmark::reference(nexmark::Query::Q4, &generated);
     let events = nexmark::records(&generated);
@@ -285,6 +500,7 @@ fn main() -> anyhow::Result<()> {
         // machine's noise (a few percent from run to run) then hits every column alike.
         let mut like_runs = Vec::new();
         let mut q4_runs = Vec::new();
+        let mut pathway_runs: Vec<Result<(f64, f64), String>> = Vec::new();
         // The bare programs, at event-time granularity or at DBSP's (one time per round).
         let bare_likes = |per_round| {
             bare(
@@ -306,24 +522,40 @@ fn main() -> anyhow::Result<()> {
         };
         for _ in 0..args.repeat {
             let output = Counting::default();
-            like_runs.push(Times {
-                kappa: timed(|| {
+            let (kappa, kappa_cpu) = cpu_of(|| {
+                timed(|| {
                     like_counts::run(
                         &ClusterConfig::threads(workers),
                         JobOptions::default(),
                         Arc::new(MemorySource::shared(like_logs.clone()).with_batch(BATCH)),
                         output.clone(),
                     )
-                })?,
-                kappa_updates: output.0.load(Ordering::Relaxed),
-                // Where the difference lies: the same job with its output filtered away before the sink.
-                no_sink: without_sink(workers, &like_logs, like_counts::INPUT, |ctx| {
-                    Ok(like_counts::like_counts(like_counts::read_pairs(ctx, like_counts::INPUT)?))
-                })?,
-                bare: bare_likes(false),
-                bare_per_round: bare_likes(true),
-                peer: peer::like_counts(workers, &like_logs, &like_reference)?,
+                })
             });
+            let kappa = kappa?;
+            // Where the difference lies: the same job with its output filtered away before the sink.
+            let no_sink = without_sink(workers, &like_logs, like_counts::INPUT, |ctx| {
+                Ok(like_counts::like_counts(like_counts::read_pairs(ctx, like_counts::INPUT)?))
+            })?;
+            let (bare, bare_per_round) = (bare_likes(false), bare_likes(true));
+            let (peer, peer_cpu) = cpu_of(|| peer::like_counts(workers, &like_logs, &like_reference));
+            like_runs.push(Times {
+                kappa,
+                kappa_cpu,
+                kappa_updates: output.0.load(Ordering::Relaxed),
+                no_sink,
+                bare,
+                bare_per_round,
+                peer: peer?,
+                peer_cpu,
+            });
+            if let Some(pathway) = &pathway {
+                let run = pathway.like_counts(workers, &pathway_input, &pathway_output, &like_reference);
+                if let Err(why) = &run {
+                    eprintln!("overhead_bench: Pathway at {workers} thread(s) FAILED, reported as failed: {why}");
+                }
+                pathway_runs.push(run);
+            }
             let output = Counting::default();
             q4_runs.push(Times {
                 kappa: timed(|| {
@@ -335,6 +567,8 @@ fn main() -> anyhow::Result<()> {
                         output.clone(),
                     )
                 })?,
+                // The per-core table covers like counts, the query every peer runs.
+                kappa_cpu: None,
                 kappa_updates: output.0.load(Ordering::Relaxed),
                 no_sink: without_sink(workers, &nexmark_logs, nexmark::INPUT, |ctx| {
                     Ok(nexmark::query(nexmark::Query::Q4, ctx.input(nexmark::INPUT, nexmark::decode)?))
@@ -342,15 +576,54 @@ fn main() -> anyhow::Result<()> {
                 bare: bare_q4(false),
                 bare_per_round: bare_q4(true),
                 peer: peer::q4(workers, &nexmark_logs, &q4_reference)?,
+                peer_cpu: None,
             });
         }
         md.push_str(&row("like counts", workers, &like_runs));
         md.push_str(&row("Nexmark q4", workers, &q4_runs));
+        let kappa = Cost::of(like_runs.iter().map(|t| (t.kappa, t.kappa_cpu)));
+        per_core.push_str(&per_core_row("Kappa", workers, args.records, &kappa, None));
+        let dbsp: Option<Vec<(f64, Option<f64>)>> =
+            like_runs.iter().map(|t| t.peer.map(|p| (p.0, t.peer_cpu))).collect();
+        if let Some(dbsp) = dbsp {
+            per_core.push_str(&per_core_row("DBSP", workers, args.records, &Cost::of(dbsp), Some(&kappa)));
+        }
+        if let Some(pathway) = &pathway {
+            let engine = format!("Pathway {}", pathway.version);
+            match pathway_runs.into_iter().collect::<Result<Vec<_>, _>>() {
+                Ok(runs) => {
+                    let cost = Cost::of(runs.into_iter().map(|(s, cpu)| (s, Some(cpu))));
+                    per_core.push_str(&per_core_row(&engine, workers, args.records, &cost, Some(&kappa)));
+                }
+                Err(why) => {
+                    pathway_failed = true;
+                    // Markdown cells hold no pipes or line breaks.
+                    let why = why.replace('|', "/").replace('\n', " ");
+                    per_core.push_str(&format!("| {engine} | {workers} | FAILED: {why} | - | - | - | - |\n"));
+                }
+            }
+        }
         eprintln!("{workers} worker(s) done");
     }
     md.push_str(
         "\nKappa and the bare program give every record its event time (milliseconds, raised to the partition's watermark) and Kappa's sink receives the output at every completed time; DBSP runs one transaction per round of 10,000 records per partition, so its output has one set of changes per round (fewer updates: changes within a round cancel). The column 'bare, one time per round' runs the bare differential program at DBSP's granularity: the engines compared like for like.\n\nGoals: Kappa within 10% of the bare program (ratio at most 1.10), and faster than DBSP (ratio below 1).\n",
     );
+    md.push_str(&format!(
+        "\n## Like counts per core\n\nThe same {} like events; records/s is records over wall seconds, records per CPU-second is records over the CPU time (user and system, all threads) the run took, the rate per core kept busy; Kappa's lead per core is Kappa's records per CPU-second over the engine's at the same threads (above 1: Kappa ahead). Medians of {} runs.\n\n| engine | threads | s | records/s | CPU s | records per CPU-second | Kappa's lead per core |\n|---|---|---|---|---|---|---|\n{per_core}\n",
+        args.records, args.repeat
+    ));
+    match &pathway {
+        Some(p) => md.push_str(&format!(
+            "Pathway {} (PyPI `pathway`), like counts in its Python API (`benches/peers/pathway_like_counts.py`, the same definition: per (user, post) the likes minus unlikes, a pair counted while positive): the like events as a JSON lines file read with `pw.io.jsonlines.read(mode=\"static\")`, so the whole file is one commit and the result is computed once, where Kappa maintains it at every completed event time; `PATHWAY_THREADS` 1 and 2, one process. Its seconds and CPU seconds cover `pw.run()` (reading and parsing the file, the dataflow, writing the output), not starting Python or importing Pathway; Kappa and DBSP read the records from memory. Every Pathway run's output is summed and checked against the batch reference before its time counts{}.\n\n",
+            p.version,
+            if pathway_failed { "; a run that failed the check is marked FAILED and has no time" } else { "" }
+        )),
+        None => md.push_str(&format!(
+            "Pathway was not run: no Python with `pathway` found (`scripts/bench` installs Pathway {} into a virtualenv).\n\n",
+            pathway::VERSION
+        )),
+    }
+    md.push_str("Goal: Kappa ahead of DBSP and Pathway per core (lead above 1).\n");
     print!("{md}");
     if let Some(path) = &args.out {
         std::fs::File::create(path)?.write_all(md.as_bytes())?;
