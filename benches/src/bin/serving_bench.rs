@@ -75,7 +75,9 @@ fn record(partition: i32, like: &Like) -> OutgoingRecord {
     }
 }
 
-/// CPU seconds (user + system) of each process in `pids`, from `/proc`.
+/// CPU seconds (user + system) of each process in `pids`, from `/proc`, with those of its
+/// children that exited and were waited for: PostgreSQL's postmaster reaps every backend, so a
+/// lookup client's backend that exits as its phase ends is still counted, in the postmaster's.
 /// Keyed by pid and start time, so a pid reused in between is another process.
 fn cpu_seconds(pids: &[u32]) -> std::collections::BTreeMap<(u32, u64), f64> {
     // Linux reports these in clock ticks of USER_HZ, 100 on every platform Linux runs on today.
@@ -86,19 +88,22 @@ fn cpu_seconds(pids: &[u32]) -> std::collections::BTreeMap<(u32, u64), f64> {
             // Fields after the command (which may hold spaces) in parentheses.
             let rest = stat.rsplit_once(')')?.1;
             let fields: Vec<&str> = rest.split_whitespace().collect();
-            let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+            // utime, stime, cutime, cstime.
+            let ticks = fields.get(11..15)?.iter().map(|f| f.parse::<f64>().ok()).sum::<Option<f64>>()?;
             let started: u64 = fields.get(19)?.parse().ok()?;
             Some(((pid, started), ticks / TICKS_PER_SECOND))
         })
         .collect()
 }
 
-/// CPU seconds spent between two readings (processes started in between count from zero).
+/// CPU seconds spent between two readings: the totals' difference. A process that exits in
+/// between has moved its whole time into its parent's children's time; counting it per process
+/// (its `before` missing from `after`) would count its time before the phase again.
 fn cpu_between(
     before: &std::collections::BTreeMap<(u32, u64), f64>,
     after: &std::collections::BTreeMap<(u32, u64), f64>,
 ) -> f64 {
-    after.iter().map(|(pid, cpu)| cpu - before.get(pid).copied().unwrap_or(0.0)).sum()
+    after.values().sum::<f64>() - before.values().sum::<f64>()
 }
 
 /// The PostgreSQL server's processes: its backends and background processes, as the server
@@ -448,11 +453,9 @@ fn main() -> anyhow::Result<()> {
     table_md += &(kappa.row("Kappa (HTTP view, `wait_for`)") + "\n");
     if let Some(mut pg) = postgres {
         table_md += &(pg.row("PostgreSQL (table kept by `--output postgres://`, polled)") + "\n");
-        table_md += "\nPostgreSQL's server CPU is read from `/proc` for the processes it lists at the start \
-                     and at the end of its phase. In some runs the lookup clients' backends are missing from \
-                     the end reading (a server CPU well under the lookups' share of the machine, and a per-core \
-                     figure in the millions): that figure is then not a measurement; compare lookups/s and \
-                     latency, taken on the same 2 cores.\n";
+        table_md += "\nServer CPU is read from `/proc` at the start and at the end of each phase: the \
+                     processes' own time and that of their exited children (PostgreSQL's postmaster reaps \
+                     the lookup clients' backends, which exit as the phase ends).\n";
     }
     println!("{table_md}");
     if let Some(out) = &args.out {
