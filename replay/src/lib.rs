@@ -57,5 +57,7 @@ pub mod writer;
 pub use archive::Archive;
 pub use error::{Error, Result};
 pub use handoff::{check_handoff, Handoff};
-pub use layout::{ArchiveLayout, KafkaLogDirLayout, KappaLayout, Kip405Layout, SegmentRef, TansuLayout};
+pub use layout::{
+    ArchiveLayout, KafkaLogDirLayout, KappaLayout, Kip405Layout, RedpandaLayout, SegmentRef, TansuLayout,
+};
 pub use source::ReplaySource;

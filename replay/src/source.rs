@@ -231,12 +231,18 @@ pub(crate) fn decode_checked_summary(
     from: Offset,
 ) -> Result<(Vec<Record>, crate::segment::SegmentSummary)> {
     let object = segment.key.as_ref();
-    let bytes = &segment.transform.apply(object, bytes)?;
+    let (bytes, found_aborts) = segment.transform.apply_with_aborts(object, bytes)?;
+    let bytes = &bytes;
+    let aborted: std::borrow::Cow<[crate::segment::AbortedTxn]> = if found_aborts.is_empty() {
+        std::borrow::Cow::Borrowed(&segment.aborted[..])
+    } else {
+        std::borrow::Cow::Owned(segment.aborted.iter().copied().chain(found_aborts).collect())
+    };
     let mut records = Vec::new();
     let options = DecodeOptions {
         from: Some(from),
         base: segment.relative_offsets.then_some(segment.base_offset),
-        aborted: &segment.aborted,
+        aborted: &aborted,
     };
     let summary = decode_segment_with(object, bytes, &options, &mut records)?;
     match summary.offsets {

@@ -9,6 +9,7 @@ pub(crate) mod conformance;
 mod kafka_logdir;
 mod kappa;
 mod kip405;
+pub mod redpanda;
 mod tansu;
 
 use futures::future::BoxFuture;
@@ -19,6 +20,7 @@ use object_store::path::Path;
 pub use kafka_logdir::{encode_txn_index, parse_txn_index, KafkaLogDirLayout};
 pub use kappa::KappaLayout;
 pub use kip405::{decode_variable_sizes, offset_index_last, Chunks, IndexRange, Kip405Layout, Manifest, SizeList};
+pub use redpanda::{RedpandaLayout, RedpandaSegment};
 pub use tansu::TansuLayout;
 
 use crate::archive::Archive;
@@ -57,6 +59,9 @@ pub enum Transform {
     /// As `inner`, and the batches must reach the segment's end: the layout's offsets have no
     /// legitimate gaps, so batches that end early mean the next object is missing.
     MustReach(std::sync::Arc<MustReach>),
+    /// Redpanda's batches, translated to Kafka's (offsets, headers) with their aborted
+    /// transactions.
+    Redpanda(std::sync::Arc<RedpandaSegment>),
 }
 
 /// The check of [`Transform::MustReach`]: where a segment's batches must end.
@@ -81,7 +86,28 @@ pub struct MustReach {
 impl Transform {
     /// The batches of `bytes`, the object `object`.
     pub fn apply(&self, object: &str, bytes: &bytes::Bytes) -> Result<bytes::Bytes> {
+        Ok(self.apply_with_aborts(object, bytes)?.0)
+    }
+
+    /// As [`Transform::apply`], with the aborted transactions only the bytes show (in Kafka
+    /// offsets), where the layout finds them there.
+    pub fn apply_with_aborts(
+        &self,
+        object: &str,
+        bytes: &bytes::Bytes,
+    ) -> Result<(bytes::Bytes, Vec<crate::segment::AbortedTxn>)> {
         match self {
+            Transform::Redpanda(segment) => {
+                let translated = segment.translate(object, bytes)?;
+                Ok((translated.batches, translated.aborted))
+            }
+            other => Ok((other.apply_plain(object, bytes)?, Vec::new())),
+        }
+    }
+
+    fn apply_plain(&self, object: &str, bytes: &bytes::Bytes) -> Result<bytes::Bytes> {
+        match self {
+            Transform::Redpanda(_) => Ok(self.apply_with_aborts(object, bytes)?.0),
             Transform::None => Ok(bytes.clone()),
             Transform::Chunked(chunks) => chunks.untransform(object, bytes),
             Transform::MustReach(check) => {
@@ -220,7 +246,7 @@ pub trait ArchiveLayout: Send + Sync {
 }
 
 /// The layouts `--layout` accepts.
-pub const LAYOUTS: [&str; 4] = ["kappa", "tansu", "kafka-logdir", "kip405"];
+pub const LAYOUTS: [&str; 5] = ["kappa", "tansu", "kafka-logdir", "kip405", "redpanda"];
 
 /// Picks the layout of an archive: the one named, or the one its top-level keys show.
 ///
@@ -238,6 +264,7 @@ pub(crate) async fn choose(
         Some("tansu") => return Ok(tansu()),
         Some("kafka-logdir") => return Ok(std::sync::Arc::new(KafkaLogDirLayout)),
         Some("kip405") => return Ok(std::sync::Arc::new(Kip405Layout)),
+        Some("redpanda") => return Ok(std::sync::Arc::new(RedpandaLayout)),
         Some(other) => {
             return Err(Error::InvalidUrl {
                 url: url.to_string(),
@@ -255,6 +282,11 @@ pub(crate) async fn choose(
     let logdir = tops.iter().any(|t| t.rsplit_once('-').is_some_and(|(_, p)| p.parse::<u32>().is_ok()));
     // KIP-405 uploads sit under `{topic}-{topicId}`.
     let kip405 = tops.iter().any(|t| kip405::strip_topic_id(t).is_some());
+    // Redpanda's keys start with hash prefixes (`a0000000`, `3f2c91d7`), or from v24.2 with `meta`
+    // and cluster UUIDs (which would also pass for KIP-405 topic ids).
+    if redpanda::looks_like(&tops) && !tops.contains(&"kappa") && !tops.contains(&"clusters") {
+        return Ok(std::sync::Arc::new(RedpandaLayout));
+    }
     match (tops.contains(&"kappa"), tops.contains(&"clusters"), logdir, kip405) {
         (true, false, false, false) => Ok(std::sync::Arc::new(KappaLayout)),
         (false, true, false, false) => Ok(tansu()),
