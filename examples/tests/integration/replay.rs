@@ -198,3 +198,98 @@ fn demo_runs_end_to_end_and_verifies() {
         assert!(stdout.contains(&format!("verified: {pipeline} matches the batch reference")), "{stdout}");
     }
 }
+
+/// The records of `topic` in the Kappa archive at `url`, per partition, in offset order.
+fn archived_records(url: &str, topic: &str) -> Vec<(i32, Vec<kappa_engine::Record>)> {
+    use kappa_replay::archive::runtime;
+    let archive = kappa_replay::Archive::open(url).expect("opens the kappa archive");
+    let layout = archive.layout.clone();
+    let partitions = runtime().block_on(layout.partitions(&archive, topic)).expect("partitions");
+    partitions
+        .into_iter()
+        .map(|p| {
+            let mut records = Vec::new();
+            for segment in runtime().block_on(layout.segments(&archive, topic, p)).expect("segments") {
+                let bytes = runtime().block_on(archive.fetch(&segment.key)).expect("segment");
+                kappa_replay::segment::decode_segment(segment.key.as_ref(), &bytes, 0, &mut records).expect("decodes");
+            }
+            (p, records)
+        })
+        .collect()
+}
+
+#[test]
+fn redpanda_archive_replays_then_hands_off_live_at_the_next_kafka_offset() {
+    use kappa_replay::layout::redpanda::{write_fixture, FixtureBatch, FixturePartition};
+    use kappa_replay::segment::{encode_batch_full, BatchOptions, Codec};
+    let tansu = Tansu::shared();
+    let all = events(2_400, 2, 23);
+    let topic = unique("likes");
+    tansu.create_topic(&topic, 2);
+    produce_likes(&tansu, &topic, &all[..1_500]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kappa_archive = format!("file://{}", dir.path().join("kappa-layout").display());
+    kappa_ok(&["archive", "write", "--brokers", &tansu.brokers, "--topic", &topic, "--to", &kappa_archive], &[]);
+
+    // The same history as Redpanda would have uploaded it: segments of 100 Kafka offsets, each
+    // opening with a raft configuration batch (raft offsets run ahead of Kafka's), every codec,
+    // the oldest segment of each partition in a spillover manifest.
+    let codecs = [Codec::None, Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd];
+    let partitions: Vec<FixturePartition> = archived_records(&kappa_archive, &topic)
+        .into_iter()
+        .map(|(partition, records)| FixturePartition {
+            partition,
+            revision: 42,
+            start_delta: 1,
+            segments: records
+                .chunks(100)
+                .enumerate()
+                .map(|(n, segment)| {
+                    let mut batches = vec![FixtureBatch::Internal { kind: 2, offsets: 1 }];
+                    for batch in segment.chunks(30) {
+                        let mut bytes = Vec::new();
+                        let options = BatchOptions { codec: codecs[n % codecs.len()], ..BatchOptions::default() };
+                        encode_batch_full(batch, &options, &mut bytes);
+                        batches.push(FixtureBatch::Kafka { bytes, aborted: false });
+                    }
+                    batches
+                })
+                .collect(),
+            spillover: 1,
+            padding: 0,
+        })
+        .collect();
+    let redpanda = format!("file://{}", dir.path().join("redpanda-bucket").display());
+    let bucket = kappa_replay::Archive::open_layout(&redpanda, Some("redpanda"), None).expect("opens the bucket");
+    kappa_replay::archive::runtime().block_on(write_fixture(&bucket, &topic, &partitions)).expect("writes");
+    produce_likes(&tansu, &topic, &all[1_500..]);
+
+    let inspect = kappa_ok(&["archive", "inspect", &redpanda, "--topic", &topic], &[]);
+    let listing = String::from_utf8_lossy(&inspect.stdout);
+    assert!(listing.contains("(layout redpanda)"), "the layout is detected from the keys:\n{listing}");
+    kappa_ok(&["archive", "verify", &redpanda, "--topic", &topic, "--layout", "redpanda"], &[]);
+
+    let out = dir.path().join("out.jsonl");
+    kappa_ok(
+        &[
+            "replay",
+            "--pipeline",
+            "like-counts",
+            "--topic",
+            &topic,
+            "--archive",
+            &redpanda,
+            "--layout",
+            "redpanda",
+            "--then-live",
+            "--brokers",
+            &tansu.brokers,
+            "--exit-when-idle",
+            "3s",
+            "--output",
+            out.to_str().expect("utf-8 path"),
+        ],
+        &[],
+    );
+    assert_eq!(summed_output(&out), reference(&all), "archive then live: no gap, no duplicate");
+}
