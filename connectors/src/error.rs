@@ -37,6 +37,16 @@ pub enum Error {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    /// Reading a whole topic (up to its high watermarks) failed or did not finish.
+    #[error("reading topic `{topic}` to its end on brokers `{brokers}` failed: {reason}")]
+    ReadToEnd {
+        /// The topic.
+        topic: String,
+        /// The bootstrap servers.
+        brokers: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// Consuming failed.
     #[error("consuming topic `{topic}` failed")]
     Consume {

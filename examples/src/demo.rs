@@ -122,6 +122,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         then_live: true,
         exit_when_idle: Some(idle),
         read_ahead_bytes: None,
+        remote_log_metadata: None,
     };
     let input = open_input(&spec)?;
     let replay = input.replay.clone().context("the demo replays an archive")?;
@@ -244,6 +245,7 @@ impl Staging<'_> {
             then_live: true,
             exit_when_idle: Some(Duration::from_secs(1)),
             read_ahead_bytes: None,
+            remote_log_metadata: None,
         };
         Ok(open_input(&spec)?.source)
     }

@@ -80,11 +80,22 @@ struct LayoutArgs {
     /// The Tansu cluster to read, when the archive holds several.
     #[arg(long)]
     cluster: Option<String>,
+    /// KIP-405 archives: read Kafka's `__remote_log_metadata` topic on these brokers and replay
+    /// only uploads whose latest state is COPY_SEGMENT_FINISHED (without it, every upload with a
+    /// manifest is a candidate). Either way uploads off the leader-epoch lineage are dropped, and
+    /// `inspect` says which rule applied and what it dropped.
+    #[arg(long, value_name = "BROKERS")]
+    remote_log_metadata: Option<String>,
 }
 
 impl LayoutArgs {
     fn open(&self, url: &str) -> anyhow::Result<kappa_replay::Archive> {
-        Ok(kappa_replay::Archive::open_layout(url, self.layout.as_deref(), self.cluster.as_deref())?)
+        crate::job::open_archive(
+            url,
+            self.layout.as_deref(),
+            self.cluster.as_deref(),
+            self.remote_log_metadata.as_deref(),
+        )
     }
 }
 
@@ -426,6 +437,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
             then_live: args.then_live,
             exit_when_idle: args.exit_when_idle,
             read_ahead_bytes: Some(args.read_ahead_mib.max(1) << 20),
+            remote_log_metadata: args.layout.remote_log_metadata.clone(),
         };
         open_input(&spec).with_context(|| format!("opening input `{input}` (topic `{}`)", topics[input]))
     };

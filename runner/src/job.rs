@@ -28,6 +28,44 @@ pub struct InputSpec {
     pub exit_when_idle: Option<Duration>,
     /// Read-ahead byte budget of the replay (default 256 MiB).
     pub read_ahead_bytes: Option<u64>,
+    /// For a `kip405` archive: the brokers whose `__remote_log_metadata` topic says which
+    /// uploads are valid.
+    pub remote_log_metadata: Option<String>,
+}
+
+/// The topic in which Kafka records the state of every tiered segment.
+pub const REMOTE_LOG_METADATA_TOPIC: &str = "__remote_log_metadata";
+
+/// Opens the archive at `url` in `layout` (detected when `None`). With `remote_log_metadata`
+/// (brokers), the archive must be KIP-405's, and the brokers' `__remote_log_metadata` topic is read
+/// whole first: only the uploads it calls finished are replayed.
+pub fn open_archive(
+    url: &str,
+    layout: Option<&str>,
+    cluster: Option<&str>,
+    remote_log_metadata: Option<&str>,
+) -> anyhow::Result<Archive> {
+    let archive = Archive::open_layout(url, layout, cluster)?;
+    let Some(brokers) = remote_log_metadata else { return Ok(archive) };
+    if archive.layout.name() != "kip405" {
+        anyhow::bail!(
+            "--remote-log-metadata applies to KIP-405 archives only; the archive at {url} has layout `{}` (choose \
+             --layout kip405 if it is one)",
+            archive.layout.name()
+        );
+    }
+    let topic = REMOTE_LOG_METADATA_TOPIC;
+    let records = kappa_connectors::kafka::source::read_to_end(brokers, topic, Duration::from_secs(120))
+        .with_context(|| format!("reading the remote log metadata from {brokers}"))?;
+    let mut metadata = kappa_replay::layout::remote_log_metadata::RemoteLogMetadata::default();
+    for (partition, record) in records {
+        let Some(value) = record.value else { continue };
+        let at = format!("{topic} partition {partition} offset {}", record.offset);
+        metadata.apply(&at, &value)?;
+    }
+    tracing::info!(records = metadata.records, orphan_updates = metadata.orphan_updates, "remote log metadata read");
+    let layout = kappa_replay::Kip405Layout { metadata: Some(Arc::new(metadata)) };
+    Ok(Archive { layout: Arc::new(layout), ..archive })
 }
 
 /// An opened input, with the replay (if any) for its counters.
@@ -48,7 +86,12 @@ pub fn open_input(spec: &InputSpec) -> anyhow::Result<OpenedInput> {
     };
     match (&spec.archive, &spec.brokers) {
         (Some(url), brokers) => {
-            let archive = Archive::open_layout(url, spec.layout.as_deref(), spec.cluster.as_deref())?;
+            let archive = open_archive(
+                url,
+                spec.layout.as_deref(),
+                spec.cluster.as_deref(),
+                spec.remote_log_metadata.as_deref(),
+            )?;
             let mut replay = ReplaySource::open(archive, &spec.topic)?;
             if let Some(bytes) = spec.read_ahead_bytes {
                 replay = replay.with_read_ahead_bytes(bytes);

@@ -123,6 +123,7 @@ fn run_phase(phase: &Phase) -> anyhow::Result<Outcome> {
         then_live: false,
         exit_when_idle: None,
         read_ahead_bytes: None,
+        remote_log_metadata: None,
     };
     let input = open_input(&spec)?;
     let source: Arc<dyn SourceFactory> = match phase.crash_after {

@@ -98,6 +98,7 @@ fn run_one(variant: &Variant) -> anyhow::Result<Outcome> {
         then_live: false,
         exit_when_idle: None,
         read_ahead_bytes: None,
+        remote_log_metadata: None,
     };
     let input = open_input(&spec)?;
     let options = JobOptions { backfill_granularity_ms: variant.granularity_ms, ..JobOptions::default() };

@@ -402,8 +402,11 @@ impl Tail {
                 Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {}
                 Some(Err(e)) => return Err(format!("reading {} partition {partition}: {e}", self.topic).into()),
                 None if Instant::now() > deadline => {
-                    return Err(format!("reading {} partition {partition} from offset {}: timed out", self.topic, part.next)
-                        .into())
+                    return Err(format!(
+                        "reading {} partition {partition} from offset {}: timed out",
+                        self.topic, part.next
+                    )
+                    .into())
                 }
                 None => {}
             }
@@ -640,7 +643,8 @@ mod tests {
         let peak = second.tail.as_ref().expect("a tail to compare").peak;
         assert!(peak > 0 && peak <= TAIL_CHUNK, "held {peak} records at once");
         second.finish(Time::MAX).expect("finish");
-        let written: i64 = admin::watermarks(&brokers, "long").expect("watermarks").values().map(|(_, high)| high).sum();
+        let written: i64 =
+            admin::watermarks(&brokers, "long").expect("watermarks").values().map(|(_, high)| high).sum();
         assert_eq!(written, rows.len() as i64, "nothing written twice");
     }
 }

@@ -77,6 +77,32 @@ impl KafkaSource {
     }
 }
 
+/// Every record of `topic`, from each partition's start to its high watermark as read now, in
+/// offset order per partition: for small metadata topics (`__remote_log_metadata`, say), read
+/// whole before a job starts. Fails if the topic is not read to its end within `timeout`.
+pub fn read_to_end(brokers: &str, topic: &str, timeout: Duration) -> Result<Vec<(i32, Record)>> {
+    let failed = |reason: String| Error::ReadToEnd { topic: topic.to_string(), brokers: brokers.to_string(), reason };
+    let source = KafkaSource::try_new(KafkaSourceConfig::new(brokers, topic, ReadUntil::HighWatermarkAtStart))?;
+    let owned: Vec<(PartitionId, Option<Offset>)> =
+        source.partitions().map_err(|e| failed(e.to_string()))?.into_iter().map(|p| (p, None)).collect();
+    let mut reader = source.open(&owned).map_err(|e| failed(error_chain(&*e)))?;
+    let (mut out, mut finished) = (Vec::new(), Vec::new());
+    let deadline = Instant::now() + timeout;
+    while finished.len() < owned.len() {
+        match reader.poll(&mut out, &mut finished).map_err(|e| failed(error_chain(&*e)))? {
+            Poll::Ready => {}
+            _ if Instant::now() > deadline => {
+                return Err(failed(format!(
+                    "not at its end after {timeout:?} ({} records read); is the broker reachable?",
+                    out.len()
+                )))
+            }
+            _ => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+    Ok(out.into_iter().map(|(index, record)| (owned[index].0.partition, record)).collect())
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();

@@ -30,6 +30,7 @@ fn archive_ending_before_the_log_start_is_an_error_naming_the_missing_offsets() 
         then_live: true,
         exit_when_idle: Some(std::time::Duration::from_secs(1)),
         read_ahead_bytes: None,
+        remote_log_metadata: None,
     };
     let error = open_input(&spec).err().expect("a gap must be refused");
     let message = format!("{error:#}");

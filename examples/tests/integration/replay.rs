@@ -293,3 +293,108 @@ fn redpanda_archive_replays_then_hands_off_live_at_the_next_kafka_offset() {
     );
     assert_eq!(summed_output(&out), reference(&all), "archive then live: no gap, no duplicate");
 }
+
+/// Writes one uncompressed KIP-405 upload (Aiven's layout, a single fixed chunk) of `records`
+/// as segment `id` of partition 0, with the manifest's `remoteLogSegmentMetadata`.
+fn kip405_upload(dir: &Path, topic: &str, id: &str, records: &[kappa_engine::Record], epoch: i32) {
+    let mut plain = Vec::new();
+    for batch in records.chunks(50) {
+        kappa_replay::segment::encode_batch(batch, &mut plain);
+    }
+    let (base, end, n) = (records[0].offset, records[records.len() - 1].offset, plain.len());
+    let manifest = serde_json::json!({
+        "chunkIndex": {"type": "fixed", "originalChunkSize": n, "originalFileSize": n,
+                       "transformedChunkSize": n, "finalTransformedChunkSize": n},
+        "segmentIndexes": {}, "compression": false,
+        "remoteLogSegmentMetadata": {"startOffset": base, "endOffset": end,
+                                     "segmentLeaderEpochs": {epoch.to_string(): base}},
+    });
+    let partition = dir.join(format!("{topic}-AAAAAAAAAAAAAAAAAAAAAA")).join("0");
+    std::fs::create_dir_all(&partition).expect("mkdir");
+    std::fs::write(partition.join(format!("{base:020}-{id}.log")), plain).expect("write log");
+    std::fs::write(partition.join(format!("{base:020}-{id}.rsm-manifest")), manifest.to_string())
+        .expect("write manifest");
+}
+
+#[test]
+fn kip405_replay_with_remote_log_metadata_reads_only_finished_uploads_then_hands_off() {
+    use kappa_replay::layout::remote_log_metadata::{encode, uuid_string, MetadataRecord, RemoteSegment, SegmentState};
+    let tansu = Tansu::shared();
+    let all = events(1_000, 1, 31);
+    let topic = unique("likes");
+    tansu.create_topic(&topic, 1);
+    produce_likes(&tansu, &topic, &all[..400]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kappa_archive = format!("file://{}", dir.path().join("kappa-layout").display());
+    kappa_ok(&["archive", "write", "--brokers", &tansu.brokers, "--topic", &topic, "--to", &kappa_archive], &[]);
+    let records = archived_records(&kappa_archive, &topic).remove(0).1;
+    assert_eq!(records.len(), 400);
+
+    // Offsets 0..=199 and 200..=399 uploaded and finished; a second upload at 200 covering more
+    // offsets, with other records, whose copy never finished (a crashed upload): without the
+    // metadata, it would be read as the upload covering the most offsets.
+    let bucket = dir.path().join("tiered");
+    let ids: Vec<String> = (1..=3u8).map(|n| uuid_string(&[n; 16])).collect();
+    kip405_upload(&bucket, &topic, &ids[0], &records[..200], 0);
+    kip405_upload(&bucket, &topic, &ids[1], &records[200..], 0);
+    let other: Vec<kappa_engine::Record> = kappa_examples::generator::like_records(&events(300, 1, 99))
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| kappa_engine::Record {
+            offset: 200 + i as i64,
+            timestamp: Some(r.timestamp),
+            key: Some(r.key.into()),
+            value: Some(r.value.into()),
+        })
+        .collect();
+    kip405_upload(&bucket, &topic, &ids[2], &other, 0);
+
+    let metadata_topic = "__remote_log_metadata";
+    tansu.create_topic(metadata_topic, 1);
+    let mut events_out = Vec::new();
+    for (n, (start, end)) in [(0, 199), (200, 399), (200, 499)].into_iter().enumerate() {
+        let id = [n as u8 + 1; 16];
+        let segment = RemoteSegment {
+            start_offset: start,
+            end_offset: end,
+            leader_epochs: [(0, start)].into(),
+            state: SegmentState::CopyStarted,
+        };
+        events_out.push(encode(&MetadataRecord::Segment { topic: topic.clone(), partition: 0, id, segment }));
+        if n < 2 {
+            let state = SegmentState::CopyFinished;
+            events_out.push(encode(&MetadataRecord::Update { topic: topic.clone(), partition: 0, id, state }));
+        }
+    }
+    let outgoing = events_out
+        .into_iter()
+        .map(|value| OutgoingRecord { partition: 0, key: vec![], value, timestamp: 0 })
+        .collect::<Vec<_>>();
+    produce(&tansu.brokers, metadata_topic, outgoing, &|_| ()).expect("produce the metadata");
+    produce_likes(&tansu, &topic, &all[400..]);
+
+    let url = format!("file://{}", bucket.display());
+    let flags = ["--layout", "kip405", "--remote-log-metadata", &tansu.brokers];
+    let inspect = kappa_ok(&[&["archive", "inspect", &url, "--topic", &topic][..], &flags].concat(), &[]);
+    let listing = String::from_utf8_lossy(&inspect.stdout);
+    assert!(
+        listing.contains(&format!("dropped upload {} at offset 200: its state is COPY_SEGMENT_STARTED", ids[2])),
+        "inspect says what the metadata dropped:\n{listing}"
+    );
+    let run = |extra: &[&str], out: &Path| {
+        let args = [
+            &["replay", "--pipeline", "like-counts", "--topic", &topic, "--archive", &url][..],
+            extra,
+            &["--then-live", "--brokers", &tansu.brokers, "--exit-when-idle", "3s"],
+            &["--output", out.to_str().expect("utf-8 path")],
+        ]
+        .concat();
+        kappa_ok(&args, &[]);
+    };
+    let out = dir.path().join("with-metadata.jsonl");
+    run(&flags, &out);
+    assert_eq!(summed_output(&out), reference(&all), "finished uploads, then live from offset 400");
+    let without = dir.path().join("without.jsonl");
+    run(&["--layout", "kip405"], &without);
+    assert_ne!(summed_output(&without), reference(&all), "without the metadata the unfinished upload is read");
+}

@@ -46,6 +46,7 @@ use object_store::path::Path;
 use object_store::ObjectMeta;
 use serde::Deserialize;
 
+use super::remote_log_metadata::{Lineage, RemoteLogMetadata, SegmentState};
 use super::{ArchiveLayout, Hole, Listing, MustReach, SegmentRef, Transform};
 use crate::archive::Archive;
 use crate::error::{Error, Result};
@@ -63,8 +64,14 @@ const MAX_SEGMENT: u32 = i32::MAX as u32;
 const CONCURRENT_MANIFESTS: usize = 8;
 
 /// See the module documentation.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Kip405Layout;
+#[derive(Clone, Debug, Default)]
+pub struct Kip405Layout {
+    /// The broker's remote log metadata (`--remote-log-metadata`): when given, only uploads whose
+    /// latest state is COPY_SEGMENT_FINISHED are read. Without it, every upload with a manifest is
+    /// a candidate. Either way, uploads off the leader-epoch lineage are dropped (see
+    /// [`Kip405Layout::validate`]).
+    pub metadata: Option<Arc<RemoteLogMetadata>>,
+}
 
 /// The parts of `.rsm-manifest` replay needs.
 #[derive(Clone, Debug, Deserialize)]
@@ -89,14 +96,17 @@ pub struct Manifest {
     end_offset_at: u64,
 }
 
-/// The offsets of `remoteLogSegmentMetadata`.
-#[derive(Clone, Copy, Debug, Deserialize)]
+/// The offsets (and leader epochs) of `remoteLogSegmentMetadata`.
+#[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SegmentMetadata {
     /// The segment's first offset.
     pub start_offset: i64,
     /// The segment's last offset (inclusive): the next segment's base offset − 1.
     pub end_offset: i64,
+    /// Leader epoch → its first offset in the segment.
+    #[serde(default)]
+    pub segment_leader_epochs: BTreeMap<i32, i64>,
 }
 
 /// `segmentIndexes`: where each of the segment's indexes lies in the `.indexes` object. Only the
@@ -106,6 +116,9 @@ pub struct SegmentIndexes {
     /// The offset index (`.index`).
     #[serde(default)]
     pub offset: Option<IndexRange>,
+    /// The leader-epoch checkpoint (the partition's lineage up to the segment's end).
+    #[serde(default, rename = "leaderEpoch")]
+    pub leader_epoch: Option<IndexRange>,
 }
 
 /// One index's place in the `.indexes` object.
@@ -357,7 +370,7 @@ impl Manifest {
     /// The offset after the segment's last, where the manifest says (checked against the segment's
     /// base offset `base`, from its key).
     pub fn next_offset(&self, object: &str, base: Offset) -> Result<Option<Offset>> {
-        let Some(SegmentMetadata { start_offset, end_offset }) = self.remote_log_segment_metadata else {
+        let Some(SegmentMetadata { start_offset, end_offset, .. }) = self.remote_log_segment_metadata.clone() else {
             return Ok(None);
         };
         if start_offset != base {
@@ -592,8 +605,10 @@ struct Upload {
     manifest: Manifest,
     indexes: Option<ObjectMeta>,
     chunks: Arc<Chunks>,
-    /// The offset after the segment's last, where the manifest says.
+    /// The offset after the segment's last, where the manifest (or the remote log metadata) says.
     next: Option<Offset>,
+    /// Leader epoch → its first offset in the segment, where the manifest (or the metadata) says.
+    epochs: BTreeMap<i32, Offset>,
 }
 
 /// `key` with its `.log` suffix replaced by `suffix`.
@@ -626,7 +641,9 @@ async fn read_upload(
     let chunks = Arc::new(manifest.chunks(manifest_key.as_ref(), log.size)?);
     let next = manifest.next_offset(manifest_key.as_ref(), base)?;
     let indexes = objects.get(sibling(&log.location, ".indexes")?.as_ref()).cloned();
-    Ok(Some(Upload { base, id, log, manifest_key, manifest, indexes, chunks, next }))
+    let epochs =
+        manifest.remote_log_segment_metadata.as_ref().map(|m| m.segment_leader_epochs.clone()).unwrap_or_default();
+    Ok(Some(Upload { base, id, log, manifest_key, manifest, indexes, chunks, next, epochs }))
 }
 
 /// The offset after the last segment's last batch, when its manifest does not say (plugin versions
@@ -667,6 +684,121 @@ async fn tail_end(archive: &Archive, upload: &Upload) -> Result<Offset> {
     })
 }
 
+impl Kip405Layout {
+    /// Drops the uploads Kafka does not consider valid and says, in the returned notes, which rule
+    /// decided and what it dropped.
+    ///
+    /// With the remote log metadata, an upload is a candidate only if its segment's latest state
+    /// is COPY_SEGMENT_FINISHED (and its partition's remote log is not being deleted); its leader
+    /// epochs and end offset are then the metadata's. Then, with or without metadata, every
+    /// candidate must lie on the partition's leader-epoch lineage: the leader-epoch checkpoint
+    /// uploaded with the newest candidate (highest leader epoch, then end offset) when its
+    /// `.indexes` holds one, else the candidates' own epochs, newest first. An upload by a leader
+    /// whose log was truncated afterwards (its records of an epoch run past the next epoch's start)
+    /// is dropped. Without metadata the newest upload is trusted: a divergent upload no later
+    /// leader has superseded cannot be told apart.
+    async fn validate(
+        &self,
+        archive: &Archive,
+        topic: &str,
+        partition: i32,
+        uploads: Vec<Upload>,
+    ) -> Result<(Vec<Upload>, Vec<String>)> {
+        let mut notes = Vec::new();
+        let mut dropped = Vec::new();
+        let mut kept = Vec::with_capacity(uploads.len());
+        let rule = match &self.metadata {
+            Some(metadata) => {
+                let listed = metadata.partition(topic, partition);
+                let deleted = metadata.deleted.contains_key(&(topic.to_string(), partition));
+                for mut upload in uploads {
+                    let why = match listed.and_then(|l| l.get(&upload.id)) {
+                        _ if deleted => Some("the partition's remote log is being deleted".to_string()),
+                        None => Some("not in the remote log metadata".to_string()),
+                        Some(segment) if segment.state != SegmentState::CopyFinished => {
+                            Some(format!("its state is {}", segment.state.name()))
+                        }
+                        Some(segment) => {
+                            upload.epochs = segment.leader_epochs.clone();
+                            upload.next = upload.next.or(segment.end_offset.checked_add(1));
+                            None
+                        }
+                    };
+                    match why {
+                        Some(why) => {
+                            dropped.push(format!("dropped upload {} at offset {}: {why}", upload.id, upload.base))
+                        }
+                        None => kept.push(upload),
+                    }
+                }
+                "validity: remote log metadata (COPY_SEGMENT_FINISHED) and the leader-epoch lineage"
+            }
+            None => {
+                kept = uploads;
+                "validity: the leader-epoch lineage of the newest upload (no remote log metadata given)"
+            }
+        };
+        notes.push(rule.to_string());
+        let newest = kept
+            .iter()
+            .filter(|u| !u.epochs.is_empty())
+            .max_by_key(|u| (u.epochs.keys().next_back().copied(), u.next, std::cmp::Reverse(u.id.clone())));
+        let Some(newest) = newest else {
+            notes.push("no upload records its leader epochs: none can be checked".into());
+            notes.extend(dropped);
+            return Ok((kept, notes));
+        };
+        let checkpoint = match (newest.manifest.segment_indexes.and_then(|s| s.leader_epoch), &newest.indexes) {
+            (Some(range), Some(indexes)) if range.size > 0 => {
+                let bytes = range.bytes_in(newest.manifest_key.as_ref(), indexes.size)?;
+                let text = archive.fetch_range(&indexes.location, bytes).await?;
+                Some(Lineage::parse_checkpoint(indexes.location.as_ref(), &text)?)
+            }
+            _ => None,
+        };
+        let lineage = match checkpoint {
+            Some(lineage) => {
+                notes.push(format!("lineage from the leader-epoch checkpoint of upload {}", newest.id));
+                lineage
+            }
+            None => {
+                // The newest upload's epochs, then older epochs from older uploads; each epoch
+                // starting at the least start any upload gives it (a segment may begin mid-epoch).
+                let mut order: Vec<&Upload> = kept.iter().filter(|u| !u.epochs.is_empty()).collect();
+                order.sort_by_key(|u| std::cmp::Reverse((u.epochs.keys().next_back().copied(), u.next)));
+                let mut lineage: BTreeMap<i32, Offset> = BTreeMap::new();
+                for upload in order {
+                    let least = lineage.keys().next().copied();
+                    for (&epoch, &start) in &upload.epochs {
+                        if least.is_none_or(|least| epoch < least) {
+                            lineage.insert(epoch, start);
+                        } else if let Some(known) = lineage.get_mut(&epoch) {
+                            *known = (*known).min(start);
+                        }
+                    }
+                }
+                notes.push(format!("lineage from the uploads' leader epochs, newest upload {}", newest.id));
+                Lineage(lineage)
+            }
+        };
+        kept.retain(|upload| {
+            let Some(last) = upload.next.and_then(|n| n.checked_sub(1)) else { return true };
+            match lineage.diverges(&upload.epochs, last) {
+                Some(why) => {
+                    dropped.push(format!(
+                        "dropped upload {} at offset {}: off the leader-epoch lineage ({why})",
+                        upload.id, upload.base
+                    ));
+                    false
+                }
+                None => true,
+            }
+        });
+        notes.extend(dropped);
+        Ok((kept, notes))
+    }
+}
+
 impl ArchiveLayout for Kip405Layout {
     fn name(&self) -> &'static str {
         "kip405"
@@ -703,15 +835,17 @@ impl ArchiveLayout for Kip405Layout {
                 .buffered(CONCURRENT_MANIFESTS)
                 .try_collect()
                 .await?;
-            let mut by_base: BTreeMap<Offset, Vec<Upload>> = BTreeMap::new();
-            for upload in uploads.into_iter().flatten() {
-                by_base.entry(upload.base).or_default().push(upload);
-            }
-            if let Some(unfinished) = bases.iter().find(|b| !by_base.contains_key(b)) {
+            let uploads: Vec<Upload> = uploads.into_iter().flatten().collect();
+            if let Some(unfinished) = bases.iter().find(|b| !uploads.iter().any(|u| u.base == **b)) {
                 return Err(Error::Inconsistent {
                     object: dir.to_string(),
                     reason: format!("no upload of the segment at offset {unfinished} has a manifest: none finished"),
                 });
+            }
+            let (uploads, mut validity) = self.validate(archive, topic, partition, uploads).await?;
+            let mut by_base: BTreeMap<Offset, Vec<Upload>> = BTreeMap::new();
+            for upload in uploads {
+                by_base.entry(upload.base).or_default().push(upload);
             }
             let mut chosen = Vec::with_capacity(by_base.len());
             for (base, mut candidates) in by_base {
@@ -723,8 +857,14 @@ impl ArchiveLayout for Kip405Layout {
                 });
                 let others = candidates.len() - 1;
                 let Some(upload) = candidates.into_iter().next() else { continue };
-                let note = (others > 0)
+                let mut note = (others > 0)
                     .then(|| format!("offset {base}: {} uploads, reading segment {}", others + 1, upload.id));
+                if chosen.is_empty() {
+                    // What decided validity is said once per partition, with the first segment.
+                    validity.extend(note);
+                    note = Some(validity.join("; "));
+                    validity = Vec::new();
+                }
                 chosen.push((upload, note));
             }
             let mut segments = Vec::with_capacity(chosen.len());
@@ -922,7 +1062,7 @@ mod tests {
 
     fn kip405_archive(name: &str) -> (Archive, Path, Path) {
         let archive = Archive::open(&format!("memory://{name}")).expect("opens");
-        let archive = Archive { layout: Arc::new(Kip405Layout), ..archive };
+        let archive = Archive { layout: Arc::new(Kip405Layout::default()), ..archive };
         let (victim, missing) = write_kip405(&archive);
         (archive, victim, missing)
     }
@@ -930,7 +1070,8 @@ mod tests {
     #[test]
     fn kip405_layout_conforms_and_picks_one_of_several_uploads() {
         let (archive, victim, missing) = kip405_archive("conformance-kip405");
-        let segments = crate::archive::runtime().block_on(Kip405Layout.segments(&archive, "t", 2)).expect("lists");
+        let segments =
+            crate::archive::runtime().block_on(Kip405Layout::default().segments(&archive, "t", 2)).expect("lists");
         assert!(segments[0].note.as_deref().is_some_and(|n| n.contains("2 uploads, reading segment 5f1d")));
         let detected = Archive::open_layout("memory://conformance-kip405", None, None).expect("opens");
         assert_eq!(detected.layout.name(), "kip405");
@@ -946,7 +1087,8 @@ mod tests {
         // Where manifests give end offsets, listing reads no segment: garbage in place of the
         // last segments of partitions 0 and 1 (same sizes) changes nothing.
         for p in [0, 1] {
-            let segments = crate::archive::runtime().block_on(Kip405Layout.segments(&archive, "t", p)).expect("lists");
+            let segments =
+                crate::archive::runtime().block_on(Kip405Layout::default().segments(&archive, "t", p)).expect("lists");
             let last = segments.last().expect("segments");
             put(&archive, &last.key, vec![0x5a; last.size as usize]);
         }
@@ -961,7 +1103,7 @@ mod tests {
     #[test]
     fn a_last_segment_without_metadata_is_read_from_its_tail_only() {
         let archive = Archive::open("memory://kip405-tail").expect("opens");
-        let archive = Archive { layout: Arc::new(Kip405Layout), ..archive };
+        let archive = Archive { layout: Arc::new(Kip405Layout::default()), ..archive };
         let dir = "t-AAAAAAAAAAAAAAAAAAAAAA/0";
         let records: Vec<kappa_engine::Record> = history()[0].1.clone();
         let base = records[0].offset;
@@ -994,21 +1136,25 @@ mod tests {
             serde_json::to_vec(&manifest).expect("json"),
         );
         put(&archive, &archive.key(&format!("{dir}/{base:020}-a.indexes")), index);
-        let segments = crate::archive::runtime().block_on(Kip405Layout.segments(&archive, "t", 0)).expect("lists");
+        let segments =
+            crate::archive::runtime().block_on(Kip405Layout::default().segments(&archive, "t", 0)).expect("lists");
         assert_eq!(segments[0].next_offset, records[records.len() - 1].offset + 1);
-        assert_eq!(segments[0].note, None);
+        let note = segments[0].note.as_deref().expect("the validity rule is stated");
+        assert!(note.starts_with("validity:") && !note.contains("cannot be read"), "{note}");
         // Without the offset index the whole segment is walked, and its damage noted.
         crate::archive::runtime()
             .block_on(archive.store.delete(&archive.key(&format!("{dir}/{base:020}-a.indexes"))))
             .expect("delete");
-        let segments = crate::archive::runtime().block_on(Kip405Layout.segments(&archive, "t", 0)).expect("lists");
+        let segments =
+            crate::archive::runtime().block_on(Kip405Layout::default().segments(&archive, "t", 0)).expect("lists");
         assert!(segments[0].note.as_deref().is_some_and(|n| n.contains("end cannot be read")), "{:?}", segments[0]);
     }
 
     #[test]
     fn a_missing_segment_without_manifest_metadata_fails_replay_when_the_one_before_is_read() {
         let (archive, ..) = kip405_archive("kip405-hole-no-metadata");
-        let segments = crate::archive::runtime().block_on(Kip405Layout.segments(&archive, "t", 2)).expect("lists");
+        let segments =
+            crate::archive::runtime().block_on(Kip405Layout::default().segments(&archive, "t", 2)).expect("lists");
         let gone = segments[2].clone();
         crate::archive::runtime().block_on(archive.store.delete(&gone.key)).expect("delete");
         // The listing cannot see it (no end offsets), so opening succeeds; reading the segment
@@ -1097,14 +1243,16 @@ mod tests {
     #[test]
     fn a_last_segment_keyed_at_i64_max_lists_with_a_named_error() {
         let archive = Archive::open("memory://kip405-i64-max").expect("opens");
-        let archive = Archive { layout: Arc::new(Kip405Layout), ..archive };
+        let archive = Archive { layout: Arc::new(Kip405Layout::default()), ..archive };
         let dir = "t-AAAAAAAAAAAAAAAAAAAAAA/0";
         let base = i64::MAX;
         put(&archive, &archive.key(&format!("{dir}/{base:020}-x.log")), b"not batches".to_vec());
         let json = r#"{"chunkIndex":{"type":"fixed","originalChunkSize":100,"originalFileSize":11,
             "transformedChunkSize":11,"finalTransformedChunkSize":11},"compression":false}"#;
         put(&archive, &archive.key(&format!("{dir}/{base:020}-x.rsm-manifest")), json.as_bytes().to_vec());
-        let err = crate::archive::runtime().block_on(Kip405Layout.segments(&archive, "t", 0)).expect_err("refused");
+        let err = crate::archive::runtime()
+            .block_on(Kip405Layout::default().segments(&archive, "t", 0))
+            .expect_err("refused");
         assert!(matches!(&err, Error::InvalidKey { object, .. } if object.contains("09223372036854775807")), "{err}");
     }
 
@@ -1171,5 +1319,146 @@ mod tests {
                 prop_assert!(chunks.untransform("m.log", &bytes).is_err() || chunks.original_file_size() == 0);
             }
         }
+    }
+
+    /// One uncompressed upload of records `range` (values `{tag}{offset}`) with leader `epochs`.
+    fn upload(
+        archive: &Archive,
+        id: u8,
+        range: std::ops::RangeInclusive<i64>,
+        tag: &str,
+        epochs: &[(i32, i64)],
+    ) -> String {
+        use crate::layout::remote_log_metadata::uuid_string;
+        let records: Vec<kappa_engine::Record> = range
+            .clone()
+            .map(|o| kappa_engine::Record {
+                offset: o,
+                timestamp: Some(o),
+                key: None,
+                value: Some(Bytes::from(format!("{tag}{o}"))),
+            })
+            .collect();
+        let mut plain = Vec::new();
+        for batch in records.chunks(4) {
+            encode_batch_with(batch, Codec::None, &mut plain);
+        }
+        let id = uuid_string(&[id; 16]);
+        let (base, n) = (*range.start(), plain.len());
+        let epochs: serde_json::Map<String, serde_json::Value> =
+            epochs.iter().map(|(e, o)| (e.to_string(), (*o).into())).collect();
+        let manifest = serde_json::json!({
+            "chunkIndex": {"type": "fixed", "originalChunkSize": n, "originalFileSize": n,
+                           "transformedChunkSize": n, "finalTransformedChunkSize": n},
+            "segmentIndexes": {}, "compression": false,
+            "remoteLogSegmentMetadata": {"startOffset": base, "endOffset": range.end(), "segmentLeaderEpochs": epochs},
+        });
+        let dir = "t-AAAAAAAAAAAAAAAAAAAAAA/0";
+        put(archive, &archive.key(&format!("{dir}/{base:020}-{id}.log")), plain);
+        put(
+            archive,
+            &archive.key(&format!("{dir}/{base:020}-{id}.rsm-manifest")),
+            serde_json::to_vec(&manifest).expect("json"),
+        );
+        id
+    }
+
+    /// Offsets 0..=49 uploaded by three leaders: epoch 0 (0..=9), then a leader of epoch 1 that
+    /// uploaded 10..=29 (`stale`) but was truncated at 20 when the leader of epoch 2 took over,
+    /// which uploaded 10..=19 and 20..=39 again, and 40..=49 (an upload the metadata may call
+    /// unfinished). Returns the archive and the ids (0..=4: A, stale B, C1, C2, D).
+    fn diverged(name: &str, metadata: Option<RemoteLogMetadata>) -> (Archive, Vec<String>) {
+        let archive = Archive::open(&format!("memory://{name}")).expect("opens");
+        let layout = Kip405Layout { metadata: metadata.map(Arc::new) };
+        let archive = Archive { layout: Arc::new(layout), ..archive };
+        let ids = vec![
+            upload(&archive, 1, 0..=9, "a", &[(0, 0)]),
+            upload(&archive, 2, 10..=29, "stale", &[(1, 10)]),
+            upload(&archive, 3, 10..=19, "c", &[(1, 10)]),
+            upload(&archive, 4, 20..=39, "c", &[(2, 20)]),
+            upload(&archive, 5, 40..=49, "d", &[(2, 40)]),
+        ];
+        (archive, ids)
+    }
+
+    fn read_all(archive: &Archive) -> (Vec<kappa_engine::Record>, Vec<String>) {
+        let segments = crate::archive::runtime().block_on(archive.layout.segments(archive, "t", 0)).expect("lists");
+        let mut records = Vec::new();
+        for segment in &segments {
+            let bytes = crate::archive::runtime().block_on(archive.fetch(&segment.key)).expect("fetch");
+            records.extend(crate::source::decode_checked_summary(segment, &bytes, 0).expect("decodes").0);
+        }
+        (records, segments.iter().filter_map(|s| s.note.clone()).collect())
+    }
+
+    #[test]
+    fn an_upload_off_the_leader_epoch_lineage_is_dropped_and_inspect_says_why() {
+        let (archive, ids) = diverged("kip405-lineage", None);
+        let (records, notes) = read_all(&archive);
+        assert_eq!(records.iter().map(|r| r.offset).collect::<Vec<_>>(), (0..50).collect::<Vec<_>>());
+        assert!(
+            records.iter().all(|r| !r.value.as_ref().expect("value").starts_with(b"stale")),
+            "the truncated leader's records are not read"
+        );
+        let notes = notes.join("; ");
+        assert!(notes.contains("no remote log metadata given"), "{notes}");
+        assert!(
+            notes.contains(&format!("dropped upload {} at offset 10: off the leader-epoch lineage", ids[1])),
+            "{notes}"
+        );
+        let summary = crate::inspect::summarize(&archive, "t").expect("summarizes");
+        assert!(summary.partitions[&0].notes.iter().any(|n| n.contains("off the leader-epoch lineage")));
+    }
+
+    #[test]
+    fn with_remote_log_metadata_only_finished_uploads_on_the_lineage_are_read() {
+        use crate::layout::remote_log_metadata::{encode, MetadataRecord, RemoteSegment};
+        let (_, ids) = diverged("kip405-ids", None);
+        let mut metadata = RemoteLogMetadata::default();
+        let spans = [
+            (0, 9, vec![(0, 0)]),
+            (10, 29, vec![(1, 10)]),
+            (10, 19, vec![(1, 10)]),
+            (20, 39, vec![(2, 20)]),
+            (40, 49, vec![(2, 40)]),
+        ];
+        for (n, (start, end, epochs)) in spans.into_iter().enumerate() {
+            let segment = RemoteSegment {
+                start_offset: start,
+                end_offset: end,
+                leader_epochs: epochs.into_iter().collect(),
+                state: SegmentState::CopyStarted,
+            };
+            let id = [n as u8 + 1; 16];
+            let record = MetadataRecord::Segment { topic: "t".into(), partition: 0, id, segment };
+            metadata.apply("m", &encode(&record)).expect("applies");
+            // The last upload never finished.
+            if n < 4 {
+                let done =
+                    MetadataRecord::Update { topic: "t".into(), partition: 0, id, state: SegmentState::CopyFinished };
+                metadata.apply("m", &encode(&done)).expect("applies");
+            }
+        }
+        let (archive, _) = diverged("kip405-metadata", Some(metadata.clone()));
+        let (records, notes) = read_all(&archive);
+        assert_eq!(records.iter().map(|r| r.offset).collect::<Vec<_>>(), (0..40).collect::<Vec<_>>());
+        assert!(records.iter().all(|r| !r.value.as_ref().expect("value").starts_with(b"stale")));
+        let notes = notes.join("; ");
+        assert!(notes.contains("validity: remote log metadata"), "{notes}");
+        assert!(
+            notes.contains(&format!("dropped upload {} at offset 40: its state is COPY_SEGMENT_STARTED", ids[4])),
+            "{notes}"
+        );
+        assert!(
+            notes.contains(&format!("dropped upload {} at offset 10: off the leader-epoch lineage", ids[1])),
+            "{notes}"
+        );
+        // A partition whose remote log is being deleted has no valid upload.
+        metadata
+            .apply("m", &encode(&MetadataRecord::PartitionDelete { topic: "t".into(), partition: 0, state: 0 }))
+            .expect("applies");
+        let (archive, _) = diverged("kip405-deleted", Some(metadata));
+        let segments = crate::archive::runtime().block_on(archive.layout.list(&archive, "t", 0)).expect("lists");
+        assert!(segments.segments.is_empty());
     }
 }

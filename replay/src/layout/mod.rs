@@ -10,6 +10,7 @@ mod kafka_logdir;
 mod kappa;
 mod kip405;
 pub mod redpanda;
+pub mod remote_log_metadata;
 mod tansu;
 
 use futures::future::BoxFuture;
@@ -263,7 +264,7 @@ pub(crate) async fn choose(
         Some("kappa") => return Ok(std::sync::Arc::new(KappaLayout)),
         Some("tansu") => return Ok(tansu()),
         Some("kafka-logdir") => return Ok(std::sync::Arc::new(KafkaLogDirLayout)),
-        Some("kip405") => return Ok(std::sync::Arc::new(Kip405Layout)),
+        Some("kip405") => return Ok(std::sync::Arc::new(Kip405Layout::default())),
         Some("redpanda") => return Ok(std::sync::Arc::new(RedpandaLayout)),
         Some(other) => {
             return Err(Error::InvalidUrl {
@@ -291,7 +292,7 @@ pub(crate) async fn choose(
         (true, false, false, false) => Ok(std::sync::Arc::new(KappaLayout)),
         (false, true, false, false) => Ok(tansu()),
         (false, false, true, false) => Ok(std::sync::Arc::new(KafkaLogDirLayout)),
-        (false, false, false, true) => Ok(std::sync::Arc::new(Kip405Layout)),
+        (false, false, false, true) => Ok(std::sync::Arc::new(Kip405Layout::default())),
         // Empty (or not yet written): Kappa's own layout, which `archive write` creates.
         (false, false, false, false) => Ok(std::sync::Arc::new(KappaLayout)),
         _ => Err(Error::InvalidUrl {
