@@ -32,6 +32,11 @@
 //! is read (by the manifest's end offset, or where manifests do not say, the larger original
 //! segment), ties going to the smallest segment id; `inspect` lists the choice.
 //!
+//! Which uploads are valid is Kafka's to say ([`super::remote_log_metadata`]): given the broker's
+//! remote log metadata, only uploads it calls finished are read; with or without it, uploads off
+//! the partition's leader-epoch lineage are dropped ([`Kip405Layout`]'s `validate`), and the
+//! first segment's note says which rule applied and what it dropped.
+//!
 //! Caveat: this reader was written from the format's published code and tested on fixtures built
 //! here, not yet on an upload by a real broker with the plugin.
 
@@ -1379,6 +1384,33 @@ mod tests {
             upload(&archive, 5, 40..=49, "d", &[(2, 40)]),
         ];
         (archive, ids)
+    }
+
+    #[test]
+    fn the_lineage_comes_from_the_newest_uploads_leader_epoch_checkpoint_when_it_has_one() {
+        let (archive, ids) = diverged("kip405-checkpoint", None);
+        let dir = "t-AAAAAAAAAAAAAAAAAAAAAA/0";
+        let checkpoint = b"0\n3\n0 0\n1 10\n2 20\n".to_vec();
+        let manifest_key = archive.key(&format!("{dir}/{:020}-{}.rsm-manifest", 40, ids[4]));
+        let bytes = crate::archive::runtime().block_on(archive.fetch(&manifest_key)).expect("manifest");
+        let mut manifest: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+        manifest["segmentIndexes"] = serde_json::json!({"leaderEpoch": {"position": 0, "size": checkpoint.len()}});
+        put(&archive, &manifest_key, serde_json::to_vec(&manifest).expect("json"));
+        put(&archive, &archive.key(&format!("{dir}/{:020}-{}.indexes", 40, ids[4])), checkpoint);
+        let (records, notes) = read_all(&archive);
+        assert_eq!(records.len(), 50);
+        let notes = notes.join("; ");
+        assert!(notes.contains(&format!("lineage from the leader-epoch checkpoint of upload {}", ids[4])), "{notes}");
+        assert!(notes.contains(&format!("dropped upload {} at offset 10", ids[1])), "{notes}");
+        // A checkpoint in which epoch 2 begins later puts the upload at 20 off the lineage: its
+        // offsets are then a hole, which listing refuses.
+        put(
+            &archive,
+            &archive.key(&format!("{dir}/{:020}-{}.indexes", 40, ids[4])),
+            b"0\n3\n0 0\n1 10\n2 25\n".to_vec(),
+        );
+        let error = crate::archive::runtime().block_on(archive.layout.segments(&archive, "t", 0)).expect_err("a hole");
+        assert!(matches!(error, Error::ArchiveHole { expected_offset: 20, found_offset: 40, .. }), "{error}");
     }
 
     fn read_all(archive: &Archive) -> (Vec<kappa_engine::Record>, Vec<String>) {
