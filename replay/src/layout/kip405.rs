@@ -74,7 +74,7 @@ pub struct Kip405Layout {
     /// The broker's remote log metadata (`--remote-log-metadata`): when given, only uploads whose
     /// latest state is COPY_SEGMENT_FINISHED are read. Without it, every upload with a manifest is
     /// a candidate. Either way, uploads off the leader-epoch lineage are dropped (see
-    /// [`Kip405Layout::validate`]).
+    /// the module documentation).
     pub metadata: Option<Arc<RemoteLogMetadata>>,
 }
 
