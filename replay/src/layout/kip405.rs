@@ -695,7 +695,9 @@ impl Kip405Layout {
     ///
     /// With the remote log metadata, an upload is a candidate only if its segment's latest state
     /// is COPY_SEGMENT_FINISHED (and its partition's remote log is not being deleted); its leader
-    /// epochs and end offset are then the metadata's. Then, with or without metadata, every
+    /// epochs are then the metadata's, and so is its end offset where the manifest gives none (if
+    /// the metadata makes no upload of the partition valid, listing fails naming the directory).
+    /// Then, with or without metadata, every
     /// candidate must lie on the partition's leader-epoch lineage: the leader-epoch checkpoint
     /// uploaded with the newest candidate (highest leader epoch, then end offset) when its
     /// `.indexes` holds one, else the candidates' own epochs, newest first. An upload by a leader
@@ -711,6 +713,7 @@ impl Kip405Layout {
     ) -> Result<(Vec<Upload>, Vec<String>)> {
         let mut notes = Vec::new();
         let mut dropped = Vec::new();
+        let dir = uploads.first().map(|u| u.log.location.as_ref().rsplit_once('/').map_or("", |(d, _)| d).to_string());
         let mut kept = Vec::with_capacity(uploads.len());
         let rule = match &self.metadata {
             Some(metadata) => {
@@ -734,6 +737,19 @@ impl Kip405Layout {
                             dropped.push(format!("dropped upload {} at offset {}: {why}", upload.id, upload.base))
                         }
                         None => kept.push(upload),
+                    }
+                }
+                if kept.is_empty() {
+                    if let Some(dir) = dir {
+                        // Every upload dropped: say so, rather than replay nothing in silence.
+                        return Err(Error::Inconsistent {
+                            object: dir,
+                            reason: format!(
+                                "the remote log metadata makes none of its uploads valid ({}); check that \
+                                 --remote-log-metadata names this cluster's brokers",
+                                dropped.join("; ")
+                            ),
+                        });
                     }
                 }
                 "validity: remote log metadata (COPY_SEGMENT_FINISHED) and the leader-epoch lineage"
@@ -1485,12 +1501,12 @@ mod tests {
             notes.contains(&format!("dropped upload {} at offset 10: off the leader-epoch lineage", ids[1])),
             "{notes}"
         );
-        // A partition whose remote log is being deleted has no valid upload.
+        // A partition whose remote log is being deleted has no valid upload: listing says so.
         metadata
             .apply("m", &encode(&MetadataRecord::PartitionDelete { topic: "t".into(), partition: 0, state: 0 }))
             .expect("applies");
         let (archive, _) = diverged("kip405-deleted", Some(metadata));
-        let segments = crate::archive::runtime().block_on(archive.layout.list(&archive, "t", 0)).expect("lists");
-        assert!(segments.segments.is_empty());
+        let error = crate::archive::runtime().block_on(archive.layout.list(&archive, "t", 0)).expect_err("refused");
+        assert!(error.to_string().contains("being deleted") && error.to_string().contains("t-AAAA"), "{error}");
     }
 }

@@ -432,7 +432,9 @@ impl RedpandaSegment {
                     corrupt(pos + 8, format!("raft offset {raft} less the {delta} translated offsets is negative"))
                 })?;
                 if aborted {
-                    let last = kafka + i64::from(last_delta);
+                    let last = kafka.checked_add(i64::from(last_delta)).ok_or_else(|| {
+                        corrupt(pos + 23, format!("batch at Kafka offset {kafka} runs past the largest offset"))
+                    })?;
                     done.aborted.push(AbortedTxn { producer_id, first: kafka, last });
                 }
                 out.extend_from_slice(&kafka.to_be_bytes());
@@ -688,7 +690,7 @@ impl ArchiveLayout for RedpandaLayout {
                         partition,
                         expected_offset: base,
                         found_offset: next,
-                        object: format!("{}{prefix}…", manifest_key),
+                        object: format!("{dir}/{prefix}…"),
                     });
                     continue;
                 };
@@ -756,7 +758,13 @@ impl ArchiveLayout for RedpandaLayout {
                     )?),
                     (None, None) => None,
                 };
-                if m.committed_offset < m.base_offset || m.size_bytes < 0 || next.is_some_and(|n| n < base) {
+                let deltas_bad = m.delta_offset.is_some_and(|d| d < 0)
+                    || m.delta_offset_end.is_some_and(|end| end < m.delta_offset.unwrap_or(0));
+                if m.committed_offset < m.base_offset
+                    || m.size_bytes < 0
+                    || deltas_bad
+                    || next.is_some_and(|n| n < base)
+                {
                     return Err(Error::CorruptMetadata {
                         object: e.manifest.clone(),
                         byte_offset: 0,
@@ -773,6 +781,24 @@ impl ArchiveLayout for RedpandaLayout {
                             reason: format!(
                                 "segment entries at raft offsets {}..={} and {} overlap",
                                 m.base_offset, m.committed_offset, following.meta.base_offset
+                            ),
+                        });
+                    }
+                    // Raft-contiguous neighbours meet in Kafka offsets too: one's translated
+                    // offsets at its end are the next one's at its start.
+                    let contiguous = i128::from(m.committed_offset) + 1 == i128::from(following.meta.base_offset);
+                    if contiguous
+                        && m.delta_offset_end.is_some()
+                        && following.meta.delta_offset.unwrap_or(0) != m.delta_offset_end.unwrap_or(0)
+                    {
+                        return Err(Error::Inconsistent {
+                            object: e.manifest.clone(),
+                            reason: format!(
+                                "the segment entry at raft offset {} ends with {} translated offsets, the next one \
+                                 starts with {}",
+                                m.base_offset,
+                                m.delta_offset_end.unwrap_or(0),
+                                following.meta.delta_offset.unwrap_or(0)
                             ),
                         });
                     }
@@ -793,7 +819,7 @@ impl ArchiveLayout for RedpandaLayout {
                     pending_hole = Some(expected.unwrap_or(base));
                     continue;
                 };
-                if let Some(expected) = expected {
+                if let Some(expected) = expected.filter(|&expected| expected < base) {
                     holes.push(Hole {
                         topic: topic.to_string(),
                         partition,
@@ -810,7 +836,7 @@ impl ArchiveLayout for RedpandaLayout {
                     delta_offset: m.delta_offset.unwrap_or(0),
                     delta_offset_end: m.delta_offset_end,
                     compacted: m.is_compacted,
-                    aborted: if m.is_compacted { Vec::new() } else { found.tx.map(|t| t.ranges).unwrap_or_default() },
+                    aborted: found.tx.map(|t| t.ranges).unwrap_or_default(),
                 };
                 let next = match next {
                     Some(next) => next,
@@ -850,8 +876,19 @@ impl ArchiveLayout for RedpandaLayout {
                     note: if segments.is_empty() { note.take() } else { None },
                 });
             }
-            // A missing last segment shortens the archive: live continues from where it ends,
-            // and the handoff's check refuses offsets the broker no longer has.
+            // A missing last segment: its offsets are in no object. Replay refuses it like any
+            // other hole (`verify` lists it), naming the missing object itself.
+            if let (Some(expected), Some(last)) = (pending_hole, entries.len().checked_sub(1)) {
+                if let Some(next) = ranges[last].1.filter(|&next| expected < next) {
+                    holes.push(Hole {
+                        topic: topic.to_string(),
+                        partition,
+                        expected_offset: expected,
+                        found_offset: next,
+                        object: keys[last].to_string(),
+                    });
+                }
+            }
             Ok(Listing { segments, holes })
         }
         .boxed()
@@ -1205,6 +1242,22 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_last_segment_is_a_hole_naming_it() {
+        let (archive, expected, ..) = redpanda_archive("redpanda-last");
+        let segments = runtime().block_on(RedpandaLayout.segments(&archive, "t", 2)).expect("lists");
+        let last = segments.last().expect("segments").clone();
+        runtime().block_on(archive.store.delete(&last.key)).expect("delete");
+        let error = runtime().block_on(RedpandaLayout.segments(&archive, "t", 2)).expect_err("a hole");
+        let end = expected[2].1.last().expect("records").offset + 1;
+        match error {
+            Error::ArchiveHole { expected_offset, found_offset, object, .. } => {
+                assert_eq!((expected_offset, found_offset, object), (last.base_offset, end, last.key.to_string()));
+            }
+            other => panic!("expected a hole, got {other}"),
+        }
+    }
+
+    #[test]
     fn keys_follow_the_hash_scheme() {
         assert_eq!(xxh32(""), 0x02cc_5d05, "xxhash32 with seed 0");
         let manifest = partition_manifest_key("t", 0, 17);
@@ -1249,13 +1302,21 @@ mod tests {
         let bytes = runtime().block_on(archive.fetch(&key)).expect("manifest");
         let mut manifest = PartitionManifest::parse("m", &bytes).expect("parses");
         let Segments::Map(map) = &mut manifest.segments else { panic!("a map") };
-        // One more translated offset than the segment holds: the segment's bytes disagree.
-        let first = map.values_mut().next().expect("a segment");
-        first.delta_offset_end = first.delta_offset_end.map(|d| d + 1);
+        // One more translated offset than the last segment holds: its bytes disagree (a segment
+        // with a neighbour after it would disagree with that neighbour, refused at listing).
+        let last = map.values_mut().max_by_key(|m| m.base_offset).expect("a segment");
+        last.delta_offset_end = last.delta_offset_end.map(|d| d + 1);
         runtime().block_on(archive.store.put(&key, serde_json::to_vec(&manifest).expect("json").into())).expect("put");
         let summary = crate::inspect::summarize(&archive, "t").expect("summarizes");
         let damaged = summary.damaged();
         assert!(damaged.iter().any(|(_, why)| why.contains("the partition manifest says")), "{damaged:?}");
+        // The same disagreement on a middle segment is a disagreement between neighbours.
+        let Segments::Map(map) = &mut manifest.segments else { panic!("a map") };
+        let first = map.values_mut().min_by_key(|m| m.base_offset).expect("a segment");
+        first.delta_offset_end = first.delta_offset_end.map(|d| d + 1);
+        runtime().block_on(archive.store.put(&key, serde_json::to_vec(&manifest).expect("json").into())).expect("put");
+        let error = runtime().block_on(RedpandaLayout.list(&archive, "t", 2)).expect_err("refused");
+        assert!(matches!(&error, Error::Inconsistent { object, .. } if object == key.as_ref()), "{error}");
     }
 
     fn segment_bytes() -> (RedpandaSegment, Vec<u8>) {

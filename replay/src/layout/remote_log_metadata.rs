@@ -487,7 +487,8 @@ impl Lineage {
             }
             // Where this epoch's records end in the segment, and where the lineage's epoch ends.
             let ends = list.get(i + 1).map_or(end_offset, |&(_, next)| next.saturating_sub(1));
-            if let Some((_, &next_start)) = self.0.range(epoch + 1..).next() {
+            let later = (std::ops::Bound::Excluded(epoch), std::ops::Bound::Unbounded);
+            if let Some((_, &next_start)) = self.0.range(later).next() {
                 if ends >= next_start {
                     return Some(format!(
                         "its records of leader epoch {epoch} run to {ends}, past the lineage's next epoch at {next_start}"
@@ -542,6 +543,8 @@ mod tests {
         assert_eq!(lineage.diverges(&[(3, 100)].into(), 149), None);
         assert_eq!(lineage.diverges(&[(3, 100), (4, 150)].into(), 260), None);
         assert!(lineage.diverges(&[(5, 300)].into(), 400).is_some());
+        let top = Lineage([(i32::MAX, 0)].into());
+        assert_eq!(top.diverges(&[(i32::MAX, 5)].into(), i64::MAX), None, "the largest epoch has no next");
         assert!(lineage.diverges(&[(3, 100), (4, 160)].into(), 260).is_some());
         assert_eq!(lineage.diverges(&BTreeMap::new(), 10), None);
         for bad in [&b"1\n0\n"[..], b"0\n2\n0 0\n", b"0\nx\n", b"0\n1\n0\n"] {
