@@ -337,15 +337,20 @@ fn le_i64(b: &[u8], at: usize) -> i64 {
 /// Redpanda header `h` (whose fields from byte 21 on lie where Kafka's do).
 fn kafka_tail(h: &[u8]) -> [u8; 40] {
     let mut out = [0u8; 40];
-    // (offset, width) of attrs, last_offset_delta, first_ts, max_ts, producer_id, epoch, sequence, count.
-    let mut at = 21;
+    swap_tail(&h[21..HEADER_LEN], &mut out);
+    out
+}
+
+/// Copies the header fields from `attributes` on (`src`, 40 bytes) into `dst`, each field's bytes
+/// reversed: little-endian to big-endian and back.
+fn swap_tail(src: &[u8], dst: &mut [u8]) {
+    // Widths of attrs, last_offset_delta, first_ts, max_ts, producer_id, epoch, sequence, count.
+    let mut at = 0;
     for width in [2usize, 4, 8, 8, 8, 2, 4, 4] {
-        let dst = &mut out[at - 21..at - 21 + width];
-        dst.copy_from_slice(&h[at..at + width]);
-        dst.reverse();
+        dst[at..at + width].copy_from_slice(&src[at..at + width]);
+        dst[at..at + width].reverse();
         at += width;
     }
-    out
 }
 
 impl RedpandaSegment {
@@ -987,12 +992,7 @@ pub async fn write_fixture(archive: &Archive, topic: &str, partitions: &[Fixture
                         let mut h = [0u8; HEADER_LEN];
                         h[17..21].copy_from_slice(&bytes[17..21]);
                         h[17..21].reverse();
-                        let mut at = 21;
-                        for width in [2usize, 4, 8, 8, 8, 2, 4, 4] {
-                            h[at..at + width].copy_from_slice(&bytes[at..at + width]);
-                            h[at..at + width].reverse();
-                            at += width;
-                        }
+                        swap_tail(&bytes[21..HEADER_LEN], &mut h[21..]);
                         let (first_ts, max_ts) = (le_i64(&h, 27), le_i64(&h, 35));
                         timestamps =
                             Some(timestamps.map_or((first_ts, max_ts), |(a, b)| (a.min(first_ts), b.max(max_ts))));
