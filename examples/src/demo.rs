@@ -123,6 +123,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         exit_when_idle: Some(idle),
         read_ahead_bytes: None,
         remote_log_metadata: None,
+        allow_lossy_table: false,
     };
     let input = open_input(&spec)?;
     let replay = input.replay.clone().context("the demo replays an archive")?;
@@ -246,6 +247,7 @@ impl Staging<'_> {
             exit_when_idle: Some(Duration::from_secs(1)),
             read_ahead_bytes: None,
             remote_log_metadata: None,
+            allow_lossy_table: false,
         };
         Ok(open_input(&spec)?.source)
     }

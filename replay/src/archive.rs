@@ -42,7 +42,17 @@ impl Archive {
 
     /// Opens the archive at `url` (as [`Archive::open`]) with the layout named (`kappa`, `tansu`),
     /// or, with `None`, the layout its keys show. `cluster` picks a Tansu cluster.
+    ///
+    /// An Iceberg table may be given by one of its metadata files
+    /// (`.../table/metadata/v3.metadata.json`): the archive is the table's location, and that file
+    /// is the metadata read.
     pub fn open_layout(url: &str, layout: Option<&str>, cluster: Option<&str>) -> Result<Archive> {
+        let (url, metadata_file) = match url.rsplit_once("/metadata/") {
+            Some((table, file)) if file.ends_with(".metadata.json") && !file.contains('/') => {
+                (table, Some(format!("metadata/{file}")))
+            }
+            _ => (url, None),
+        };
         let invalid = |reason: String| Error::InvalidUrl { url: url.to_string(), reason };
         let (store, prefix): (Arc<dyn ObjectStore>, Path) = if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -68,8 +78,25 @@ impl Archive {
                 .map_err(|e| invalid(format!("cannot open directory: {e}")))?;
             (Arc::new(store), Path::default())
         };
-        let layout = runtime().block_on(crate::layout::choose(store.as_ref(), &prefix, url, layout, cluster))?;
+        let layout =
+            runtime().block_on(crate::layout::choose(store.as_ref(), &prefix, url, layout, cluster, metadata_file))?;
         Ok(Archive { url: url.to_string(), store, prefix, layout })
+    }
+
+    /// This archive, replaying an Iceberg table that may have lost records (deleted or upserted
+    /// rows, dropped invalid records) with a warning instead of refusing it. An error for any
+    /// other layout.
+    pub fn allowing_lossy_tables(self) -> Result<Archive> {
+        if let Some(layout) = self.layout.allowing_lossy() {
+            return Ok(Archive { layout, ..self });
+        }
+        Err(Error::InvalidUrl {
+            url: self.url.clone(),
+            reason: format!(
+                "--allow-lossy-table applies to Iceberg tables only; this archive has layout `{}`",
+                self.layout.name()
+            ),
+        })
     }
 
     /// The whole object `key`.

@@ -72,6 +72,18 @@ pub enum Error {
         /// The object that starts at `found_offset`.
         object: String,
     },
+    /// An Iceberg topic's table may have lost records (deleted or upserted rows, dropped invalid
+    /// records): replaying it would not be the topic's history.
+    #[error(
+        "the Iceberg table `{object}` may not hold every record of the topic: {reasons}; replay it as it is with \
+         --allow-lossy-table (a warning, and `inspect` says so), or write the topic's table append-only in its raw mode"
+    )]
+    LossyTable {
+        /// The table's metadata file.
+        object: String,
+        /// What may have lost records.
+        reasons: String,
+    },
     /// The object store failed (after its own retries).
     #[error("object store request for `{object}` failed; check the archive URL and credentials")]
     ObjectStore {

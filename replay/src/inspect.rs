@@ -100,7 +100,7 @@ pub fn summarize(archive: &Archive, topic: &str) -> Result<TopicSummary> {
                 summary.notes.extend(segment.note.clone());
                 let first = summary.offsets.map_or(segment.base_offset, |(f, _)| f);
                 summary.offsets = Some((first, segment.next_offset));
-                let bytes = archive.fetch(&segment.key).await?;
+                let bytes = crate::layout::fetch_segment(archive.store.as_ref(), segment).await?;
                 let checked = match decode_checked_summary(segment, &bytes, Offset::MIN) {
                     Err(hole @ Error::ArchiveHole { .. }) => {
                         // Only the bytes showed the hole: list it, and still read the segment.

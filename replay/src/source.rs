@@ -11,9 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::{StreamExt, TryFutureExt};
+use futures::StreamExt;
 use kappa_engine::{BoxError, Offset, PartitionId, PartitionedSource, Poll, Record, SourceFactory};
-use object_store::ObjectStoreExt;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::archive::{runtime, Archive};
@@ -194,10 +193,8 @@ async fn replay_partition(
         .map(|(segment, permit)| {
             let store = store.clone();
             async move {
-                let bytes = store.get(&segment.key).and_then(|r| r.bytes()).await;
-                bytes
-                    .map(|b| (segment.clone(), b, permit))
-                    .map_err(|source| Error::ObjectStore { object: segment.key.to_string(), source })
+                let bytes = crate::layout::fetch_segment(store.as_ref(), &segment).await;
+                bytes.map(|b| (segment.clone(), b, permit))
             }
         })
         .buffered(READ_AHEAD);

@@ -86,6 +86,10 @@ struct LayoutArgs {
     /// `inspect` says which rule applied and what it dropped.
     #[arg(long, value_name = "BROKERS")]
     remote_log_metadata: Option<String>,
+    /// Iceberg tables: replay a table that may have lost records (rows deleted or upserted,
+    /// invalid records dropped) as it is, with a warning, instead of refusing it.
+    #[arg(long)]
+    allow_lossy_table: bool,
 }
 
 impl LayoutArgs {
@@ -95,6 +99,7 @@ impl LayoutArgs {
             self.layout.as_deref(),
             self.cluster.as_deref(),
             self.remote_log_metadata.as_deref(),
+            self.allow_lossy_table,
         )
     }
 }
@@ -438,6 +443,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
             exit_when_idle: args.exit_when_idle,
             read_ahead_bytes: Some(args.read_ahead_mib.max(1) << 20),
             remote_log_metadata: args.layout.remote_log_metadata.clone(),
+            allow_lossy_table: args.layout.allow_lossy_table,
         };
         open_input(&spec).with_context(|| format!("opening input `{input}` (topic `{}`)", topics[input]))
     };

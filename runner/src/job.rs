@@ -31,6 +31,9 @@ pub struct InputSpec {
     /// For a `kip405` archive: the brokers whose `__remote_log_metadata` topic says which
     /// uploads are valid.
     pub remote_log_metadata: Option<String>,
+    /// For an `iceberg` archive: replay a table that may have lost records (with a warning)
+    /// instead of refusing it.
+    pub allow_lossy_table: bool,
 }
 
 /// The topic in which Kafka records the state of every tiered segment.
@@ -44,8 +47,12 @@ pub fn open_archive(
     layout: Option<&str>,
     cluster: Option<&str>,
     remote_log_metadata: Option<&str>,
+    allow_lossy_table: bool,
 ) -> anyhow::Result<Archive> {
-    let archive = Archive::open_layout(url, layout, cluster)?;
+    let mut archive = Archive::open_layout(url, layout, cluster)?;
+    if allow_lossy_table {
+        archive = archive.allowing_lossy_tables()?;
+    }
     let Some(brokers) = remote_log_metadata else { return Ok(archive) };
     if archive.layout.name() != "kip405" {
         anyhow::bail!(
@@ -91,6 +98,7 @@ pub fn open_input(spec: &InputSpec) -> anyhow::Result<OpenedInput> {
                 spec.layout.as_deref(),
                 spec.cluster.as_deref(),
                 spec.remote_log_metadata.as_deref(),
+                spec.allow_lossy_table,
             )?;
             let mut replay = ReplaySource::open(archive, &spec.topic)?;
             if let Some(bytes) = spec.read_ahead_bytes {

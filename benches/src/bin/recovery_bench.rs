@@ -124,6 +124,7 @@ fn run_phase(phase: &Phase) -> anyhow::Result<Outcome> {
         exit_when_idle: None,
         read_ahead_bytes: None,
         remote_log_metadata: None,
+        allow_lossy_table: false,
     };
     let input = open_input(&spec)?;
     let source: Arc<dyn SourceFactory> = match phase.crash_after {

@@ -137,6 +137,7 @@ fn run_one(variant: &Variant) -> anyhow::Result<Outcome> {
         exit_when_idle: None,
         read_ahead_bytes: None,
         remote_log_metadata: None,
+        allow_lossy_table: false,
     };
     let input = open_input(&spec)?;
     let options = JobOptions { backfill_granularity_ms: variant.granularity_ms, ..JobOptions::default() };

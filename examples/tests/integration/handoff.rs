@@ -31,6 +31,7 @@ fn archive_ending_before_the_log_start_is_an_error_naming_the_missing_offsets() 
         exit_when_idle: Some(std::time::Duration::from_secs(1)),
         read_ahead_bytes: None,
         remote_log_metadata: None,
+        allow_lossy_table: false,
     };
     let error = open_input(&spec).err().expect("a gap must be refused");
     let message = format!("{error:#}");

@@ -73,6 +73,20 @@ pub(crate) fn check_layout(
     victim: &Path,
     missing: &Path,
 ) {
+    check_layout_damaging(archive, topic, expected, victim, None, missing)
+}
+
+/// As [`check_layout`], damaging `victim` at byte `damage_at` (its middle when `None`): for a
+/// format whose objects hold unchecked metadata beside checked data (Parquet's footer), where the
+/// damage must land in the checked part to be seen.
+pub(crate) fn check_layout_damaging(
+    archive: &Archive,
+    topic: &str,
+    expected: &[(i32, Vec<Record>)],
+    victim: &Path,
+    damage_at: Option<usize>,
+    missing: &Path,
+) {
     let layout = archive.layout.clone();
     let partitions = runtime().block_on(layout.partitions(archive, topic)).expect("partitions list");
     assert_eq!(partitions, expected.iter().map(|(p, _)| *p).collect::<Vec<_>>(), "{}: partitions", layout.name());
@@ -99,7 +113,7 @@ pub(crate) fn check_layout(
     // Damage: flip one byte in the middle of `victim`.
     let original = get(archive, victim);
     let mut bytes = original.to_vec();
-    let middle = bytes.len() / 2;
+    let middle = damage_at.unwrap_or(bytes.len() / 2);
     bytes[middle] ^= 0x5a;
     runtime().block_on(archive.store.put(victim, bytes.into())).expect("rewrite victim");
     let summary = summarize(archive, topic).expect("summarizes damaged");

@@ -6,6 +6,8 @@
 
 #[cfg(test)]
 pub(crate) mod conformance;
+#[cfg(feature = "iceberg")]
+pub mod iceberg;
 mod kafka_logdir;
 mod kappa;
 mod kip405;
@@ -63,6 +65,9 @@ pub enum Transform {
     /// Redpanda's batches, translated to Kafka's (offsets, headers) with their aborted
     /// transactions.
     Redpanda(std::sync::Arc<RedpandaSegment>),
+    /// One partition's rows of Iceberg data files, as Kafka batches.
+    #[cfg(feature = "iceberg")]
+    Iceberg(std::sync::Arc<iceberg::IcebergSegment>),
 }
 
 /// The check of [`Transform::MustReach`]: where a segment's batches must end.
@@ -102,6 +107,8 @@ impl Transform {
                 let translated = segment.translate(object, bytes)?;
                 Ok((translated.batches, translated.aborted))
             }
+            #[cfg(feature = "iceberg")]
+            Transform::Iceberg(segment) => Ok((segment.translate(object, bytes)?, Vec::new())),
             other => Ok((other.apply_plain(object, bytes)?, Vec::new())),
         }
     }
@@ -109,6 +116,8 @@ impl Transform {
     fn apply_plain(&self, object: &str, bytes: &bytes::Bytes) -> Result<bytes::Bytes> {
         match self {
             Transform::Redpanda(_) => Ok(self.apply_with_aborts(object, bytes)?.0),
+            #[cfg(feature = "iceberg")]
+            Transform::Iceberg(_) => Ok(self.apply_with_aborts(object, bytes)?.0),
             Transform::None => Ok(bytes.clone()),
             Transform::Chunked(chunks) => chunks.untransform(object, bytes),
             Transform::MustReach(check) => {
@@ -222,6 +231,11 @@ pub trait ArchiveLayout: Send + Sync {
     fn cannot_tell_holes(&self) -> Option<&'static str> {
         None
     }
+    /// This layout, replaying a table that may have lost records with a warning instead of
+    /// refusing it; `None` where the layout has no such tables.
+    fn allowing_lossy(&self) -> Option<std::sync::Arc<dyn ArchiveLayout>> {
+        None
+    }
     /// The partitions of `topic` the archive holds, sorted.
     fn partitions<'a>(&'a self, archive: &'a Archive, topic: &'a str) -> BoxFuture<'a, Result<Vec<i32>>>;
     /// The segments of one partition, in offset order, not overlapping, with the holes between
@@ -246,8 +260,38 @@ pub trait ArchiveLayout: Send + Sync {
     }
 }
 
-/// The layouts `--layout` accepts.
-pub const LAYOUTS: [&str; 5] = ["kappa", "tansu", "kafka-logdir", "kip405", "redpanda"];
+/// The layouts `--layout` accepts (`iceberg` only in a build with the `iceberg` feature; without
+/// it, choosing it is an error that says how to build one).
+pub const LAYOUTS: [&str; 6] = ["kappa", "tansu", "kafka-logdir", "kip405", "redpanda", "iceberg"];
+
+/// The bytes of `segment`: its object, or for a segment of several objects (an Iceberg segment
+/// whose data files' offsets interleave) all of them, framed.
+pub(crate) async fn fetch_segment(store: &dyn object_store::ObjectStore, segment: &SegmentRef) -> Result<bytes::Bytes> {
+    use object_store::ObjectStoreExt;
+    #[cfg(feature = "iceberg")]
+    if let Transform::Iceberg(iceberg) = &segment.transform {
+        return iceberg::fetch(store, iceberg).await;
+    }
+    let object = segment.key.to_string();
+    store
+        .get(&segment.key)
+        .await
+        .map_err(|source| Error::ObjectStore { object: object.clone(), source })?
+        .bytes()
+        .await
+        .map_err(|source| Error::ObjectStore { object, source })
+}
+
+/// The error for `--layout iceberg` in a build without the `iceberg` feature.
+#[cfg(not(feature = "iceberg"))]
+fn iceberg_not_built(url: &str) -> Error {
+    Error::InvalidUrl {
+        url: url.to_string(),
+        reason: "this kappa was built without Iceberg support: build it with the `iceberg` feature (cargo install \
+                 --path examples --features iceberg, or cargo run --release --features iceberg -- ...)"
+            .into(),
+    }
+}
 
 /// Picks the layout of an archive: the one named, or the one its top-level keys show.
 ///
@@ -258,14 +302,21 @@ pub(crate) async fn choose(
     url: &str,
     name: Option<&str>,
     cluster: Option<&str>,
+    metadata_file: Option<String>,
 ) -> Result<std::sync::Arc<dyn ArchiveLayout>> {
     let tansu = || std::sync::Arc::new(TansuLayout { cluster: cluster.map(String::from) });
+    #[cfg(not(feature = "iceberg"))]
+    let _ = metadata_file;
     match name {
         Some("kappa") => return Ok(std::sync::Arc::new(KappaLayout)),
         Some("tansu") => return Ok(tansu()),
         Some("kafka-logdir") => return Ok(std::sync::Arc::new(KafkaLogDirLayout)),
         Some("kip405") => return Ok(std::sync::Arc::new(Kip405Layout::default())),
         Some("redpanda") => return Ok(std::sync::Arc::new(RedpandaLayout)),
+        #[cfg(feature = "iceberg")]
+        Some("iceberg") => return Ok(std::sync::Arc::new(iceberg::IcebergLayout::new(metadata_file, false))),
+        #[cfg(not(feature = "iceberg"))]
+        Some("iceberg") => return Err(iceberg_not_built(url)),
         Some(other) => {
             return Err(Error::InvalidUrl {
                 url: url.to_string(),
@@ -287,6 +338,13 @@ pub(crate) async fn choose(
     // and cluster UUIDs (which would also pass for KIP-405 topic ids).
     if redpanda::looks_like(&tops) && !tops.contains(&"kappa") && !tops.contains(&"clusters") {
         return Ok(std::sync::Arc::new(RedpandaLayout));
+    }
+    // An Iceberg table's location has `metadata/` (and usually `data/`).
+    if tops.contains(&"metadata") && !tops.contains(&"meta") && !logdir && !kip405 {
+        #[cfg(feature = "iceberg")]
+        return Ok(std::sync::Arc::new(iceberg::IcebergLayout::new(metadata_file, false)));
+        #[cfg(not(feature = "iceberg"))]
+        return Err(iceberg_not_built(url));
     }
     match (tops.contains(&"kappa"), tops.contains(&"clusters"), logdir, kip405) {
         (true, false, false, false) => Ok(std::sync::Arc::new(KappaLayout)),

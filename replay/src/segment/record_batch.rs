@@ -32,7 +32,7 @@ const HEADER_LEN: usize = 61;
 const CRC_START: usize = 21;
 const MAGIC_V2: i8 = 2;
 /// Offsets above this are refused, so offset arithmetic never overflows.
-const MAX_OFFSET: i64 = i64::MAX / 4;
+pub(crate) const MAX_OFFSET: i64 = i64::MAX / 4;
 /// The smallest possible encoded record: length, attributes, three one-byte varints, two null
 /// lengths and a zero header count.
 const MIN_RECORD_LEN: usize = 7;
