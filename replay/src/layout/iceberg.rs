@@ -253,6 +253,31 @@ impl IcebergSegment {
     }
 }
 
+/// How data files are opened: the Arrow schema some writers embed in the footer
+/// (`ARROW:schema`) is skipped. The columns are found by the Parquet schema's field ids anyway,
+/// and decoding that embedded schema is where damaged footers made arrow panic.
+fn reader_options() -> ArrowReaderOptions {
+    ArrowReaderOptions::new().with_skip_arrow_metadata(true)
+}
+
+/// Runs `read` (a Parquet decode of the object `object`), turning a panic inside the parquet or
+/// arrow crates on damaged bytes into an error naming the object: bad input must never crash the
+/// job (the fuzz test below found such panics; this is the last line behind the checks).
+fn guarded<T>(object: &str, at: u64, read: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        Err(Error::CorruptBatch {
+            object: object.to_string(),
+            byte_offset: at,
+            reason: format!("the Parquet reader failed on damaged bytes ({why})"),
+        })
+    })
+}
+
 /// The rows of `partition` in the Parquet file `bytes` (`object`), to `emit`; returns the file's
 /// row count (all partitions).
 fn read_rows(
@@ -262,10 +287,20 @@ fn read_rows(
     partition: i32,
     emit: &mut dyn FnMut(Record),
 ) -> Result<u64> {
+    guarded(object, 0, || read_rows_unguarded(object, bytes, columns, partition, emit))
+}
+
+fn read_rows_unguarded(
+    object: &str,
+    bytes: &Bytes,
+    columns: &Columns,
+    partition: i32,
+    emit: &mut dyn FnMut(Record),
+) -> Result<u64> {
     let footer_at = (bytes.len() as u64).saturating_sub(8);
     let corrupt =
         |byte_offset: u64, reason: String| Error::CorruptBatch { object: object.to_string(), byte_offset, reason };
-    let metadata = ArrowReaderMetadata::load(bytes, ArrowReaderOptions::new())
+    let metadata = ArrowReaderMetadata::load(bytes, reader_options())
         .map_err(|e| corrupt(footer_at, format!("the Parquet footer cannot be read: {e}")))?;
     let parquet = metadata.metadata().clone();
     let schema = parquet.file_metadata().schema_descr_ptr();
@@ -771,7 +806,11 @@ async fn load(layout: &IcebergLayout, archive: &Archive) -> Result<Table> {
 /// default) writes one on every page. parquet's reader checks them but does not say whether any
 /// was there, so this reads the header's leading thrift fields.
 fn has_page_checksums(bytes: &Bytes) -> bool {
-    let Ok(metadata) = ArrowReaderMetadata::load(bytes, ArrowReaderOptions::new()) else { return false };
+    guarded("", 0, || Ok(has_page_checksums_unguarded(bytes))).unwrap_or(false)
+}
+
+fn has_page_checksums_unguarded(bytes: &Bytes) -> bool {
+    let Ok(metadata) = ArrowReaderMetadata::load(bytes, reader_options()) else { return false };
     let Some(column) = metadata.metadata().row_groups().first().and_then(|g| g.columns().first()) else {
         return false;
     };
@@ -811,10 +850,14 @@ fn thrift_has_field(bytes: &[u8], wanted: i16) -> bool {
 
 /// Per partition, the first and last offset in a data file (reading only those two columns).
 fn scan_ranges(object: &str, bytes: &Bytes, columns: &Columns) -> Result<BTreeMap<i32, (Offset, Offset)>> {
+    guarded(object, 0, || scan_ranges_unguarded(object, bytes, columns))
+}
+
+fn scan_ranges_unguarded(object: &str, bytes: &Bytes, columns: &Columns) -> Result<BTreeMap<i32, (Offset, Offset)>> {
     let narrow = Columns { timestamp: None, key: None, value: columns.offset, ..columns.clone() };
     // Every partition's rows: read once with a filter per partition would be N passes; read the
     // two columns and group instead.
-    let metadata = ArrowReaderMetadata::load(bytes, ArrowReaderOptions::new()).map_err(|e| Error::CorruptBatch {
+    let metadata = ArrowReaderMetadata::load(bytes, reader_options()).map_err(|e| Error::CorruptBatch {
         object: object.to_string(),
         byte_offset: (bytes.len() as u64).saturating_sub(8),
         reason: format!("the Parquet footer cannot be read: {e}"),
@@ -1010,6 +1053,7 @@ mod tests {
     use crate::source::ReplaySource;
     use base64::Engine as _;
     use kappa_engine::{PartitionId, SourceFactory};
+    use object_store::ObjectStoreExt;
 
     /// Writes `records` (partition, record) as the table `kafka.{name}` in `warehouse` with the
     /// fixture script; returns the table's location URL.
@@ -1263,5 +1307,80 @@ mod tests {
         assert!(!thrift_has_field(&[0x15, 0x00, 0x15, 0x14, 0x15, 0x14, 0x1c], 4));
         assert!(!thrift_has_field(&[], 4));
         assert!(!thrift_has_field(&[0x15, 0x80, 0x80], 4));
+    }
+
+    /// A small table written once, with page checksums, and its first segment.
+    fn fuzz_table(dir: &std::path::Path) -> (Archive, SegmentRef) {
+        let records: Vec<(i32, Record)> = history()[0].1.iter().take(12).map(|r| (0, r.clone())).collect();
+        let location = write_table(dir, "fuzz", "redpanda", &records, &["--page-checksums"]);
+        let archive = open(&location);
+        let segments = crate::archive::runtime().block_on(archive.layout.segments(&archive, "t", 0)).expect("lists");
+        (archive, segments[0].clone())
+    }
+
+    #[test]
+    fn any_damage_to_a_data_file_is_an_error_naming_it_never_a_panic() {
+        use proptest::prelude::*;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (archive, segment) = fuzz_table(dir.path());
+        let Transform::Iceberg(iceberg) = &segment.transform else { panic!("an iceberg segment") };
+        let bytes = crate::archive::runtime().block_on(archive.fetch(&segment.key)).expect("fetch");
+        let name = segment.key.to_string();
+        let clean = iceberg.translate(&name, &bytes).expect("translates");
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(512));
+        runner
+            .run(&(0..bytes.len(), 1u8.., 0..bytes.len() + 1), |(at, xor, cut)| {
+                let mut damaged = bytes.to_vec();
+                damaged[at] ^= xor;
+                for candidate in [damaged.clone(), bytes[..cut].to_vec()] {
+                    let files = vec![FileRef { size: candidate.len() as u64, ..iceberg.files[0].clone() }];
+                    let same_size = IcebergSegment { files, ..(**iceberg).clone() };
+                    match same_size.translate(&name, &Bytes::from(candidate.clone())) {
+                        // Pages are checksummed; the footer is not, but what it may change
+                        // (statistics, names) does not change the records read by field id.
+                        Ok(t) => prop_assert!(t == clean, "damage at {} changed the records", at),
+                        Err(Error::CorruptBatch { object, byte_offset, .. }) => {
+                            prop_assert_eq!(&object, &name);
+                            prop_assert!(byte_offset <= candidate.len() as u64);
+                        }
+                        Err(Error::Inconsistent { object, .. }) => prop_assert_eq!(&object, &name),
+                        Err(other) => prop_assert!(false, "unexpected error {}", other),
+                    }
+                }
+                Ok(())
+            })
+            .expect("no damage passes unnoticed");
+    }
+
+    #[test]
+    fn any_damage_to_the_metadata_or_a_manifest_is_a_named_error_never_a_panic() {
+        use proptest::prelude::*;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (archive, _) = fuzz_table(dir.path());
+        let objects =
+            crate::archive::runtime().block_on(archive.list_objects(&archive.key("metadata"))).expect("lists");
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(256));
+        for meta in objects {
+            let key = meta.location.clone();
+            let bytes = crate::archive::runtime().block_on(archive.fetch(&key)).expect("fetch");
+            runner
+                .run(&(0..bytes.len(), 1u8.., 0..bytes.len() + 1, any::<bool>()), |(at, xor, cut, flip)| {
+                    let candidate = if flip {
+                        let mut d = bytes.to_vec();
+                        d[at] ^= xor;
+                        d
+                    } else {
+                        bytes[..cut].to_vec()
+                    };
+                    crate::archive::runtime().block_on(archive.store.put(&key, candidate.into())).expect("put");
+                    let fresh = open(&archive.url);
+                    // Either read (a damaged byte the format does not check, in a name or a
+                    // statistic) or refused with an error; never a panic.
+                    let _ = crate::archive::runtime().block_on(fresh.layout.partitions(&fresh, "t"));
+                    Ok(())
+                })
+                .expect("no panic");
+            crate::archive::runtime().block_on(archive.store.put(&key, bytes.into())).expect("restore");
+        }
     }
 }
