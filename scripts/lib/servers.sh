@@ -33,6 +33,12 @@ if ! command -v moto_server >/dev/null 2>&1 || ! moto_server --help >/dev/null 2
   hash -r
 fi
 
+# Iceberg test tables are written by pyiceberg (scripts/iceberg_tables.py).
+if ! python3 -c 'import pyiceberg, pyarrow, sqlalchemy' >/dev/null 2>&1; then
+  say "installing pyiceberg (pip install 'pyiceberg[pyarrow,sql-sqlite]')"
+  python3 -m pip install --quiet 'pyiceberg[pyarrow,sql-sqlite]'
+fi
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 wait_port() { # port name logfile

@@ -398,3 +398,117 @@ fn kip405_replay_with_remote_log_metadata_reads_only_finished_uploads_then_hands
     run(&["--layout", "kip405"], &without);
     assert_ne!(summed_output(&without), reference(&all), "without the metadata the unfinished upload is read");
 }
+
+/// Writes `records` as the Iceberg table `kafka.{table}` in `warehouse` (file:// or s3://) with
+/// `scripts/iceberg_tables.py` (pyiceberg), in `vendor`'s mapping; returns the table's location.
+#[cfg(feature = "iceberg")]
+fn iceberg_table(
+    scratch: &Path,
+    warehouse: &str,
+    table: &str,
+    vendor: &str,
+    records: &[(i32, Vec<kappa_engine::Record>)],
+    extra: &[&str],
+    env: &[(&str, String)],
+) -> String {
+    use base64::Engine as _;
+    let b64 = |b: &Option<bytes::Bytes>| b.as_ref().map(|b| base64::engine::general_purpose::STANDARD.encode(b));
+    let mut lines = String::new();
+    for (p, rs) in records {
+        for r in rs {
+            let line = serde_json::json!({"partition": p, "offset": r.offset, "timestamp_ms": r.timestamp,
+                                          "key": b64(&r.key), "value": b64(&r.value)});
+            lines.push_str(&format!("{line}\n"));
+        }
+    }
+    let input = scratch.join(format!("{table}.jsonl"));
+    std::fs::write(&input, lines).expect("write records");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/iceberg_tables.py");
+    let catalog = scratch.join(format!("{table}.catalog.db"));
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(&script).args(["--warehouse", warehouse, "--table", &format!("kafka.{table}"), "--vendor", vendor]);
+    cmd.arg("--records").arg(&input).arg("--catalog-db").arg(&catalog).args(extra);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let output = cmd.output().expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "scripts/iceberg_tables.py failed (python3 -m pip install 'pyiceberg[pyarrow,sql-sqlite]', or run \
+         scripts/test):\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let out: serde_json::Value = serde_json::from_slice(&output.stdout).expect("the script prints JSON");
+    out["location"].as_str().expect("a location").to_string()
+}
+
+#[cfg(feature = "iceberg")]
+#[test]
+fn iceberg_tables_of_every_vendor_replay_then_hand_off_live_at_the_next_offset() {
+    let tansu = Tansu::shared();
+    let moto = Moto::shared();
+    let bucket = unique("kappa-iceberg");
+    moto.create_bucket(&bucket);
+    let s3_env = moto.env();
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (n, (vendor, on_s3)) in [("redpanda", false), ("automq", false), ("aiven", true)].into_iter().enumerate() {
+        let all = events(2_000, 2, 40 + n as u64);
+        let topic = unique("likes");
+        tansu.create_topic(&topic, 2);
+        produce_likes(&tansu, &topic, &all[..1_300]);
+        let kappa_archive = format!("file://{}", dir.path().join(format!("kappa-{vendor}")).display());
+        kappa_ok(&["archive", "write", "--brokers", &tansu.brokers, "--topic", &topic, "--to", &kappa_archive], &[]);
+        // The topic's history as the vendor's Iceberg table, in several commits.
+        let (warehouse, env) = if on_s3 {
+            (format!("s3://{bucket}/warehouse"), s3_env.clone())
+        } else {
+            (format!("file://{}", dir.path().join("warehouse").display()), Vec::new())
+        };
+        let history = archived_records(&kappa_archive, &topic);
+        let table = iceberg_table(dir.path(), &warehouse, vendor, vendor, &history, &["--commits", "4"], &env);
+        produce_likes(&tansu, &topic, &all[1_300..]);
+
+        let inspect = kappa_ok(&["archive", "inspect", &table, "--topic", &topic], &env);
+        let listing = String::from_utf8_lossy(&inspect.stdout);
+        assert!(
+            listing.contains("(layout iceberg)") && listing.contains(&format!("({vendor} mapping), snapshot ")),
+            "{vendor}: inspect detects the table and names its mapping and snapshot:\n{listing}"
+        );
+        kappa_ok(&["archive", "verify", &table, "--topic", &topic, "--layout", "iceberg"], &env);
+        let out = dir.path().join(format!("{vendor}.jsonl"));
+        replay_then_live(&topic, &table, &tansu.brokers, &out, &env, "2");
+        assert_eq!(summed_output(&out), reference(&all), "{vendor}: table then live: no gap, no duplicate");
+    }
+}
+
+#[cfg(feature = "iceberg")]
+#[test]
+fn an_iceberg_table_that_lost_rows_is_refused_unless_allowed() {
+    let tansu = Tansu::shared();
+    let all = events(600, 2, 77);
+    let topic = unique("likes");
+    tansu.create_topic(&topic, 2);
+    produce_likes(&tansu, &topic, &all);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kappa_archive = format!("file://{}", dir.path().join("kappa").display());
+    kappa_ok(&["archive", "write", "--brokers", &tansu.brokers, "--topic", &topic, "--to", &kappa_archive], &[]);
+    let warehouse = format!("file://{}", dir.path().join("warehouse").display());
+    let history = archived_records(&kappa_archive, &topic);
+    let table =
+        iceberg_table(dir.path(), &warehouse, "upserted", "automq", &history, &["--delete-offsets", "0:3,1:5"], &[]);
+    let refused = kappa(&["archive", "inspect", &table, "--topic", &topic], &[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "a table that lost rows is refused by default");
+    assert!(stderr.contains("deleted or rewrote rows") && stderr.contains("--allow-lossy-table"), "{stderr}");
+    let allowed = kappa_ok(&["archive", "inspect", &table, "--topic", &topic, "--allow-lossy-table"], &[]);
+    let listing = String::from_utf8_lossy(&allowed.stdout);
+    assert!(listing.contains("lossy table replayed as it is"), "{listing}");
+    let archived: u64 = history.iter().map(|(_, r)| r.len() as u64).sum();
+    let listed: u64 = listing
+        .lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|columns| columns.len() >= 5 && columns[0].parse::<i32>().is_ok())
+        .map(|columns| columns[4].parse::<u64>().expect("a records column"))
+        .sum();
+    assert_eq!(listed, archived - 2, "replayed as it is: the two deleted rows are gone:\n{listing}");
+}
