@@ -360,10 +360,22 @@ fn kip405_replay_with_remote_log_metadata_reads_only_finished_uploads_then_hands
             leader_epochs: [(0, start)].into(),
             state: SegmentState::CopyStarted,
         };
-        events_out.push(encode(&MetadataRecord::Segment { topic: topic.clone(), partition: 0, id, segment }));
+        events_out.push(encode(&MetadataRecord::Segment {
+            topic: topic.clone(),
+            topic_id: [0; 16],
+            partition: 0,
+            id,
+            segment,
+        }));
         if n < 2 {
             let state = SegmentState::CopyFinished;
-            events_out.push(encode(&MetadataRecord::Update { topic: topic.clone(), partition: 0, id, state }));
+            events_out.push(encode(&MetadataRecord::Update {
+                topic: topic.clone(),
+                topic_id: [0; 16],
+                partition: 0,
+                id,
+                state,
+            }));
         }
     }
     let outgoing = events_out

@@ -573,8 +573,11 @@ fn base64_encode(bytes: &[u8]) -> String {
 }
 
 impl Kip405Layout {
-    /// The directory of `topic` (whatever its topic id) under the archive.
-    async fn topic_dir(archive: &Archive, topic: &str) -> Result<Option<Path>> {
+    /// The directory of `topic` under the archive: `{topic}-{topicId}`. A topic deleted and
+    /// recreated under its name leaves one directory per topic id; then the remote log metadata
+    /// decides (the id it saw last for the name is the current topic), and without it the choice
+    /// is refused.
+    async fn topic_dir(&self, archive: &Archive, topic: &str) -> Result<Option<Path>> {
         let mut dirs: Vec<String> = archive
             .list_dirs(&archive.prefix)
             .await?
@@ -582,6 +585,23 @@ impl Kip405Layout {
             .filter(|name| strip_topic_id(name) == Some(topic))
             .collect();
         dirs.sort();
+        if dirs.len() > 1 {
+            let current = self.metadata.as_ref().and_then(|m| m.topic_ids.get(topic)).and_then(|ids| ids.last());
+            match current.and_then(|id| dirs.iter().find(|d| topic_id_of(d).as_ref() == Some(id))) {
+                Some(dir) => dirs = vec![dir.clone()],
+                None => {
+                    return Err(Error::Inconsistent {
+                        object: archive.prefix.clone().join(dirs[1].as_str()).to_string(),
+                        reason: format!(
+                            "topic `{topic}` has uploads under several topic ids ({}): a topic deleted and recreated \
+                             under its name; give --remote-log-metadata BROKERS so Kafka's metadata names the \
+                             current one, or move the old directories away",
+                            dirs.join(", ")
+                        ),
+                    })
+                }
+            }
+        }
         Ok(dirs.into_iter().next().map(|name| archive.prefix.clone().join(name)))
     }
 }
@@ -590,15 +610,37 @@ impl Kip405Layout {
 /// base64 or a dashed UUID).
 pub(crate) fn strip_topic_id(dir: &str) -> Option<&str> {
     let n = dir.len();
+    // A dashed UUID (checked first: its last 22 characters would pass for base64).
+    let dashed = |id: &str| {
+        id.len() == 36
+            && id
+                .char_indices()
+                .all(|(i, c)| if [8, 13, 18, 23].contains(&i) { c == '-' } else { c.is_ascii_hexdigit() })
+    };
+    if n > 37 && dir.as_bytes()[n - 37] == b'-' && dashed(&dir[n - 36..]) {
+        return Some(&dir[..n - 37]);
+    }
     // Kafka's own spelling: 22 characters of URL-safe base64 (which may contain '-').
     if n > 23 && dir.as_bytes()[n - 23] == b'-' && !dir[n - 22..].bytes().all(|b| b.is_ascii_digit()) {
         return Some(&dir[..n - 23]);
     }
-    // A dashed UUID.
-    if n > 37 && dir.as_bytes()[n - 37] == b'-' && dir[n - 36..].matches('-').count() == 4 {
-        return Some(&dir[..n - 37]);
-    }
     None
+}
+
+/// The topic id of a `{topic}-{topicId}` directory, as Kafka prints ids (URL-safe base64 of the
+/// 16 bytes, 22 characters), whichever spelling the directory uses.
+pub(crate) fn topic_id_of(dir: &str) -> Option<String> {
+    let topic = strip_topic_id(dir)?;
+    let id = &dir[topic.len() + 1..];
+    if id.len() == 22 {
+        return Some(id.to_string());
+    }
+    let hex: String = id.chars().filter(|c| *c != '-').collect();
+    let mut bytes = [0u8; 16];
+    for (i, byte) in bytes.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(super::remote_log_metadata::uuid_string(&bytes))
 }
 
 /// One upload of a segment: its objects and what its manifest says.
@@ -707,7 +749,7 @@ impl Kip405Layout {
     async fn validate(
         &self,
         archive: &Archive,
-        topic: &str,
+        topic_id: &str,
         partition: i32,
         uploads: Vec<Upload>,
     ) -> Result<(Vec<Upload>, Vec<String>)> {
@@ -717,8 +759,9 @@ impl Kip405Layout {
         let mut kept = Vec::with_capacity(uploads.len());
         let rule = match &self.metadata {
             Some(metadata) => {
-                let listed = metadata.partition(topic, partition);
-                let deleted = metadata.deleted.contains_key(&(topic.to_string(), partition));
+                // By topic id: a topic deleted and recreated under the same name is another topic.
+                let listed = metadata.partition(topic_id, partition);
+                let deleted = metadata.is_deleted(topic_id, partition);
                 for mut upload in uploads {
                     let why = match listed.and_then(|l| l.get(&upload.id)) {
                         _ if deleted => Some("the partition's remote log is being deleted".to_string()),
@@ -827,7 +870,7 @@ impl ArchiveLayout for Kip405Layout {
 
     fn partitions<'a>(&'a self, archive: &'a Archive, topic: &'a str) -> BoxFuture<'a, Result<Vec<i32>>> {
         async move {
-            let Some(dir) = Self::topic_dir(archive, topic).await? else { return Ok(Vec::new()) };
+            let Some(dir) = self.topic_dir(archive, topic).await? else { return Ok(Vec::new()) };
             archive.list_numbered_dirs(&dir).await
         }
         .boxed()
@@ -835,7 +878,7 @@ impl ArchiveLayout for Kip405Layout {
 
     fn list<'a>(&'a self, archive: &'a Archive, topic: &'a str, partition: i32) -> BoxFuture<'a, Result<Listing>> {
         async move {
-            let Some(topic_dir) = Self::topic_dir(archive, topic).await? else { return Ok(Listing::default()) };
+            let Some(topic_dir) = self.topic_dir(archive, topic).await? else { return Ok(Listing::default()) };
             let dir = topic_dir.clone().join(partition.to_string());
             let objects = archive.list_objects(&dir).await?;
             let mut logs = Vec::new();
@@ -863,7 +906,8 @@ impl ArchiveLayout for Kip405Layout {
                     reason: format!("no upload of the segment at offset {unfinished} has a manifest: none finished"),
                 });
             }
-            let (uploads, mut validity) = self.validate(archive, topic, partition, uploads).await?;
+            let topic_id = topic_dir.filename().and_then(topic_id_of).unwrap_or_default();
+            let (uploads, mut validity) = self.validate(archive, &topic_id, partition, uploads).await?;
             let mut by_base: BTreeMap<Offset, Vec<Upload>> = BTreeMap::new();
             for upload in uploads {
                 by_base.entry(upload.base).or_default().push(upload);
@@ -1478,12 +1522,17 @@ mod tests {
                 state: SegmentState::CopyStarted,
             };
             let id = [n as u8 + 1; 16];
-            let record = MetadataRecord::Segment { topic: "t".into(), partition: 0, id, segment };
+            let record = MetadataRecord::Segment { topic: "t".into(), topic_id: [0; 16], partition: 0, id, segment };
             metadata.apply("m", &encode(&record)).expect("applies");
             // The last upload never finished.
             if n < 4 {
-                let done =
-                    MetadataRecord::Update { topic: "t".into(), partition: 0, id, state: SegmentState::CopyFinished };
+                let done = MetadataRecord::Update {
+                    topic: "t".into(),
+                    topic_id: [0; 16],
+                    partition: 0,
+                    id,
+                    state: SegmentState::CopyFinished,
+                };
                 metadata.apply("m", &encode(&done)).expect("applies");
             }
         }
@@ -1503,10 +1552,64 @@ mod tests {
         );
         // A partition whose remote log is being deleted has no valid upload: listing says so.
         metadata
-            .apply("m", &encode(&MetadataRecord::PartitionDelete { topic: "t".into(), partition: 0, state: 0 }))
+            .apply(
+                "m",
+                &encode(&MetadataRecord::PartitionDelete {
+                    topic: "t".into(),
+                    topic_id: [0; 16],
+                    partition: 0,
+                    state: 0,
+                }),
+            )
             .expect("applies");
         let (archive, _) = diverged("kip405-deleted", Some(metadata));
         let error = crate::archive::runtime().block_on(archive.layout.list(&archive, "t", 0)).expect_err("refused");
         assert!(error.to_string().contains("being deleted") && error.to_string().contains("t-AAAA"), "{error}");
+    }
+
+    #[test]
+    fn a_recreated_topic_is_the_metadatas_current_topic_id_or_refused() {
+        use crate::layout::remote_log_metadata::{encode, uuid_string, MetadataRecord, RemoteSegment};
+        use object_store::ObjectStoreExt;
+        let (archive, _) = diverged("kip405-recreated", None);
+        // The same uploads again under the recreated topic's id.
+        let new_id = uuid_string(&[1; 16]);
+        let old_dir = archive.key("t-AAAAAAAAAAAAAAAAAAAAAA");
+        let runtime = crate::archive::runtime();
+        for meta in runtime.block_on(archive.list_objects(&old_dir)).expect("lists") {
+            let bytes = runtime.block_on(archive.fetch(&meta.location)).expect("fetch");
+            let key = Path::from(meta.location.as_ref().replacen("AAAAAAAAAAAAAAAAAAAAAA", &new_id, 1));
+            runtime.block_on(archive.store.put(&key, bytes.into())).expect("put");
+        }
+        assert_eq!(topic_id_of(&format!("t-{new_id}")), Some(new_id.clone()));
+        assert_eq!(topic_id_of("t-01010101-0101-0101-0101-010101010101"), Some(new_id.clone()));
+        let error = runtime.block_on(archive.layout.partitions(&archive, "t")).expect_err("two topic ids");
+        assert!(error.to_string().contains("several topic ids") && error.to_string().contains(&new_id), "{error}");
+
+        // The metadata saw the old topic, its partition deleted, then the new topic: the new one
+        // is read, and the old one's delete marker does not touch it.
+        let mut metadata = RemoteLogMetadata::default();
+        let spans = [(0, 9, (0, 0)), (10, 29, (1, 10)), (10, 19, (1, 10)), (20, 39, (2, 20)), (40, 49, (2, 40))];
+        for topic_id in [[0u8; 16], [1u8; 16]] {
+            for (n, (start, end, epoch)) in spans.into_iter().enumerate() {
+                let segment = RemoteSegment {
+                    start_offset: start,
+                    end_offset: end,
+                    leader_epochs: [epoch].into_iter().collect(),
+                    state: SegmentState::CopyFinished,
+                };
+                let id = [n as u8 + 1; 16];
+                let record = MetadataRecord::Segment { topic: "t".into(), topic_id, partition: 0, id, segment };
+                metadata.apply("m", &encode(&record)).expect("applies");
+            }
+            if topic_id == [0; 16] {
+                let delete = MetadataRecord::PartitionDelete { topic: "t".into(), topic_id, partition: 0, state: 2 };
+                metadata.apply("m", &encode(&delete)).expect("applies");
+            }
+        }
+        let archive = Archive { layout: Arc::new(Kip405Layout { metadata: Some(Arc::new(metadata)) }), ..archive };
+        assert_eq!(runtime.block_on(archive.layout.partitions(&archive, "t")).expect("the current id"), vec![0]);
+        let segments = runtime.block_on(archive.layout.segments(&archive, "t", 0)).expect("lists the new topic");
+        assert!(!segments.is_empty() && segments.iter().all(|s| s.key.as_ref().contains(&new_id)), "{segments:?}");
     }
 }

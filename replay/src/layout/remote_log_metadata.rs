@@ -97,6 +97,8 @@ pub enum MetadataRecord {
     Segment {
         /// Topic.
         topic: String,
+        /// The topic's id (a topic deleted and recreated under its name has a new one).
+        topic_id: [u8; 16],
         /// Partition.
         partition: i32,
         /// The segment's UUID.
@@ -108,6 +110,8 @@ pub enum MetadataRecord {
     Update {
         /// Topic.
         topic: String,
+        /// The topic's id.
+        topic_id: [u8; 16],
         /// Partition.
         partition: i32,
         /// The segment's UUID.
@@ -119,6 +123,8 @@ pub enum MetadataRecord {
     PartitionDelete {
         /// Topic.
         topic: String,
+        /// The topic's id.
+        topic_id: [u8; 16],
         /// Partition.
         partition: i32,
         /// The delete state.
@@ -129,10 +135,14 @@ pub enum MetadataRecord {
 /// The latest state of every segment, per topic partition.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RemoteLogMetadata {
-    /// `(topic, partition)` → segment UUID (as Kafka prints it: URL-safe base64) → segment.
+    /// `(topic id, partition)` → segment UUID → segment; ids as Kafka prints them (URL-safe
+    /// base64). Keyed by id, not name: a topic deleted and recreated under the same name is
+    /// another topic, whose uploads its predecessor's records must not touch.
     pub segments: BTreeMap<(String, i32), BTreeMap<String, RemoteSegment>>,
-    /// Partitions whose remote log is marked for deletion.
+    /// Partitions (topic id, partition) whose remote log is marked for deletion.
     pub deleted: BTreeMap<(String, i32), i8>,
+    /// The topic ids each topic name has had, in the order first seen.
+    pub topic_ids: BTreeMap<String, Vec<String>>,
     /// Records read.
     pub records: u64,
     /// Updates for segments never announced (ignored, counted).
@@ -145,25 +155,42 @@ impl RemoteLogMetadata {
     pub fn apply(&mut self, at: &str, value: &[u8]) -> Result<()> {
         self.records += 1;
         match decode(at, value)? {
-            MetadataRecord::Segment { topic, partition, id, segment } => {
-                self.segments.entry((topic, partition)).or_default().insert(uuid_string(&id), segment);
+            MetadataRecord::Segment { topic, topic_id, partition, id, segment } => {
+                let topic_id = self.seen(topic, &topic_id);
+                self.segments.entry((topic_id, partition)).or_default().insert(uuid_string(&id), segment);
             }
-            MetadataRecord::Update { topic, partition, id, state } => {
-                match self.segments.get_mut(&(topic, partition)).and_then(|s| s.get_mut(&uuid_string(&id))) {
+            MetadataRecord::Update { topic, topic_id, partition, id, state } => {
+                let topic_id = self.seen(topic, &topic_id);
+                match self.segments.get_mut(&(topic_id, partition)).and_then(|s| s.get_mut(&uuid_string(&id))) {
                     Some(segment) => segment.state = state,
                     None => self.orphan_updates += 1,
                 }
             }
-            MetadataRecord::PartitionDelete { topic, partition, state } => {
-                self.deleted.insert((topic, partition), state);
+            MetadataRecord::PartitionDelete { topic, topic_id, partition, state } => {
+                let topic_id = self.seen(topic, &topic_id);
+                self.deleted.insert((topic_id, partition), state);
             }
         }
         Ok(())
     }
 
-    /// The segments of one partition, by UUID.
-    pub fn partition(&self, topic: &str, partition: i32) -> Option<&BTreeMap<String, RemoteSegment>> {
-        self.segments.get(&(topic.to_string(), partition))
+    fn seen(&mut self, topic: String, topic_id: &[u8; 16]) -> String {
+        let id = uuid_string(topic_id);
+        let ids = self.topic_ids.entry(topic).or_default();
+        if !ids.contains(&id) {
+            ids.push(id.clone());
+        }
+        id
+    }
+
+    /// The segments of one partition of the topic with id `topic_id` (Kafka's spelling), by UUID.
+    pub fn partition(&self, topic_id: &str, partition: i32) -> Option<&BTreeMap<String, RemoteSegment>> {
+        self.segments.get(&(topic_id.to_string(), partition))
+    }
+
+    /// Whether partition `partition` of the topic with id `topic_id` is being deleted.
+    pub fn is_deleted(&self, topic_id: &str, partition: i32) -> bool {
+        self.deleted.contains_key(&(topic_id.to_string(), partition))
     }
 }
 
@@ -269,20 +296,20 @@ impl<'a> Reader<'a> {
     }
 
     /// `TopicIdPartition`: name, topic id, partition, tagged fields.
-    fn topic_partition(&mut self) -> Result<(String, i32)> {
+    fn topic_partition(&mut self) -> Result<(String, [u8; 16], i32)> {
         let topic = self.string()?;
-        self.uuid()?;
+        let topic_id = self.uuid()?;
         let partition = self.i32()?;
         self.tagged_fields()?;
-        Ok((topic, partition))
+        Ok((topic, topic_id, partition))
     }
 
     /// `RemoteLogSegmentId`: topic partition, segment UUID, tagged fields.
-    fn segment_id(&mut self) -> Result<(String, i32, [u8; 16])> {
-        let (topic, partition) = self.topic_partition()?;
+    fn segment_id(&mut self) -> Result<(String, [u8; 16], i32, [u8; 16])> {
+        let (topic, topic_id, partition) = self.topic_partition()?;
         let id = self.uuid()?;
         self.tagged_fields()?;
-        Ok((topic, partition, id))
+        Ok((topic, topic_id, partition, id))
     }
 }
 
@@ -308,7 +335,7 @@ pub fn decode(at: &str, value: &[u8]) -> Result<MetadataRecord> {
     }
     let record = match api_key {
         0 => {
-            let (topic, partition, id) = r.segment_id()?;
+            let (topic, topic_id, partition, id) = r.segment_id()?;
             let start_offset = r.i64()?;
             let end_offset = r.i64()?;
             r.i32()?; // broker id
@@ -331,27 +358,28 @@ pub fn decode(at: &str, value: &[u8]) -> Result<MetadataRecord> {
             }
             MetadataRecord::Segment {
                 topic,
+                topic_id,
                 partition,
                 id,
                 segment: RemoteSegment { start_offset, end_offset, leader_epochs, state },
             }
         }
         1 => {
-            let (topic, partition, id) = r.segment_id()?;
+            let (topic, topic_id, partition, id) = r.segment_id()?;
             r.i32()?; // broker id
             r.i64()?; // event timestamp
             r.nullable_bytes()?; // custom metadata
             let state = r.state()?;
             r.tagged_fields()?;
-            MetadataRecord::Update { topic, partition, id, state }
+            MetadataRecord::Update { topic, topic_id, partition, id, state }
         }
         2 => {
-            let (topic, partition) = r.topic_partition()?;
+            let (topic, topic_id, partition) = r.topic_partition()?;
             r.i32()?; // broker id
             r.i64()?; // event timestamp
             let state = r.i8()?;
             r.tagged_fields()?;
-            MetadataRecord::PartitionDelete { topic, partition, state }
+            MetadataRecord::PartitionDelete { topic, topic_id, partition, state }
         }
         other => {
             return Err(Error::UnsupportedFormat {
@@ -378,19 +406,19 @@ fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
 /// Encodes a record as a broker writes it (version 0, no tagged fields): for tests and fixtures.
 pub fn encode(record: &MetadataRecord) -> Vec<u8> {
     let mut out = Vec::new();
-    let topic_partition = |out: &mut Vec<u8>, topic: &str, partition: i32| {
+    let topic_partition = |out: &mut Vec<u8>, topic: &str, topic_id: &[u8; 16], partition: i32| {
         put_uvarint(out, topic.len() as u64 + 1);
         out.extend_from_slice(topic.as_bytes());
-        out.extend_from_slice(&[7u8; 16]); // topic id
+        out.extend_from_slice(topic_id);
         out.extend_from_slice(&partition.to_be_bytes());
         out.push(0);
     };
     put_uvarint(&mut out, FRAME_VERSION);
     match record {
-        MetadataRecord::Segment { topic, partition, id, segment } => {
+        MetadataRecord::Segment { topic, topic_id, partition, id, segment } => {
             put_uvarint(&mut out, 0);
             put_uvarint(&mut out, 0);
-            topic_partition(&mut out, topic, *partition);
+            topic_partition(&mut out, topic, topic_id, *partition);
             out.extend_from_slice(id);
             out.push(0);
             out.extend_from_slice(&segment.start_offset.to_be_bytes());
@@ -409,10 +437,10 @@ pub fn encode(record: &MetadataRecord) -> Vec<u8> {
             out.push(segment.state.id() as u8);
             out.push(0);
         }
-        MetadataRecord::Update { topic, partition, id, state } => {
+        MetadataRecord::Update { topic, topic_id, partition, id, state } => {
             put_uvarint(&mut out, 1);
             put_uvarint(&mut out, 0);
-            topic_partition(&mut out, topic, *partition);
+            topic_partition(&mut out, topic, topic_id, *partition);
             out.extend_from_slice(id);
             out.push(0);
             out.extend_from_slice(&0i32.to_be_bytes());
@@ -421,10 +449,10 @@ pub fn encode(record: &MetadataRecord) -> Vec<u8> {
             out.push(state.id() as u8);
             out.push(0);
         }
-        MetadataRecord::PartitionDelete { topic, partition, state } => {
+        MetadataRecord::PartitionDelete { topic, topic_id, partition, state } => {
             put_uvarint(&mut out, 2);
             put_uvarint(&mut out, 0);
-            topic_partition(&mut out, topic, *partition);
+            topic_partition(&mut out, topic, topic_id, *partition);
             out.extend_from_slice(&0i32.to_be_bytes());
             out.extend_from_slice(&0i64.to_be_bytes());
             out.push(*state as u8);
@@ -514,24 +542,58 @@ mod tests {
         let id = [3u8; 16];
         let announce = MetadataRecord::Segment {
             topic: "t".into(),
+            topic_id: [1; 16],
             partition: 2,
             id,
             segment: segment(100, 199, &[(3, 50), (4, 150)], SegmentState::CopyStarted),
         };
-        let finish = MetadataRecord::Update { topic: "t".into(), partition: 2, id, state: SegmentState::CopyFinished };
+        let finish = MetadataRecord::Update {
+            topic: "t".into(),
+            topic_id: [1; 16],
+            partition: 2,
+            id,
+            state: SegmentState::CopyFinished,
+        };
         for record in [&announce, &finish] {
             assert_eq!(&decode("r", &encode(record)).expect("decodes"), record);
         }
         let mut metadata = RemoteLogMetadata::default();
         metadata.apply("r0", &encode(&announce)).expect("applies");
         metadata.apply("r1", &encode(&finish)).expect("applies");
-        let listed = metadata.partition("t", 2).expect("the partition");
+        let listed = metadata.partition(&uuid_string(&[1; 16]), 2).expect("the partition");
         assert_eq!(listed[&uuid_string(&id)].state, SegmentState::CopyFinished);
         assert_eq!(uuid_string(&[0u8; 16]), "AAAAAAAAAAAAAAAAAAAAAA");
-        let other =
-            MetadataRecord::Update { topic: "t".into(), partition: 2, id: [9; 16], state: SegmentState::DeleteStarted };
+        let other = MetadataRecord::Update {
+            topic: "t".into(),
+            topic_id: [1; 16],
+            partition: 2,
+            id: [9; 16],
+            state: SegmentState::DeleteStarted,
+        };
         metadata.apply("r2", &encode(&other)).expect("applies");
         assert_eq!(metadata.orphan_updates, 1);
+        // The same name, another topic id (deleted and recreated): its records touch only it.
+        let recreated = MetadataRecord::Update {
+            topic: "t".into(),
+            topic_id: [2; 16],
+            partition: 2,
+            id,
+            state: SegmentState::DeleteStarted,
+        };
+        metadata.apply("r3", &encode(&recreated)).expect("applies");
+        assert_eq!(
+            metadata.orphan_updates, 2,
+            "an update for the old topic's segment id under the new topic id is an orphan"
+        );
+        let delete = MetadataRecord::PartitionDelete { topic: "t".into(), topic_id: [2; 16], partition: 2, state: 0 };
+        metadata.apply("r4", &encode(&delete)).expect("applies");
+        assert!(metadata.is_deleted(&uuid_string(&[2; 16]), 2));
+        assert!(!metadata.is_deleted(&uuid_string(&[1; 16]), 2), "the other topic id's partition is not deleted");
+        assert_eq!(
+            metadata.partition(&uuid_string(&[1; 16]), 2).expect("kept")[&uuid_string(&id)].state,
+            SegmentState::CopyFinished
+        );
+        assert_eq!(metadata.topic_ids["t"], vec![uuid_string(&[1; 16]), uuid_string(&[2; 16])]);
     }
 
     #[test]
@@ -569,7 +631,7 @@ mod tests {
         #[test]
         fn any_damage_to_a_record_fails_with_a_named_error_or_decodes(at in 0usize..200, xor in 1u8.., cut in 0usize..200) {
             let record = encode(&MetadataRecord::Segment {
-                topic: "topic".into(), partition: 1, id: [1; 16],
+                topic: "topic".into(), topic_id: [4; 16], partition: 1, id: [1; 16],
                 segment: segment(5, 9, &[(0, 5)], SegmentState::CopyFinished),
             });
             let mut damaged = record.clone();
