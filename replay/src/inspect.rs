@@ -96,7 +96,7 @@ pub fn summarize(archive: &Archive, topic: &str) -> Result<TopicSummary> {
             let count = listing.segments.len();
             for (i, segment) in listing.segments.iter().enumerate() {
                 summary.segments += 1;
-                summary.bytes += segment.size;
+                summary.bytes = summary.bytes.saturating_add(segment.size);
                 summary.notes.extend(segment.note.clone());
                 let first = summary.offsets.map_or(segment.base_offset, |(f, _)| f);
                 summary.offsets = Some((first, segment.next_offset));

@@ -109,7 +109,7 @@ impl ReplaySource {
 
     /// Total bytes of those segments.
     pub fn total_bytes(&self) -> u64 {
-        self.segments.values().flatten().map(|s| s.size).sum()
+        self.segments.values().flatten().fold(0u64, |sum, s| sum.saturating_add(s.size))
     }
 
     /// Counters of what has been read so far.
@@ -125,6 +125,7 @@ impl SourceFactory for ReplaySource {
 
     fn open(&self, owned: &[(PartitionId, Option<Offset>)]) -> Result<Box<dyn PartitionedSource>, BoxError> {
         let mut channels = Vec::new();
+        let mut names = Vec::new();
         for (pid, start) in owned {
             let segments: Vec<SegmentRef> = self
                 .segments
@@ -142,8 +143,9 @@ impl SourceFactory for ReplaySource {
                 budget,
             ));
             channels.push(Some(rx));
+            names.push(format!("{} partition {}", pid.topic, pid.partition));
         }
-        Ok(Box::new(ReplayReader { channels }))
+        Ok(Box::new(ReplayReader { channels, names }))
     }
 
     /// Every archived record is backfill.
@@ -166,11 +168,16 @@ struct Budget {
 /// Decoded records with the budget their segment holds until the worker takes them.
 type Chunk = (Vec<Record>, OwnedSemaphorePermit);
 
+/// What a partition's replay task sends: chunks, then `None` once it has read every segment. A
+/// task that stops without the `None` (it panicked) is an error, never the partition's end: ending
+/// there would hand off live past records never read.
+type Item = Result<Option<Chunk>>;
+
 async fn replay_partition(
     archive: Archive,
     segments: Vec<SegmentRef>,
     from: Offset,
-    tx: mpsc::Sender<Result<Chunk>>,
+    tx: mpsc::Sender<Item>,
     metrics: Arc<ReplayMetrics>,
     budget: Budget,
 ) {
@@ -202,17 +209,33 @@ async fn replay_partition(
     while let Some(fetched) = fetches.next().await {
         let decoded = fetched.and_then(|(segment, bytes, permit)| {
             metrics.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-            let records = decode_checked(&segment, &bytes, from)?;
+            // A panic in a decoder on bytes from outside is a bug, but it must fail the replay
+            // naming the object, not end the task silently.
+            let records =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_checked(&segment, &bytes, from)))
+                    .unwrap_or_else(|panic| {
+                        let why = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        Err(Error::Inconsistent {
+                            object: segment.key.to_string(),
+                            reason: format!("decoding it panicked ({why}); please report this with the object"),
+                        })
+                    })?;
             metrics.segments.fetch_add(1, Ordering::Relaxed);
             metrics.records.fetch_add(records.len() as u64, Ordering::Relaxed);
-            Ok((records, permit))
+            Ok(Some((records, permit)))
         });
         let failed = decoded.is_err();
         if tx.send(decoded).await.is_err() || failed {
             return;
         }
     }
-    metrics.partitions_done.fetch_add(1, Ordering::Relaxed);
+    if tx.send(Ok(None)).await.is_ok() {
+        metrics.partitions_done.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Decodes a segment and checks that its records lie in the range its key claims: the batch
@@ -256,7 +279,9 @@ pub(crate) fn decode_checked_summary(
 }
 
 struct ReplayReader {
-    channels: Vec<Option<mpsc::Receiver<Result<Chunk>>>>,
+    channels: Vec<Option<mpsc::Receiver<Item>>>,
+    /// Per channel, `topic partition N`, for the error when a task stops early.
+    names: Vec<String>,
 }
 
 impl PartitionedSource for ReplayReader {
@@ -265,7 +290,11 @@ impl PartitionedSource for ReplayReader {
         for (index, slot) in self.channels.iter_mut().enumerate() {
             let Some(rx) = slot else { continue };
             match rx.try_recv() {
-                Ok(Ok((records, _permit))) => {
+                Ok(Ok(None)) => {
+                    *slot = None;
+                    finished.push(index);
+                }
+                Ok(Ok(Some((records, _permit)))) => {
                     // The permit is released here: the records now belong to the dataflow.
                     any = true;
                     out.extend(records.into_iter().map(|r| (index, r)));
@@ -273,8 +302,13 @@ impl PartitionedSource for ReplayReader {
                 Ok(Err(error)) => return Err(error.into()),
                 Err(mpsc::error::TryRecvError::Empty) => {}
                 Err(mpsc::error::TryRecvError::Disconnected) => {
-                    *slot = None;
-                    finished.push(index);
+                    return Err(Error::Inconsistent {
+                        object: self.names[index].clone(),
+                        reason: "its replay stopped before the end of the archive (the task reading it failed; see \
+                                 the log above); nothing after it was handed on"
+                            .into(),
+                    }
+                    .into());
                 }
             }
         }
@@ -331,5 +365,21 @@ mod tests {
             .expect("runs");
         assert_eq!(report.records, 2_400);
         assert_eq!(sink.accumulated(), vec![(((), 2_400), 1)]);
+    }
+
+    #[test]
+    fn a_replay_task_that_stops_without_its_end_is_an_error_not_the_partitions_end() {
+        let (tx, rx) = mpsc::channel::<Item>(1);
+        let mut reader = ReplayReader { channels: vec![Some(rx)], names: vec!["t partition 3".into()] };
+        drop(tx);
+        let (mut out, mut finished) = (Vec::new(), Vec::new());
+        let error = reader.poll(&mut out, &mut finished).expect_err("a task that died is not an end");
+        assert!(error.to_string().contains("t partition 3") && finished.is_empty(), "{error}");
+        let (tx, rx) = mpsc::channel::<Item>(1);
+        tx.try_send(Ok(None)).expect("send the end");
+        drop(tx);
+        let mut reader = ReplayReader { channels: vec![Some(rx)], names: vec!["t partition 3".into()] };
+        reader.poll(&mut out, &mut finished).expect("an end");
+        assert_eq!(finished, vec![0]);
     }
 }
