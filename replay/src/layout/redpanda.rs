@@ -17,7 +17,11 @@
 //! **Only segments listed in the partition manifest are valid**, so the manifest is the listing:
 //! an object the manifest lists but the bucket lacks is a hole ([`Error::ArchiveHole`]), and a
 //! segment's bytes must fill exactly the raft offsets its entry gives (`base_offset` to
-//! `committed_offset`) with exactly `size_bytes` bytes. Spillover manifests (the entries of the
+//! `committed_offset`) with exactly `size_bytes` bytes, except a compacted segment
+//! (`is_compacted`), whose raft offsets may have gaps and end early (its `.tx`, if any, is still
+//! applied: harmless where compaction already removed the aborted records). A segment whose entry
+//! gives an `ntp_revision` lies under that revision's `{p}_{rev}`, which may be older than the
+//! manifest's. Spillover manifests (the entries of the
 //! top-level `spillover` list) hold the older segments; entries below `archive_start_offset`
 //! (spillover) or `start_offset` (the manifest's own) were removed by retention and are skipped.
 //!
@@ -878,7 +882,8 @@ impl ArchiveLayout for RedpandaLayout {
                     relative_offsets: false,
                     aborted: Default::default(),
                     transform: Transform::Redpanda(Arc::new(transform)),
-                    note: if segments.is_empty() { note.take() } else { None },
+                    // The revisions note goes on the first segment; a note about one segment, on it.
+                    note: note.take(),
                 });
             }
             // A missing last segment: its offsets are in no object. Replay refuses it like any
@@ -1408,6 +1413,655 @@ mod tests {
                 Err(Error::CorruptBatch { .. } | Error::Inconsistent { .. }) => {}
                 Err(other) => prop_assert!(false, "unexpected error {}", other),
             }
+        }
+    }
+
+    // ---- Helpers of the tests below: objects, manifests, replay. ----
+
+    fn block<T>(future: impl std::future::Future<Output = T>) -> T {
+        runtime().block_on(future)
+    }
+
+    fn object(archive: &Archive, key: &Path) -> Vec<u8> {
+        block(archive.fetch(key)).expect("object exists").to_vec()
+    }
+
+    fn put(archive: &Archive, key: &Path, bytes: Vec<u8>) {
+        block(archive.store.put(key, Bytes::from(bytes).into())).expect("put");
+    }
+
+    fn exists(archive: &Archive, key: &Path) -> bool {
+        block(archive.store.head(key)).is_ok()
+    }
+
+    fn delete(archive: &Archive, key: &Path) {
+        block(archive.store.delete(key)).expect("delete");
+    }
+
+    fn tx_key(key: &Path) -> Path {
+        Path::from(format!("{key}.tx"))
+    }
+
+    /// Moves the object `from` (and its `.tx` side file, if any) to `to`.
+    fn rename(archive: &Archive, from: &Path, to: &Path) {
+        for (from, to) in [(from.clone(), to.clone()), (tx_key(from), tx_key(to))] {
+            if exists(archive, &from) {
+                let bytes = object(archive, &from);
+                delete(archive, &from);
+                put(archive, &to, bytes);
+            }
+        }
+    }
+
+    fn manifest_at(archive: &Archive, key: &Path) -> PartitionManifest {
+        PartitionManifest::parse(key.as_ref(), &object(archive, key)).expect("parses")
+    }
+
+    fn put_manifest(archive: &Archive, key: &Path, manifest: &PartitionManifest) {
+        put(archive, key, serde_json::to_vec(manifest).expect("json"));
+    }
+
+    fn map_of(manifest: &mut PartitionManifest) -> &mut BTreeMap<String, SegmentMeta> {
+        match &mut manifest.segments {
+            Segments::Map(map) => map,
+            other => panic!("a map of segments, not {other:?}"),
+        }
+    }
+
+    /// The entry with the largest base offset.
+    fn last_entry(manifest: &mut PartitionManifest) -> &mut SegmentMeta {
+        map_of(manifest).values_mut().max_by_key(|m| m.base_offset).expect("an entry")
+    }
+
+    /// The key the fixture wrote `meta`'s segment under (revision 17).
+    fn fixture_key(archive: &Archive, partition: i32, meta: &SegmentMeta) -> Path {
+        archive.key(&segment_key("t", partition, 17, &meta.name(None), meta.archiver_term))
+    }
+
+    fn top_manifest_key(archive: &Archive, partition: i32) -> Path {
+        archive.key(&partition_manifest_key("t", partition, 17))
+    }
+
+    /// The manifests of `partition`: its partition manifest and its spillover manifests.
+    fn manifest_keys(archive: &Archive, partition: i32) -> Vec<Path> {
+        let top = top_manifest_key(archive, partition);
+        let dir = Path::from(top.as_ref().rsplit_once('/').expect("a directory").0);
+        let objects = block(archive.list_objects(&dir)).expect("lists");
+        let mut keys: Vec<Path> = objects
+            .into_iter()
+            .map(|m| m.location)
+            .filter(|k| k.filename().is_some_and(|n| n.starts_with("manifest.json")))
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    fn spillover_key(archive: &Archive, partition: i32) -> Path {
+        let top = top_manifest_key(archive, partition);
+        let spilled: Vec<Path> = manifest_keys(archive, partition).into_iter().filter(|k| *k != top).collect();
+        assert_eq!(spilled.len(), 1, "one spillover manifest: {spilled:?}");
+        spilled[0].clone()
+    }
+
+    /// Replays every partition of topic `t`, failing with replay's own error.
+    fn replay(archive: &Archive) -> std::result::Result<BTreeMap<i32, Vec<Record>>, Error> {
+        use kappa_engine::SourceFactory;
+        let source = crate::ReplaySource::open(archive.clone(), "t")?;
+        let ours = |e: kappa_engine::BoxError| *e.downcast::<Error>().expect("an error of kappa-replay");
+        let parts = source.partitions().map_err(ours)?;
+        let owned: Vec<(kappa_engine::PartitionId, Option<Offset>)> = parts.into_iter().map(|p| (p, None)).collect();
+        let mut reader = source.open(&owned).map_err(ours)?;
+        let (mut out, mut finished) = (Vec::new(), Vec::new());
+        let mut polls = 0;
+        while finished.len() < owned.len() {
+            reader.poll(&mut out, &mut finished).map_err(ours)?;
+            polls += 1;
+            assert!(polls < 1_000_000, "replay never finishes");
+            std::thread::yield_now();
+        }
+        let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
+        for (index, record) in out {
+            by_partition.entry(owned[index].0.partition).or_default().push(record);
+        }
+        Ok(by_partition)
+    }
+
+    fn all(expected: &[(i32, Vec<Record>)]) -> BTreeMap<i32, Vec<Record>> {
+        expected.iter().cloned().collect()
+    }
+
+    /// One batch of a Redpanda segment, as the test walks it (by sizes, unchecked).
+    #[derive(Clone, Copy, Debug)]
+    struct Walked {
+        pos: usize,
+        size: usize,
+        kind: i8,
+        /// Where its Kafka batch starts in the translation (data batches).
+        out: Option<usize>,
+    }
+
+    fn walk(bytes: &[u8]) -> Vec<Walked> {
+        let (mut pos, mut out, mut walked) = (0, 0, Vec::new());
+        while pos + HEADER_LEN <= bytes.len() && bytes[pos..pos + HEADER_LEN].iter().any(|&b| b != 0) {
+            let size = le_i32(bytes, pos + 4) as usize;
+            let kind = bytes[pos + 16] as i8;
+            walked.push(Walked { pos, size, kind, out: (kind == DATA).then_some(out) });
+            if kind == DATA {
+                out += size;
+            }
+            pos += size;
+        }
+        walked
+    }
+
+    /// The Kafka v2 batches of `bytes`: (first offset, last offset, start, length), each batch's
+    /// Kafka CRC checked.
+    fn kafka_batches(bytes: &[u8]) -> Vec<(i64, i64, usize, usize)> {
+        let (mut pos, mut out) = (0, Vec::new());
+        while pos < bytes.len() {
+            let base = i64::from_be_bytes(bytes[pos..pos + 8].try_into().expect("8 bytes"));
+            let len = i32::from_be_bytes(bytes[pos + 8..pos + 12].try_into().expect("4 bytes")) as usize + 12;
+            let delta = i32::from_be_bytes(bytes[pos + 23..pos + 27].try_into().expect("4 bytes"));
+            let crc = u32::from_be_bytes(bytes[pos + 17..pos + 21].try_into().expect("4 bytes"));
+            assert_eq!(crc, crc32c::crc32c(&bytes[pos + 21..pos + len]), "Kafka CRC of the batch at {base}");
+            out.push((base, base + i64::from(delta), pos, len));
+            pos += len;
+        }
+        out
+    }
+
+    // ---- 1. Header fields changed with valid CRCs: the checks after the header CRC. ----
+
+    /// The header fields after `header_crc`: name, byte offset in the header, width.
+    const FIELDS: [(&str, usize, usize); 12] = [
+        ("size_bytes", 4, 4),
+        ("base_offset", 8, 8),
+        ("type", 16, 1),
+        ("crc", 17, 4),
+        ("attrs", 21, 2),
+        ("last_offset_delta", 23, 4),
+        ("first_ts", 27, 8),
+        ("max_ts", 35, 8),
+        ("producer_id", 43, 8),
+        ("producer_epoch", 51, 2),
+        ("base_sequence", 53, 4),
+        ("record_count", 57, 4),
+    ];
+
+    /// A field's little-endian value, sign-extended.
+    fn field(h: &[u8], at: usize, width: usize) -> i64 {
+        let mut b = [0u8; 8];
+        b[..width].copy_from_slice(&h[at..at + width]);
+        let shift = 64 - 8 * width as u32;
+        (i64::from_le_bytes(b) << shift) >> shift
+    }
+
+    /// How a batch type translates: data, translated internal, other internal.
+    fn class(kind: i8) -> u8 {
+        if kind == DATA {
+            0
+        } else if TRANSLATED.contains(&kind) {
+            1
+        } else {
+            2
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Change {
+        To(i64),
+        By(i64),
+    }
+
+    #[derive(Debug)]
+    enum Expect {
+        /// The clean translation (the bytes are unchanged in effect).
+        Same,
+        /// A valid segment that differs: exactly this translation.
+        Translation(Translated),
+        /// A `CorruptBatch` at one of these byte offsets.
+        CorruptAt(Vec<u64>),
+        /// A `CorruptBatch` at or after this byte offset, or `Inconsistent`.
+        ErrorFrom(u64),
+    }
+
+    #[test]
+    fn any_header_field_with_valid_crcs_translates_as_it_says_or_fails_naming_object_and_offset() {
+        let (segment, bytes) = segment_bytes();
+        let clean = segment.translate("s", &bytes).expect("translates");
+        let walked = walk(&bytes);
+        assert_eq!(walked.last().map(|w| w.pos + w.size), Some(bytes.len()), "no padding in this segment");
+        assert!(walked.iter().any(|w| w.kind == DATA) && walked.iter().any(|w| w.kind == 2), "{walked:?}");
+        assert_eq!(clean.aborted.len(), 1);
+        kafka_batches(&clean.batches);
+        // What each run reached: header CRC passed, then failed the batch CRC (17), the size (4) or
+        // the raft offsets (8) of the changed batch, an error after it or at the end, translated
+        // the same, or translated to a different valid result.
+        let reached: [std::sync::atomic::AtomicUsize; 7] = Default::default();
+        let count = |i: usize| reached[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(4096));
+        let change = prop_oneof![any::<i64>().prop_map(Change::To), (-2i64..=2).prop_map(Change::By)];
+        let strategy = (0..walked.len(), 0..FIELDS.len(), change, any::<bool>());
+        runner
+            .run(&strategy, |(b, f, change, fix_batch_crc)| {
+                let batch = walked[b];
+                let (name, at, width) = FIELDS[f];
+                let mut damaged = bytes.clone();
+                let h = &mut damaged[batch.pos..batch.pos + HEADER_LEN];
+                let old = field(h, at, width);
+                let new = match change {
+                    Change::To(v) => v,
+                    Change::By(d) => old.wrapping_add(d),
+                };
+                h[at..at + width].copy_from_slice(&new.to_le_bytes()[..width]);
+                // The batch CRC covers the fields from `attrs` on (and the body); the header CRC
+                // covers every field after it.
+                let fix_batch_crc = fix_batch_crc && at >= 21;
+                if fix_batch_crc {
+                    let body = &bytes[batch.pos + HEADER_LEN..batch.pos + batch.size];
+                    let crc = crc32c::crc32c_append(crc32c::crc32c(&kafka_tail(h)), body);
+                    h[17..21].copy_from_slice(&crc.to_le_bytes());
+                }
+                let header_crc = crc32c::crc32c(&h[4..]);
+                h[0..4].copy_from_slice(&header_crc.to_le_bytes());
+                let changed = field(h, at, width) != old;
+                let pos = batch.pos as u64;
+                let expect = if !changed {
+                    Expect::Same
+                } else {
+                    match name {
+                        // Out of range, or a CRC over the wrong body.
+                        "size_bytes" => Expect::CorruptAt(vec![pos + 4, pos + 17]),
+                        // Not covered by the batch CRC: the raft offset checks find it.
+                        "base_offset" => Expect::CorruptAt(vec![pos + 8]),
+                        "type" => match (class(batch.kind), class(new as i8)) {
+                            // Another translated internal type: the same in effect.
+                            (a, b) if a == b => Expect::Same,
+                            // A data batch retyped as an internal one that takes its Kafka
+                            // offsets along: the translation lacks it.
+                            (0, 2) => {
+                                let out = batch.out.expect("a data batch");
+                                let kafka = i64::from_be_bytes(clean.batches[out..out + 8].try_into().expect("8"));
+                                let mut rest = clean.batches[..out].to_vec();
+                                rest.extend_from_slice(&clean.batches[out + batch.size..]);
+                                Expect::Translation(Translated {
+                                    batches: Bytes::from(rest),
+                                    aborted: clean.aborted.iter().copied().filter(|a| a.first != kafka).collect(),
+                                    internal_batches: clean.internal_batches + 1,
+                                    delta_end: clean.delta_end,
+                                })
+                            }
+                            // Translated offsets change: `delta_offset_end` disagrees.
+                            _ => Expect::ErrorFrom(pos),
+                        },
+                        "crc" => Expect::CorruptAt(vec![pos + 17]),
+                        _ if !fix_batch_crc => Expect::CorruptAt(vec![pos + 17]),
+                        // The raft offsets no longer meet the next batch's (or the segment's end).
+                        "last_offset_delta" => Expect::ErrorFrom(pos),
+                        // An internal batch's other fields mean nothing.
+                        _ if batch.kind != DATA => Expect::Same,
+                        // A data batch's: its Kafka batch carries the new value (big-endian, at the
+                        // same place in Kafka's header) and the new CRC; whether it is aborted
+                        // follows its attributes and producer.
+                        _ => {
+                            let out = batch.out.expect("a data batch");
+                            let mut kafka_bytes = clean.batches.to_vec();
+                            for (at, width) in [(at, width), (17, 4)] {
+                                let field = &mut kafka_bytes[out + at..out + at + width];
+                                field.copy_from_slice(&h[at..at + width]);
+                                field.reverse();
+                            }
+                            let kafka = i64::from_be_bytes(kafka_bytes[out..out + 8].try_into().expect("8"));
+                            let (raft, attrs, pid, epoch) = (le_i64(h, 8), le_i16(h, 21), le_i64(h, 43), le_i16(h, 51));
+                            let mut aborted: Vec<AbortedTxn> =
+                                clean.aborted.iter().copied().filter(|a| a.first != kafka).collect();
+                            let in_aborted = segment
+                                .aborted
+                                .iter()
+                                .any(|r| r.pid.id == pid && r.pid.epoch == epoch && r.first <= raft && raft <= r.last);
+                            if attrs & 0x10 != 0 && attrs & 0x20 == 0 && in_aborted {
+                                let last = kafka + i64::from(le_i32(h, 23));
+                                aborted.push(AbortedTxn { producer_id: pid, first: kafka, last });
+                                aborted.sort_by_key(|a| a.first);
+                            }
+                            Expect::Translation(Translated {
+                                batches: Bytes::from(kafka_bytes),
+                                aborted,
+                                ..clean.clone()
+                            })
+                        }
+                    }
+                };
+                let got = std::panic::catch_unwind(|| segment.translate("s", &damaged));
+                let got = match got {
+                    Ok(got) => got,
+                    Err(_) => return Err(TestCaseError::fail(format!("{name} of batch {b}: {old} → {new} panics"))),
+                };
+                let why = format!("{name} of batch {b} at {pos}: {old} → {new} (batch CRC fixed: {fix_batch_crc})");
+                match (&expect, got) {
+                    (Expect::Same, Ok(t)) => {
+                        prop_assert_eq!(&t, &clean, "{}", why);
+                        count(if damaged == bytes { 5 } else { 6 });
+                    }
+                    (Expect::Translation(x), Ok(t)) => {
+                        prop_assert_ne!(&t, &clean, "{}", why);
+                        prop_assert_eq!(&t, x, "{}", why);
+                        kafka_batches(&t.batches);
+                        count(6);
+                    }
+                    (Expect::CorruptAt(offsets), Err(Error::CorruptBatch { object, byte_offset, .. })) => {
+                        prop_assert_eq!(object.as_str(), "s", "{}", why);
+                        prop_assert!(
+                            offsets.contains(&byte_offset),
+                            "{}: at {}, expected one of {:?}",
+                            why,
+                            byte_offset,
+                            offsets
+                        );
+                        count(match byte_offset - pos {
+                            17 => 0,
+                            4 => 1,
+                            _ => 2,
+                        });
+                    }
+                    (Expect::ErrorFrom(from), Err(Error::CorruptBatch { object, byte_offset, .. })) => {
+                        prop_assert_eq!(object.as_str(), "s", "{}", why);
+                        prop_assert!(
+                            (*from..=bytes.len() as u64).contains(&byte_offset),
+                            "{}: at {}, expected from {} to the object's end",
+                            why,
+                            byte_offset,
+                            from
+                        );
+                        count(3);
+                    }
+                    (Expect::ErrorFrom(_), Err(Error::Inconsistent { object, .. })) => {
+                        prop_assert_eq!(object.as_str(), "s", "{}", why);
+                        count(4);
+                    }
+                    (expect, got) => prop_assert!(false, "{}: expected {:?}, got {:?}", why, expect, got),
+                }
+                Ok(())
+            })
+            .expect("every header change is translated as it says or refused naming object and offset");
+        let reached: Vec<usize> = reached.iter().map(|r| r.load(std::sync::atomic::Ordering::Relaxed)).collect();
+        // Every outcome is reached: batch CRC, size, raft offsets of the changed batch; errors after
+        // it (next batch, end of the segment); unchanged bytes; changed bytes translated.
+        assert!(reached.iter().all(|&n| n > 0), "outcomes reached: {reached:?}");
+    }
+
+    // ---- 2. Listing paths. ----
+
+    /// Rewrites `partition`'s manifests (its partition manifest and spillover manifest) as Redpanda
+    /// v1 wrote them: no `delta_offset_end`, names `{base}-{term}-v1.log`. The entries alternate
+    /// between no `sname_format` and no `segment_term` (the term is read from the map key) and
+    /// `sname_format` 1 with its `segment_term`, and between keys with and without the archiver
+    /// term's suffix. Moves each segment (and its `.tx`) to its v1 key; returns those, oldest first.
+    fn to_v1(archive: &Archive, partition: i32) -> Vec<Path> {
+        let mut moved = BTreeMap::new();
+        for key in manifest_keys(archive, partition) {
+            let mut manifest = manifest_at(archive, &key);
+            for (n, (listed_as, meta)) in map_of(&mut manifest).iter_mut().enumerate() {
+                let old = fixture_key(archive, partition, meta);
+                assert!(exists(archive, &old), "{old}");
+                assert_eq!(listed_as, &format!("{}-1-v1.log", meta.base_offset));
+                meta.delta_offset_end = None;
+                (meta.sname_format, meta.segment_term) = if n % 2 == 0 { (None, None) } else { (Some(1), Some(1)) };
+                meta.archiver_term = (moved.len() % 2 == 1).then_some(3);
+                let name = format!("{}-1-v1.log", meta.base_offset);
+                let new = archive.key(&segment_key("t", partition, 17, &name, meta.archiver_term));
+                rename(archive, &old, &new);
+                moved.insert(meta.base_offset, new);
+            }
+            put_manifest(archive, &key, &manifest);
+        }
+        moved.into_values().collect()
+    }
+
+    #[test]
+    fn v1_entries_are_found_by_base_and_term_and_the_last_ones_end_is_read_from_its_bytes() {
+        let (archive, expected, ..) = redpanda_archive("redpanda-v1");
+        for (p, records) in &expected {
+            let moved = to_v1(&archive, *p);
+            assert!(moved.iter().any(|k| k.as_ref().ends_with("-v1.log")), "keys without the term's suffix");
+            assert!(moved.iter().any(|k| k.as_ref().ends_with("-v1.log.3")), "keys with the term's suffix");
+            let segments = block(RedpandaLayout.segments(&archive, "t", *p)).expect("lists");
+            let listed: Vec<Path> = segments.iter().map(|s| s.key.clone()).collect();
+            assert_eq!(listed, moved, "partition {p}: every v1 segment, by its v1 key");
+            assert!(segments.iter().all(|s| s.note.is_none()), "partition {p}: {segments:?}");
+            // Neighbours meet: a middle entry ends where the next one starts.
+            for pair in segments.windows(2) {
+                assert_eq!(pair[0].next_offset, pair[1].base_offset, "partition {p}");
+            }
+            // The last entry's end comes from its bytes: its internal batches take no Kafka offsets.
+            let end = records.last().expect("records").offset + 1;
+            assert_eq!(segments.last().expect("segments").next_offset, end, "partition {p}");
+        }
+        assert_eq!(replay(&archive).expect("replays"), all(&expected));
+    }
+
+    #[test]
+    fn a_damaged_last_v1_segment_is_noted_at_listing_and_named_by_replay() {
+        let (archive, ..) = redpanda_archive("redpanda-v1-damaged");
+        let moved = to_v1(&archive, 2);
+        let last = moved.last().expect("segments").clone();
+        let mut bytes = object(&archive, &last);
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x5a;
+        put(&archive, &last, bytes);
+        let segments = block(RedpandaLayout.segments(&archive, "t", 2)).expect("still lists");
+        assert_eq!(segments.len(), moved.len());
+        let listed = segments.last().expect("segments");
+        assert_eq!(listed.key, last);
+        let note = listed.note.as_deref().unwrap_or_else(|| panic!("a note on the unreadable segment: {segments:?}"));
+        assert!(note.contains("cannot be read") && note.contains(last.as_ref()), "{note}");
+        let summary = crate::inspect::summarize(&archive, "t").expect("summarizes");
+        let p2 = &summary.partitions[&2];
+        assert!(p2.notes.iter().any(|n| n.contains("cannot be read")), "{:?}", p2.notes);
+        assert!(summary.damaged().iter().any(|(key, _)| key == last.as_ref()), "{:?}", summary.damaged());
+        match replay(&archive) {
+            Err(Error::CorruptBatch { object, .. }) => assert_eq!(object, last.to_string()),
+            other => panic!("expected the damage named, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_sname_format_spells_its_name() {
+        let meta = SegmentMeta {
+            base_offset: 5,
+            committed_offset: 9,
+            size_bytes: 300,
+            segment_term: Some(4),
+            ..SegmentMeta::default()
+        };
+        let with = |sname_format, segment_term| SegmentMeta { sname_format, segment_term, ..meta.clone() };
+        // 1 (and none): base and term; the entry's own term before the map key's.
+        assert_eq!(with(Some(1), Some(4)).name(Some("5-7-v1.log")), "5-4-v1.log");
+        assert_eq!(with(Some(1), None).name(Some("5-7-v1.log")), "5-7-v1.log");
+        assert_eq!(with(None, Some(4)).name(None), "5-4-v1.log");
+        // 2 and 3: base, committed, size and term.
+        assert_eq!(with(Some(2), Some(4)).name(None), "5-9-300-4-v1.log");
+        assert_eq!(with(Some(3), None).name(Some("5-7-v1.log")), "5-9-300-7-v1.log");
+    }
+
+    #[test]
+    fn entries_below_start_offset_are_skipped_and_replay_starts_at_the_first_kept_segment() {
+        let (archive, expected, ..) = redpanda_archive("redpanda-retention");
+        let key = top_manifest_key(&archive, 2);
+        let original = manifest_at(&archive, &key);
+        let metas: Vec<SegmentMeta> = original.entries().into_iter().map(|(_, m)| m).collect();
+        let unfiltered = block(RedpandaLayout.segments(&archive, "t", 2)).expect("lists");
+        assert_eq!(unfiltered.len(), metas.len());
+        // Partition 2's segment i holds records chunks(12)[i].
+        let first_of = |i: usize| expected[2].1[12 * i].offset;
+        assert!((0..metas.len()).all(|i| unfiltered[i].base_offset == first_of(i)));
+        // A segment goes only as a whole: one that holds `start_offset` stays.
+        for (start, kept) in [
+            (metas[1].committed_offset, 1),
+            (metas[2].base_offset, 2),
+            (metas[2].committed_offset, 2),
+            (metas[2].committed_offset + 1, 3),
+        ] {
+            let manifest = PartitionManifest { start_offset: Some(start), ..original.clone() };
+            put_manifest(&archive, &key, &manifest);
+            let listing = block(RedpandaLayout.list(&archive, "t", 2)).expect("lists");
+            assert!(listing.holes.is_empty(), "start {start}: {:?}", listing.holes);
+            let keys: Vec<&Path> = listing.segments.iter().map(|s| &s.key).collect();
+            assert_eq!(keys, unfiltered[kept..].iter().map(|s| &s.key).collect::<Vec<_>>(), "start {start}");
+            let mut want = all(&expected);
+            want.get_mut(&2).expect("partition 2").retain(|r| r.offset >= first_of(kept));
+            assert_eq!(replay(&archive).expect("replays"), want, "start {start}");
+        }
+        // Retention deletes the objects too: they are not missed.
+        for segment in &unfiltered[..3] {
+            delete(&archive, &segment.key);
+        }
+        let segments = block(RedpandaLayout.segments(&archive, "t", 2)).expect("no hole");
+        assert_eq!(segments[0].base_offset, first_of(3));
+    }
+
+    #[test]
+    fn spilled_entries_below_archive_start_offset_are_skipped_even_when_their_manifest_is_gone() {
+        let (archive, expected, ..) = redpanda_archive("redpanda-archive-start");
+        let key = top_manifest_key(&archive, 1);
+        let mut top = manifest_at(&archive, &key);
+        let spill = top.spillover[0].clone();
+        let spill_key = spillover_key(&archive, 1);
+        let spilled: Vec<SegmentMeta> =
+            manifest_at(&archive, &spill_key).entries().into_iter().map(|(_, m)| m).collect();
+        assert_eq!(spilled.len(), 2);
+        let first_of = |i: usize| expected[1].1[12 * i].offset;
+        // The oldest spilled segment is below `archive_start_offset`, and gone.
+        top.archive_start_offset = Some(spilled[1].base_offset);
+        put_manifest(&archive, &key, &top);
+        delete(&archive, &fixture_key(&archive, 1, &spilled[0]));
+        let segments = block(RedpandaLayout.segments(&archive, "t", 1)).expect("no hole");
+        assert_eq!(segments.len(), 4);
+        assert_eq!(segments[0].key, fixture_key(&archive, 1, &spilled[1]));
+        assert_eq!(segments[0].base_offset, first_of(1));
+        let mut want = all(&expected);
+        want.get_mut(&1).expect("partition 1").retain(|r| r.offset >= first_of(1));
+        assert_eq!(replay(&archive).expect("replays"), want);
+        // The whole spillover manifest is below it, and gone with its segments.
+        top.archive_start_offset = Some(spill.committed_offset + 1);
+        put_manifest(&archive, &key, &top);
+        delete(&archive, &spill_key);
+        delete(&archive, &fixture_key(&archive, 1, &spilled[1]));
+        let segments = block(RedpandaLayout.segments(&archive, "t", 1)).expect("no hole");
+        assert_eq!(segments.len(), 3);
+        assert_eq!(segments[0].base_offset, first_of(2));
+    }
+
+    #[test]
+    fn a_missing_spillover_manifest_is_a_hole_naming_its_key() {
+        let (archive, expected, ..) = redpanda_archive("redpanda-spill-missing");
+        let spill = manifest_at(&archive, &top_manifest_key(&archive, 1)).spillover[0].clone();
+        let spill_key = spillover_key(&archive, 1);
+        delete(&archive, &spill_key);
+        let listing = block(RedpandaLayout.list(&archive, "t", 1)).expect("lists");
+        // The manifest's own segments are still listed; the spilled ones are a hole.
+        let first_kept = expected[1].1[24].offset;
+        assert_eq!(listing.segments.len(), 3);
+        assert_eq!(listing.segments[0].base_offset, first_kept);
+        assert_eq!(listing.holes.len(), 1, "{:?}", listing.holes);
+        let hole = &listing.holes[0];
+        assert_eq!((hole.partition, hole.expected_offset, hole.found_offset), (1, expected[1].1[0].offset, first_kept));
+        // Named by its key up to the offsets a reader cannot know without it.
+        let named = hole.object.strip_suffix('…').unwrap_or_else(|| panic!("a key prefix: {}", hole.object));
+        let prefix = format!("/manifest.json.{}.{}.", spill.base_offset, spill.committed_offset);
+        assert!(named.ends_with(&prefix) && spill_key.as_ref().starts_with(named), "{named} of {spill_key}");
+        match replay(&archive) {
+            Err(Error::ArchiveHole { partition: 1, object, .. }) => assert_eq!(object, hole.object),
+            other => panic!("expected the hole refused, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_segment_under_an_older_revision_is_found_where_its_entry_says() {
+        let (archive, expected, ..) = redpanda_archive("redpanda-ntp-revision");
+        let key = top_manifest_key(&archive, 0);
+        let mut manifest = manifest_at(&archive, &key);
+        // No `ntp_revision`: the manifest's revision.
+        map_of(&mut manifest).values_mut().for_each(|m| m.ntp_revision = None);
+        // The last segment (with its `.tx`: an aborted transaction) uploaded before a move.
+        let last = last_entry(&mut manifest);
+        let at_17 = fixture_key(&archive, 0, last);
+        let at_5 = archive.key(&segment_key("t", 0, 5, &last.name(None), last.archiver_term));
+        assert!(exists(&archive, &tx_key(&at_17)));
+        rename(&archive, &at_17, &at_5);
+        last.ntp_revision = Some(5);
+        put_manifest(&archive, &key, &manifest);
+        let segments = block(RedpandaLayout.segments(&archive, "t", 0)).expect("lists");
+        assert_eq!(segments.last().expect("segments").key, at_5);
+        // Its aborted records are skipped: its `.tx` is read beside it.
+        assert_eq!(replay(&archive).expect("replays"), all(&expected));
+        // Without its `ntp_revision` it is looked up under the manifest's: a hole naming that key.
+        last_entry(&mut manifest).ntp_revision = None;
+        put_manifest(&archive, &key, &manifest);
+        match block(RedpandaLayout.segments(&archive, "t", 0)) {
+            Err(Error::ArchiveHole { object, .. }) => assert_eq!(object, at_17.to_string()),
+            other => panic!("expected a hole, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn compacted_segments_may_skip_raft_offsets_and_still_skip_their_aborted_transactions() {
+        let (archive, expected, ..) = redpanda_archive("redpanda-compacted");
+        let key = top_manifest_key(&archive, 0);
+        let mut manifest = manifest_at(&archive, &key);
+        let last = last_entry(&mut manifest);
+        let old = fixture_key(&archive, 0, last);
+        assert!(exists(&archive, &tx_key(&old)));
+        let bytes = object(&archive, &old);
+        let Transform::Redpanda(segment) = &block(RedpandaLayout.segments(&archive, "t", 0))
+            .expect("lists")
+            .last()
+            .expect("segments")
+            .transform
+            .clone()
+        else {
+            panic!("a redpanda segment")
+        };
+        let kafka = kafka_batches(&segment.translate("s", &bytes).expect("translates").batches);
+        // Config, 4 records, aborted transaction, config, its abort marker, a committed
+        // transaction, its commit marker, 3 records.
+        let walked = walk(&bytes);
+        let kinds: Vec<i8> = walked.iter().map(|w| w.kind).collect();
+        assert_eq!(kinds, [2, 1, 1, 2, 1, 1, 1, 1]);
+        // Compaction removed the first data batch and the last: raft offsets skip one, and the
+        // segment ends short of its committed offset.
+        let (first, final_) = (kafka[0], kafka[kafka.len() - 1]);
+        let compacted: Vec<u8> = walked
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != 1 && i != walked.len() - 1)
+            .flat_map(|(_, w)| bytes[w.pos..w.pos + w.size].to_vec())
+            .collect();
+        let gap_at = (walked[0].size + 8) as u64;
+        last.size_bytes = compacted.len() as i64;
+        last.is_compacted = true;
+        // The name (format 3) holds the size: the object moves.
+        let new = fixture_key(&archive, 0, last);
+        rename(&archive, &old, &new);
+        put(&archive, &new, compacted);
+        put_manifest(&archive, &key, &manifest);
+        let mut want = all(&expected);
+        let removed = |o: i64| (first.0..=first.1).contains(&o) || (final_.0..=final_.1).contains(&o);
+        let before = want[&0].len();
+        want.get_mut(&0).expect("partition 0").retain(|r| !removed(r.offset));
+        assert_eq!(want[&0].len(), before - 7);
+        let source = crate::ReplaySource::open(archive.clone(), "t").expect("opens");
+        assert_eq!(source.end_offsets()[&0], expected[0].1.last().expect("records").offset + 1, "the handoff stays");
+        // The aborted transaction's records are still skipped: its `.tx` applies.
+        assert_eq!(replay(&archive).expect("replays"), want);
+        // The same bytes, not marked compacted: the gap is damage.
+        last_entry(&mut manifest).is_compacted = false;
+        put_manifest(&archive, &key, &manifest);
+        match replay(&archive) {
+            Err(Error::CorruptBatch { object, byte_offset, .. }) => {
+                assert_eq!((object, byte_offset), (new.to_string(), gap_at));
+            }
+            other => panic!("expected the gap refused, got {other:?}"),
         }
     }
 }
