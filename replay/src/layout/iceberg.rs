@@ -1362,6 +1362,13 @@ mod tests {
         assert_eq!(now, expected(&records));
         let then = replay(&open(&format!("{location}/metadata/{old}"))).expect("replays the older snapshot");
         assert_eq!(then, expected(first));
+        // A filesystem catalog's `v{N}.metadata.json` with `version-hint.text`: the hint decides.
+        std::fs::copy(format!("{metadata_dir}/{old}"), format!("{metadata_dir}/v1.metadata.json")).expect("copy");
+        std::fs::write(format!("{metadata_dir}/version-hint.text"), "1\n").expect("hint");
+        assert_eq!(replay(&open(&location)).expect("replays the hinted version"), expected(first));
+        std::fs::write(format!("{metadata_dir}/version-hint.text"), "nonsense").expect("hint");
+        let error = replay(&open(&location)).expect_err("a hint that names nothing").to_string();
+        assert!(error.contains("version-hint.text"), "{error}");
     }
 
     #[test]

@@ -359,3 +359,12 @@ pub(crate) async fn choose(
         }),
     }
 }
+
+#[cfg(all(test, not(feature = "iceberg")))]
+mod without_the_iceberg_feature {
+    #[test]
+    fn choosing_iceberg_says_how_to_build_it() {
+        let error = crate::Archive::open_layout("memory://no-iceberg", Some("iceberg"), None).expect_err("not built");
+        assert!(error.to_string().contains("--features iceberg"), "{error}");
+    }
+}

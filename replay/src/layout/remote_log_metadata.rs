@@ -597,6 +597,40 @@ mod tests {
     }
 
     #[test]
+    fn tagged_fields_a_newer_broker_adds_are_skipped() {
+        let id = [3u8; 16];
+        let records = [
+            MetadataRecord::Segment {
+                topic: "t".into(),
+                topic_id: [1; 16],
+                partition: 2,
+                id,
+                segment: segment(100, 199, &[(3, 50)], SegmentState::CopyFinished),
+            },
+            MetadataRecord::Update {
+                topic: "t".into(),
+                topic_id: [1; 16],
+                partition: 2,
+                id,
+                state: SegmentState::DeleteStarted,
+            },
+            MetadataRecord::PartitionDelete { topic: "t".into(), topic_id: [1; 16], partition: 2, state: 1 },
+        ];
+        for record in records {
+            let mut bytes = encode(&record);
+            // The record's own tagged fields (its last byte, a count of 0): two unknown ones.
+            assert_eq!(bytes.pop(), Some(0));
+            bytes.extend_from_slice(&[2, 0, 2, 0xab, 0xcd, 5, 0]);
+            assert_eq!(decode("r", &bytes).expect("decodes past unknown tagged fields"), record);
+            // A tagged field that claims more bytes than the record has is an error naming it.
+            let mut cut = encode(&record);
+            cut.pop();
+            cut.extend_from_slice(&[1, 0, 9, 0xab]);
+            assert!(decode("r", &cut).expect_err("too short").to_string().contains("`r`"));
+        }
+    }
+
+    #[test]
     fn a_truncated_leaders_upload_is_off_the_lineage() {
         let lineage = Lineage::parse_checkpoint("c", b"0\n3\n0 0\n3 50\n4 150\n").expect("parses");
         assert_eq!(lineage.0.len(), 3);
