@@ -291,8 +291,8 @@ fn reader_options() -> ArrowReaderOptions {
     ArrowReaderOptions::new().with_skip_arrow_metadata(true)
 }
 
-/// Runs `read` (a Parquet decode of the object `object`), turning a panic inside the parquet or
-/// arrow crates on damaged bytes into an error naming the object: bad input must never crash the
+/// Runs `read` (a Parquet or Avro decode of the object `object`), turning a panic inside the parquet,
+/// arrow or apache-avro crates on damaged bytes into an error naming the object: bad input must never crash the
 /// job (the fuzz test below found such panics; this is the last line behind the checks).
 fn guarded<T>(object: &str, at: u64, read: impl FnOnce() -> Result<T>) -> Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).unwrap_or_else(|panic| {
@@ -304,7 +304,7 @@ fn guarded<T>(object: &str, at: u64, read: impl FnOnce() -> Result<T>) -> Result
         Err(Error::CorruptBatch {
             object: object.to_string(),
             byte_offset: at,
-            reason: format!("the Parquet reader failed on damaged bytes ({why})"),
+            reason: format!("reading it failed on damaged bytes (a panic in the Parquet or Avro reader: {why})"),
         })
     })
 }
@@ -804,12 +804,13 @@ async fn load(layout: &IcebergLayout, archive: &Archive) -> Result<Table> {
         let list_bytes = archive.fetch(&list_key).await?;
         let version = metadata.format_version();
         // A manifest list written before the table was upgraded keeps its older format version.
-        let list = ManifestList::parse_with_version(&list_bytes, version)
+        let parse = |v| guarded(list_key.as_ref(), 0, || Ok(ManifestList::parse_with_version(&list_bytes, v)));
+        let list = parse(version)?
             .or_else(|first| {
                 [FormatVersion::V1, FormatVersion::V2, FormatVersion::V3]
                     .into_iter()
                     .filter(|v| *v != version)
-                    .find_map(|v| ManifestList::parse_with_version(&list_bytes, v).ok())
+                    .find_map(|v| parse(v).ok().and_then(|parsed| parsed.ok()))
                     .ok_or(first)
             })
             .map_err(|e| Error::CorruptMetadata {
@@ -825,11 +826,15 @@ async fn load(layout: &IcebergLayout, archive: &Archive) -> Result<Table> {
                 continue;
             }
             let manifest_bytes = archive.fetch(&manifest_key).await?;
-            let manifest = Manifest::parse_avro(&manifest_bytes).map_err(|e| Error::CorruptMetadata {
-                object: manifest_key.to_string(),
-                byte_offset: 0,
-                reason: format!("not an Iceberg manifest: {e}"),
-            })?;
+            // apache-avro panics on some damaged headers (the fuzz test below found one).
+            let manifest =
+                guarded(manifest_key.as_ref(), 0, || Ok(Manifest::parse_avro(&manifest_bytes)))?.map_err(|e| {
+                    Error::CorruptMetadata {
+                        object: manifest_key.to_string(),
+                        byte_offset: 0,
+                        reason: format!("not an Iceberg manifest: {e}"),
+                    }
+                })?;
             for entry in manifest.entries() {
                 if entry.status() == ManifestStatus::Deleted {
                     continue;
@@ -1443,13 +1448,20 @@ mod tests {
         assert!(!thrift_has_field(&[0x15, 0x80, 0x80], 4));
     }
 
-    /// A small table written once, with page checksums, and its first segment.
-    fn fuzz_table(dir: &std::path::Path) -> (Archive, SegmentRef) {
+    /// A small table written once, with page checksums: its first segment (a single data file),
+    /// that file's bytes and its name, after checking it translates as listed.
+    fn fuzz_table(dir: &std::path::Path) -> (Archive, IcebergSegment, Bytes, String) {
         let records: Vec<(i32, Record)> = history()[0].1.iter().take(12).map(|r| (0, r.clone())).collect();
         let location = write_table(dir, "fuzz", "redpanda", &records, &["--page-checksums"]);
         let archive = open(&location);
-        let segments = crate::archive::runtime().block_on(archive.layout.segments(&archive, "t", 0)).expect("lists");
-        (archive, segments[0].clone())
+        let runtime = crate::archive::runtime();
+        let segments = runtime.block_on(archive.layout.segments(&archive, "t", 0)).expect("lists");
+        let Transform::Iceberg(iceberg) = &segments[0].transform else { panic!("an iceberg segment") };
+        let bytes = runtime.block_on(archive.fetch(&segments[0].key)).expect("fetch");
+        let name = segments[0].key.to_string();
+        iceberg.translate(&name, &bytes).expect("translates as listed");
+        let iceberg = (**iceberg).clone();
+        (archive, iceberg, bytes, name)
     }
 
     /// Skips one thrift compact-protocol value of type `kind` at `at`; the position after it.
@@ -1565,11 +1577,7 @@ mod tests {
     fn any_damage_to_a_data_file_is_an_error_naming_it_never_a_panic() {
         use proptest::prelude::*;
         let dir = tempfile::tempdir().expect("tempdir");
-        let (archive, segment) = fuzz_table(dir.path());
-        let Transform::Iceberg(iceberg) = &segment.transform else { panic!("an iceberg segment") };
-        let bytes = crate::archive::runtime().block_on(archive.fetch(&segment.key)).expect("fetch");
-        let name = segment.key.to_string();
-        iceberg.translate(&name, &bytes).expect("translates");
+        let (_, iceberg, bytes, name) = fuzz_table(dir.path());
         let pages = page_data(&bytes, &iceberg.columns);
         assert!(pages.len() >= 5, "a page per column read at least: {pages:?}");
         let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(512));
@@ -1580,7 +1588,7 @@ mod tests {
                 let in_page = pages.iter().any(|p| p.contains(&at));
                 for (candidate, checked) in [(damaged.clone(), in_page), (bytes[..cut].to_vec(), cut < bytes.len())] {
                     let files = vec![FileRef { size: candidate.len() as u64, ..iceberg.files[0].clone() }];
-                    let same_size = IcebergSegment { files, ..(**iceberg).clone() };
+                    let same_size = IcebergSegment { files, ..iceberg.clone() };
                     match same_size.translate(&name, &Bytes::from(candidate.clone())) {
                         // Page data of the columns read is checksummed, and a cut file loses its
                         // footer: either is an error. Page headers and the footer have no
@@ -1607,7 +1615,7 @@ mod tests {
     fn any_damage_to_the_metadata_or_a_manifest_is_a_named_error_never_a_panic() {
         use proptest::prelude::*;
         let dir = tempfile::tempdir().expect("tempdir");
-        let (archive, _) = fuzz_table(dir.path());
+        let (archive, ..) = fuzz_table(dir.path());
         let objects =
             crate::archive::runtime().block_on(archive.list_objects(&archive.key("metadata"))).expect("lists");
         let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(256));
@@ -1638,11 +1646,7 @@ mod tests {
     #[test]
     fn rows_the_manifest_bounds_do_not_describe_are_refused_not_dropped() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (archive, segment) = fuzz_table(dir.path());
-        let Transform::Iceberg(iceberg) = &segment.transform else { panic!("an iceberg segment") };
-        let bytes = crate::archive::runtime().block_on(archive.fetch(&segment.key)).expect("fetch");
-        let name = segment.key.to_string();
-        iceberg.translate(&name, &bytes).expect("translates as listed");
+        let (_, iceberg, bytes, name) = fuzz_table(dir.path());
         let (first, last) = iceberg.files[0].ranges[&0];
         for wrong in [
             // An upper bound past the last row: the handoff would skip live offsets.
@@ -1651,7 +1655,7 @@ mod tests {
             BTreeMap::from([(1, (first, last))]),
         ] {
             let files = vec![FileRef { ranges: wrong.clone(), ..iceberg.files[0].clone() }];
-            let error = IcebergSegment { files, ..(**iceberg).clone() }.translate(&name, &bytes).expect_err("refused");
+            let error = IcebergSegment { files, ..iceberg.clone() }.translate(&name, &bytes).expect_err("refused");
             assert!(error.to_string().contains("column bounds say") && error.to_string().contains(&name), "{error}");
         }
     }
