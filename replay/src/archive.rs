@@ -101,14 +101,7 @@ impl Archive {
 
     /// The whole object `key`.
     pub async fn fetch(&self, key: &Path) -> Result<bytes::Bytes> {
-        let object = key.to_string();
-        self.store
-            .get(key)
-            .await
-            .map_err(|source| Error::ObjectStore { object: object.clone(), source })?
-            .bytes()
-            .await
-            .map_err(|source| Error::ObjectStore { object, source })
+        get_bytes(self.store.as_ref(), key).await
     }
 
     /// Bytes `range` of the object `key` (fewer if the object ends first).
@@ -152,6 +145,18 @@ impl Archive {
         parts.extend(relative.split('/').filter(|s| !s.is_empty()).map(String::from));
         Path::from_iter(parts)
     }
+}
+
+/// The whole object `key` of `store`, an error naming it if the store fails.
+pub(crate) async fn get_bytes(store: &dyn ObjectStore, key: &Path) -> Result<bytes::Bytes> {
+    let object = key.to_string();
+    store
+        .get(key)
+        .await
+        .map_err(|source| Error::ObjectStore { object: object.clone(), source })?
+        .bytes()
+        .await
+        .map_err(|source| Error::ObjectStore { object, source })
 }
 
 /// Retries for transient object-store failures. object_store's default gives up after about two

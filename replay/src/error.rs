@@ -1,5 +1,15 @@
 //! The replay crate's error type.
 
+/// What a caught panic says (its message, when it has one): for errors that replace a panic on
+/// damaged bytes.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
+}
+
 /// Result with replay's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

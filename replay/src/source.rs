@@ -214,11 +214,7 @@ async fn replay_partition(
             let records =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_checked(&segment, &bytes, from)))
                     .unwrap_or_else(|panic| {
-                        let why = panic
-                            .downcast_ref::<&str>()
-                            .map(|s| s.to_string())
-                            .or_else(|| panic.downcast_ref::<String>().cloned())
-                            .unwrap_or_default();
+                        let why = crate::error::panic_message(panic.as_ref());
                         Err(Error::Inconsistent {
                             object: segment.key.to_string(),
                             reason: format!("decoding it panicked ({why}); please report this with the object"),

@@ -296,11 +296,7 @@ fn reader_options() -> ArrowReaderOptions {
 /// job (the fuzz test below found such panics; this is the last line behind the checks).
 fn guarded<T>(object: &str, at: u64, read: impl FnOnce() -> Result<T>) -> Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).unwrap_or_else(|panic| {
-        let why = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "no message".into());
+        let why = crate::error::panic_message(panic.as_ref());
         Err(Error::CorruptBatch {
             object: object.to_string(),
             byte_offset: at,
@@ -1160,18 +1156,9 @@ impl ArchiveLayout for IcebergLayout {
 
 /// The segment's objects, fetched: one data file's bytes, or several [`frame`]d.
 pub(crate) async fn fetch(store: &dyn object_store::ObjectStore, segment: &IcebergSegment) -> Result<Bytes> {
-    use object_store::ObjectStoreExt;
     let mut parts = Vec::with_capacity(segment.files.len());
     for file in &segment.files {
-        let object = file.key.to_string();
-        let bytes = store
-            .get(&file.key)
-            .await
-            .map_err(|source| Error::ObjectStore { object: object.clone(), source })?
-            .bytes()
-            .await
-            .map_err(|source| Error::ObjectStore { object, source })?;
-        parts.push(bytes);
+        parts.push(crate::archive::get_bytes(store, &file.key).await?);
     }
     Ok(if parts.len() == 1 { parts.remove(0) } else { frame(&parts) })
 }

@@ -267,19 +267,11 @@ pub const LAYOUTS: [&str; 6] = ["kappa", "tansu", "kafka-logdir", "kip405", "red
 /// The bytes of `segment`: its object, or for a segment of several objects (an Iceberg segment
 /// whose data files' offsets interleave) all of them, framed.
 pub(crate) async fn fetch_segment(store: &dyn object_store::ObjectStore, segment: &SegmentRef) -> Result<bytes::Bytes> {
-    use object_store::ObjectStoreExt;
     #[cfg(feature = "iceberg")]
     if let Transform::Iceberg(iceberg) = &segment.transform {
         return iceberg::fetch(store, iceberg).await;
     }
-    let object = segment.key.to_string();
-    store
-        .get(&segment.key)
-        .await
-        .map_err(|source| Error::ObjectStore { object: object.clone(), source })?
-        .bytes()
-        .await
-        .map_err(|source| Error::ObjectStore { object, source })
+    crate::archive::get_bytes(store, &segment.key).await
 }
 
 /// The error for `--layout iceberg` in a build without the `iceberg` feature.
