@@ -50,6 +50,8 @@ pub(crate) struct TimePolicy {
     pub max_timestamp_jump_ms: u64,
     /// How long a caught-up live partition may stay silent before its watermark advances.
     pub idle_timeout: Option<Duration>,
+    /// How far a partition may run ahead of the least watermark before it is held back.
+    pub max_partition_skew_ms: Option<u64>,
 }
 
 impl TimePolicy {
@@ -202,6 +204,8 @@ where
             .collect();
         let mut capability = (!owned.is_empty()).then_some(capability);
         let (mut records, mut finished) = (Vec::new(), Vec::new());
+        // Partitions asked to be held back, running ahead of the others in event time.
+        let mut held = vec![false; parts.len()];
         // Durable inputs: the partitions' logs, and the restored updates still to be emitted.
         let mut durable = durable;
         let mut logs: Vec<PartitionLog<T>> = Vec::new();
@@ -326,6 +330,7 @@ where
                 }
             };
             let now = Instant::now();
+            let delivered = !records.is_empty();
             if !records.is_empty() {
                 metrics.add_records(records.len() as u64);
                 // Every time we give is at least the capability's: the capability sits at the least
@@ -392,6 +397,20 @@ where
             }
             for &index in &finished {
                 parts[index].open = false;
+            }
+            if let Some(skew) = times.max_partition_skew_ms {
+                // Side by side in event time (`JobOptions::max_partition_skew_ms`). A hold lasts
+                // only while the source keeps delivering: a poll that brought nothing releases
+                // every hold, so holding can slow a partition down but never stall the input.
+                let least = parts.iter().filter(|p| p.open).map(|p| p.assigner.watermark()).min();
+                for (index, part) in parts.iter().enumerate() {
+                    let ahead = least.is_some_and(|least| part.assigner.watermark() > least.saturating_add(skew));
+                    let hold = delivered && part.open && ahead;
+                    if hold != held[index] {
+                        reader.hold(index, hold);
+                        held[index] = hold;
+                    }
+                }
             }
             // Caught-up partitions: recorded advances at their position apply; silent ones may
             // advance to the job's greatest watermark, a decision recorded before it is used.

@@ -70,7 +70,7 @@ pub use error::{BadRecord, BoxError, Error, Result};
 pub use pipeline::{BoxedSink, Input, InputInfo, Inputs, Job, JsonRow, Keyed, Pipeline, Row};
 pub use runtime::{
     execute, BadRecordPolicy, ClusterConfig, Context, JobOptions, JobReport, Metrics, Sources, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_LATENESS_MS, DEFAULT_MAX_TIMESTAMP_JUMP_MS,
+    DEFAULT_LATENESS_MS, DEFAULT_MAX_PARTITION_SKEW_MS, DEFAULT_MAX_TIMESTAMP_JUMP_MS,
 };
 pub use sink::{JsonLinesSink, MemorySink, Sink};
 pub use source::{MemorySource, Offset, PartitionId, PartitionedSource, Poll, Record, SourceFactory};

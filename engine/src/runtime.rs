@@ -163,6 +163,14 @@ pub struct JobOptions {
     /// How far a record's timestamp may lie ahead of its partition's watermark plus lateness; a
     /// timestamp further ahead is a bad record ([`crate::time`]).
     pub max_timestamp_jump_ms: u64,
+    /// How far (ms of event time) a partition's watermark may run ahead of the least watermark of
+    /// the worker's other open partitions before the input asks its source to hold it back
+    /// ([`PartitionedSource::hold`](crate::PartitionedSource::hold); `None`: never). A replay
+    /// then reads its partitions side by side in event time, so the output frontier, and with it
+    /// the checkpoints' compaction frontier, follows the records read: less state waits ahead of
+    /// the frontier, results come out steadily, and a restart recomputes less. Times never depend
+    /// on it (a record's time is a function of its own partition).
+    pub max_partition_skew_ms: Option<u64>,
     /// Serve the output where the workers keep it ([`crate::serve`]): each worker arranges its
     /// keys' rows and answers reads of them. A job that serves keeps its workers, and its views,
     /// up after its inputs end, until [`Views::stop`](crate::serve::Views::stop).
@@ -178,6 +186,8 @@ pub const DEFAULT_LATENESS_MS: u64 = 0;
 
 /// Default of [`JobOptions::idle_timeout`].
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default of [`JobOptions::max_partition_skew_ms`]: 10 s of event time.
+pub const DEFAULT_MAX_PARTITION_SKEW_MS: u64 = 10_000;
 /// Default of [`JobOptions::max_timestamp_jump_ms`]: 365 days.
 pub const DEFAULT_MAX_TIMESTAMP_JUMP_MS: u64 = 365 * 24 * 3_600 * 1_000;
 
@@ -191,6 +201,7 @@ impl Default for JobOptions {
             checkpoint: None,
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             max_timestamp_jump_ms: DEFAULT_MAX_TIMESTAMP_JUMP_MS,
+            max_partition_skew_ms: Some(DEFAULT_MAX_PARTITION_SKEW_MS),
             serve: None,
         }
     }
@@ -412,6 +423,7 @@ impl<'scope> Context<'scope> {
             lateness_ms: self.options.lateness_ms,
             backfill_granularity_ms: self.options.backfill_granularity_ms,
             max_timestamp_jump_ms: self.options.max_timestamp_jump_ms,
+            max_partition_skew_ms: self.options.max_partition_skew_ms,
             idle_timeout: self.options.idle_timeout,
         };
         let coverage = self.options.serve.as_ref().map(|views| views.coverage_writer(&owned, &restored_coverage));
@@ -714,6 +726,85 @@ mod restart_tests {
             }
             Ok(poll)
         }
+    }
+
+    /// Reads a fast partition (10 s of event time per record) beside a slow one (0.1 s per
+    /// record) and records how far ahead of the slow one the fast one's delivered records got.
+    struct Skewed {
+        inner: MemorySource,
+        lead: Arc<std::sync::atomic::AtomicU64>,
+    }
+
+    struct SkewedReader {
+        inner: Box<dyn PartitionedSource>,
+        newest: [u64; 2],
+        lead: Arc<std::sync::atomic::AtomicU64>,
+    }
+
+    impl SourceFactory for Skewed {
+        fn partitions(&self) -> std::result::Result<Vec<PartitionId>, crate::BoxError> {
+            self.inner.partitions()
+        }
+        fn open(
+            &self,
+            owned: &[(PartitionId, Option<Offset>)],
+        ) -> std::result::Result<Box<dyn PartitionedSource>, crate::BoxError> {
+            Ok(Box::new(SkewedReader { inner: self.inner.open(owned)?, newest: [0; 2], lead: self.lead.clone() }))
+        }
+    }
+
+    impl PartitionedSource for SkewedReader {
+        fn poll(
+            &mut self,
+            out: &mut Vec<(usize, Record)>,
+            finished: &mut Vec<usize>,
+        ) -> std::result::Result<Poll, crate::BoxError> {
+            let before = out.len();
+            let poll = self.inner.poll(out, finished)?;
+            for (index, record) in &out[before..] {
+                self.newest[*index] = self.newest[*index].max(record.timestamp.unwrap_or(0) as u64);
+            }
+            // Only while the slow partition still has records to give.
+            if self.newest[1] < 99_900 {
+                let lead = self.newest[0].saturating_sub(self.newest[1]);
+                self.lead.fetch_max(lead, Ordering::SeqCst);
+            }
+            Ok(poll)
+        }
+        fn hold(&mut self, index: usize, held: bool) {
+            self.inner.hold(index, held)
+        }
+    }
+
+    fn skewed_lead(skew: Option<u64>) -> u64 {
+        let step = |p: i32, ms: i64| {
+            let records =
+                (0..1_000i64).map(|i| Record { offset: i, timestamp: Some(i * ms), key: None, value: None }).collect();
+            (PartitionId::new("s", p), records)
+        };
+        let lead = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let source =
+            Skewed { inner: MemorySource::new(vec![step(0, 10_000), step(1, 100)]).with_batch(1), lead: lead.clone() };
+        let sink = crate::MemorySink::new();
+        let out = sink.clone();
+        let options = JobOptions { max_partition_skew_ms: skew, ..JobOptions::default() };
+        execute(&ClusterConfig::threads(1), options, Sources::new().with("s", source), move |ctx| {
+            let records = ctx.input("s", |r| Ok::<_, String>((r.offset, r.timestamp.unwrap_or(0) as u64)))?;
+            ctx.output(records.map(|_| ()).count(), out.clone());
+            Ok(())
+        })
+        .expect("runs");
+        assert_eq!(sink.accumulated(), vec![(((), 2_000), 1)]);
+        lead.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn a_partition_ahead_in_event_time_is_held_until_the_others_catch_up() {
+        // Unheld, the fast partition ends 10,000 s of event time ahead of the slow one.
+        assert!(skewed_lead(None) > 1_000_000, "the fast partition should run ahead without holds");
+        // Held beyond 10 s: it leads by at most the skew plus the record that crossed it.
+        let lead = skewed_lead(Some(10_000));
+        assert!(lead <= 10_000 + 10_000, "the fast partition ran {lead} ms ahead");
     }
 
     fn history() -> MemorySource {

@@ -70,6 +70,13 @@ pub trait PartitionedSource {
     /// order; appends to `finished` the index of every partition that has ended for good.
     fn poll(&mut self, out: &mut Vec<(usize, Record)>, finished: &mut Vec<usize>) -> Result<Poll, BoxError>;
 
+    /// A hint: deliver no records of the partition at `index` for now (`held`), or again
+    /// (`!held`). The input operator holds a partition that runs too far ahead of the others in
+    /// event time ([`JobOptions::max_partition_skew_ms`](crate::JobOptions::max_partition_skew_ms)),
+    /// so that a backfill reads its partitions side by side and the output frontier follows the
+    /// records read. A source may ignore it (the default); records' times never depend on it.
+    fn hold(&mut self, _index: usize, _held: bool) {}
+
     /// Whether the partition at `index` has delivered every record the broker holds, *as the
     /// broker confirmed* (Kafka's partition EOF), and where it stands: the offset of the next
     /// record it would deliver. `None` when the source cannot tell (an archive, or a reader still
@@ -160,7 +167,8 @@ impl SourceFactory for MemorySource {
             let from = start.map_or(0, |s| records.partition_point(|r| r.offset < s));
             readers.push((self.partitions.clone(), pid.clone(), from));
         }
-        Ok(Box::new(MemoryReader { readers, batch: self.batch, done: vec![false; owned.len()] }))
+        let held = vec![false; owned.len()];
+        Ok(Box::new(MemoryReader { readers, batch: self.batch, done: vec![false; owned.len()], held }))
     }
 }
 
@@ -172,12 +180,14 @@ struct MemoryReader {
     readers: Vec<(MemoryLog, PartitionId, usize)>,
     batch: usize,
     done: Vec<bool>,
+    /// Partitions the caller asked to hold back ([`PartitionedSource::hold`]).
+    held: Vec<bool>,
 }
 
 impl PartitionedSource for MemoryReader {
     fn poll(&mut self, out: &mut Vec<(usize, Record)>, finished: &mut Vec<usize>) -> Result<Poll, BoxError> {
         for (index, (all, pid, next)) in self.readers.iter_mut().enumerate() {
-            if self.done[index] {
+            if self.done[index] || self.held[index] {
                 continue;
             }
             let records = &all.iter().find(|(p, _)| p == pid).expect("partition checked at open").1;
@@ -190,6 +200,12 @@ impl PartitionedSource for MemoryReader {
             }
         }
         Ok(Poll::Ready)
+    }
+
+    fn hold(&mut self, index: usize, held: bool) {
+        if let Some(slot) = self.held.get_mut(index) {
+            *slot = held;
+        }
     }
 }
 

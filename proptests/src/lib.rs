@@ -167,4 +167,7 @@ impl PartitionedSource for CrashingReader {
     fn caught_up(&self, index: usize) -> Option<Offset> {
         self.inner.caught_up(index)
     }
+    fn hold(&mut self, index: usize, held: bool) {
+        self.inner.hold(index, held)
+    }
 }

@@ -142,6 +142,14 @@ impl PartitionedSource for HandoffReader {
         }
     }
 
+    fn hold(&mut self, index: usize, held: bool) {
+        match (self.archive.as_mut(), self.live.as_mut()) {
+            (Some(archive), _) => archive.hold(index, held),
+            (None, Some(live)) => live.hold(index, held),
+            (None, None) => {}
+        }
+    }
+
     fn caught_up(&self, index: usize) -> Option<Offset> {
         self.live.as_ref()?.caught_up(index)
     }

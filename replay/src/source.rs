@@ -145,7 +145,8 @@ impl SourceFactory for ReplaySource {
             channels.push(Some(rx));
             names.push(format!("{} partition {}", pid.topic, pid.partition));
         }
-        Ok(Box::new(ReplayReader { channels, names }))
+        let held = vec![false; channels.len()];
+        Ok(Box::new(ReplayReader { channels, names, held }))
     }
 
     /// Every archived record is backfill.
@@ -278,6 +279,9 @@ struct ReplayReader {
     channels: Vec<Option<mpsc::Receiver<Item>>>,
     /// Per channel, `topic partition N`, for the error when a task stops early.
     names: Vec<String>,
+    /// Partitions the input holds back (ahead in event time): their channels are not read, so
+    /// their tasks stop at the read-ahead budget and the decoding goes to the others.
+    held: Vec<bool>,
 }
 
 impl PartitionedSource for ReplayReader {
@@ -285,6 +289,9 @@ impl PartitionedSource for ReplayReader {
         let mut any = false;
         for (index, slot) in self.channels.iter_mut().enumerate() {
             let Some(rx) = slot else { continue };
+            if self.held[index] {
+                continue;
+            }
             match rx.try_recv() {
                 Ok(Ok(None)) => {
                     *slot = None;
@@ -309,6 +316,12 @@ impl PartitionedSource for ReplayReader {
             }
         }
         Ok(if any { Poll::Ready } else { Poll::Pending })
+    }
+
+    fn hold(&mut self, index: usize, held: bool) {
+        if let Some(slot) = self.held.get_mut(index) {
+            *slot = held;
+        }
     }
 }
 
@@ -366,7 +379,8 @@ mod tests {
     #[test]
     fn a_replay_task_that_stops_without_its_end_is_an_error_not_the_partitions_end() {
         let (tx, rx) = mpsc::channel::<Item>(1);
-        let mut reader = ReplayReader { channels: vec![Some(rx)], names: vec!["t partition 3".into()] };
+        let mut reader =
+            ReplayReader { channels: vec![Some(rx)], names: vec!["t partition 3".into()], held: vec![false] };
         drop(tx);
         let (mut out, mut finished) = (Vec::new(), Vec::new());
         let error = reader.poll(&mut out, &mut finished).expect_err("a task that died is not an end");
@@ -374,7 +388,8 @@ mod tests {
         let (tx, rx) = mpsc::channel::<Item>(1);
         tx.try_send(Ok(None)).expect("send the end");
         drop(tx);
-        let mut reader = ReplayReader { channels: vec![Some(rx)], names: vec!["t partition 3".into()] };
+        let mut reader =
+            ReplayReader { channels: vec![Some(rx)], names: vec!["t partition 3".into()], held: vec![false] };
         reader.poll(&mut out, &mut finished).expect("an end");
         assert_eq!(finished, vec![0]);
     }

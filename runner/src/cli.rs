@@ -234,6 +234,12 @@ struct ReplayArgs {
     /// the partition's time there.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "365days")]
     max_timestamp_jump: Duration,
+    /// While it replays, a partition whose event time runs this far ahead of the slowest of its
+    /// worker's partitions waits for them, so the output (and the checkpoints) follow the records
+    /// read instead of the slowest partition; record times never depend on it (`off`: read each
+    /// partition as fast as it decodes).
+    #[arg(long, value_name = "DURATION|off", value_parser = parse_optional_duration, default_value = "10s")]
+    max_partition_skew: OptionalDuration,
     /// Serve the output over HTTP on this address (HOST:PORT): point lookups by key, scans in key
     /// order, reads that wait until given Kafka offsets are reflected (`wait_for=TOPIC:P:OFFSET`),
     /// and Server-Sent Events subscriptions; the README's "Serving results" shows each. Each worker
@@ -482,6 +488,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         backfill_granularity_ms: args.backfill_granularity.map_or(0, |d| d.as_millis() as u64),
         idle_timeout: args.idle_timeout.0,
         max_timestamp_jump_ms: u64::try_from(args.max_timestamp_jump.as_millis()).unwrap_or(u64::MAX),
+        max_partition_skew_ms: args.max_partition_skew.0.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         serve: None,
         ..JobOptions::default()
     };

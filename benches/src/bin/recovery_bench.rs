@@ -39,6 +39,10 @@ struct Args {
     /// Markdown file to write.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Keep the archives, checkpoints and outputs in this directory (for profiling a phase)
+    /// instead of a temporary one.
+    #[arg(long)]
+    keep: Option<PathBuf>,
     /// Internal: run one phase (JSON) and print its outcome.
     #[arg(long, hide = true)]
     phase: Option<String>,
@@ -53,6 +57,13 @@ struct Phase {
     codec: String,
     /// Crash (the source fails) after this many records.
     crash_after: Option<i64>,
+    /// `JobOptions::max_partition_skew_ms` (absent: the default).
+    #[serde(default = "default_skew")]
+    skew_ms: Option<u64>,
+}
+
+fn default_skew() -> Option<u64> {
+    Some(kappa_engine::DEFAULT_MAX_PARTITION_SKEW_MS)
 }
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -103,6 +114,9 @@ impl PartitionedSource for CrashingReader {
     fn caught_up(&self, index: usize) -> Option<Offset> {
         self.inner.caught_up(index)
     }
+    fn hold(&mut self, index: usize, held: bool) {
+        self.inner.hold(index, held)
+    }
 }
 
 fn codec_named(name: &str) -> Codec {
@@ -141,7 +155,7 @@ fn run_phase(phase: &Phase) -> anyhow::Result<Outcome> {
         )?),
         None => None,
     };
-    let options = JobOptions { checkpoint, ..JobOptions::default() };
+    let options = JobOptions { checkpoint, max_partition_skew_ms: phase.skew_ms, ..JobOptions::default() };
     let sink = JsonLinesSink::new(Some(PathBuf::from(&phase.output)));
     let metrics = options.metrics.clone();
     let started = Instant::now();
@@ -156,7 +170,8 @@ fn run_phase(phase: &Phase) -> anyhow::Result<Outcome> {
 }
 
 fn spawn_phase(phase: &Phase) -> anyhow::Result<Outcome> {
-    let out = Command::new(std::env::current_exe()?).arg("--phase").arg(serde_json::to_string(phase)?).output()?;
+    let json = serde_json::to_string(phase)?;
+    let out = Command::new(std::env::current_exe()?).arg("--phase").arg(json).output()?;
     anyhow::ensure!(out.status.success(), "phase failed: {}", String::from_utf8_lossy(&out.stderr));
     Ok(serde_json::from_slice(&out.stdout)?)
 }
@@ -214,7 +229,15 @@ fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&run_phase(&serde_json::from_str(phase)?)?)?);
         return Ok(());
     }
-    let dir = tempfile::tempdir()?;
+    let temp = tempfile::tempdir()?;
+    let dir_path = match &args.keep {
+        Some(keep) => {
+            std::fs::create_dir_all(keep)?;
+            keep.clone()
+        }
+        None => temp.path().to_path_buf(),
+    };
+    let dir = &dir_path;
     let machine = kappa_benches::machine(true);
     let mut md = format!(
         "# Recovery benchmark\n\nLike counts over {} archived records ({} partitions), 1 worker, checkpoints every {} to a local directory. The job crashes after 99% of the history and is restarted.\nMachine: {machine}. Command: `cargo run --release -p kappa-benches --bin recovery_bench -- --records {} --every {}`.\n\n",
@@ -230,7 +253,7 @@ fn main() -> anyhow::Result<()> {
     // state stays small however long the history).
     let shapes = [("wide", None), ("churn", Some((500u64, 100u64)))];
     for (shape, users_posts) in shapes {
-        let archive = format!("file://{}", dir.path().join(format!("archive-{shape}")).display());
+        let archive = format!("file://{}", dir.join(format!("archive-{shape}")).display());
         eprintln!("{shape}: writing an archive of {} like events", args.records);
         kappa_benches::write_like_archive(
             &archive,
@@ -240,7 +263,7 @@ fn main() -> anyhow::Result<()> {
             kappa_replay::segment::Codec::Zstd,
             users_posts,
         )?;
-        let full_out = dir.path().join(format!("out-{shape}-full.jsonl"));
+        let full_out = dir.join(format!("out-{shape}-full.jsonl"));
         eprintln!("{shape}: full replay without checkpoints");
         let full = spawn_phase(&Phase {
             archive: archive.clone(),
@@ -249,6 +272,7 @@ fn main() -> anyhow::Result<()> {
             every_ms: 0,
             codec: "postcard".into(),
             crash_after: None,
+            skew_ms: default_skew(),
         })?;
         md.push_str(&format!(
             "| {shape} | | full replay, no checkpoints | {:.2} | {} | | {:.0} |\n",
@@ -258,8 +282,8 @@ fn main() -> anyhow::Result<()> {
         ));
         let crash_at = args.records as i64 - (args.records as i64 / 100);
         for codec in ["postcard", "abomonation"] {
-            let ckpt_dir = dir.path().join(format!("ckpt-{shape}-{codec}"));
-            let output = dir.path().join(format!("out-{shape}-{codec}.jsonl"));
+            let ckpt_dir = dir.join(format!("ckpt-{shape}-{codec}"));
+            let output = dir.join(format!("out-{shape}-{codec}.jsonl"));
             let base = Phase {
                 archive: archive.clone(),
                 output: output.display().to_string(),
@@ -267,6 +291,7 @@ fn main() -> anyhow::Result<()> {
                 every_ms: args.every.as_millis() as u64,
                 codec: codec.into(),
                 crash_after: Some(crash_at),
+                skew_ms: default_skew(),
             };
             eprintln!("{shape}/{codec}: running until the crash at record {crash_at}");
             let crashed = spawn_phase(&base)?;
@@ -300,7 +325,7 @@ fn main() -> anyhow::Result<()> {
     md.push_str("## Checkpoint size and write time as state grows (one part, local directory)\n\n| state (like pairs) | codec | part MiB | encode s | write s | decode s | decode MB/s |\n|---|---|---|---|---|---|---|\n");
     for n in [100_000usize, 1_000_000, 5_000_000] {
         for codec in [Codec::Postcard, Codec::Abomonation] {
-            let (bytes, encode_s, decode_s, write_s) = codec_costs(n, codec, dir.path())?;
+            let (bytes, encode_s, decode_s, write_s) = codec_costs(n, codec, dir)?;
             md.push_str(&format!(
                 "| {n} | {codec:?} | {:.1} | {encode_s:.3} | {write_s:.3} | {decode_s:.3} | {:.0} |\n",
                 mib(bytes as u64),
