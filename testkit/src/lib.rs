@@ -496,21 +496,37 @@ impl Job {
     }
 
     /// Runs the job to completion, killing it with SIGKILL after each of `kills` delays and
-    /// starting it again. Returns the stderr of every run.
-    pub fn run_with_kills(&self, kills: &[Duration]) -> Vec<String> {
+    /// starting it again; see [`run_killed_when`](Self::run_killed_when). Returns the stderr of
+    /// every run.
+    pub fn run_with_kills(&self, kills: &[Duration], input_complete: &dyn Fn() -> bool) -> Vec<String> {
         let conditions: Vec<Box<dyn Fn(Duration) -> bool>> = kills
             .iter()
             .map(|&d| Box::new(move |elapsed: Duration| elapsed >= d) as Box<dyn Fn(Duration) -> bool>)
             .collect();
-        self.run_killed_when(&conditions)
+        self.run_killed_when(&conditions, input_complete)
     }
 
     /// Runs the job to completion, killing run `i` with SIGKILL as soon as `kill_when[i]` holds
     /// (given how long that run has been going), then starting it again. Returns the stderr of
     /// every run.
-    pub fn run_killed_when(&self, kill_when: &[Box<dyn Fn(Duration) -> bool>]) -> Vec<String> {
+    ///
+    /// The input may still be arriving (a producer thread): `input_complete` says whether it all
+    /// is in the broker. A job that exits when idle may end on its own before the last records
+    /// arrive (a producer stalled on a loaded machine for longer than the idle time): a run that
+    /// ends while the input was incomplete when it started is started again, as an operator
+    /// reruns a finished job over more input, which goes on exactly where it ended. Only a run
+    /// started after the input was complete ends the loop.
+    pub fn run_killed_when(
+        &self,
+        kill_when: &[Box<dyn Fn(Duration) -> bool>],
+        input_complete: &dyn Fn() -> bool,
+    ) -> Vec<String> {
         let mut logs = Vec::new();
-        for condition in kill_when.iter().map(Some).chain([None]) {
+        let mut kills = kill_when.iter();
+        loop {
+            assert!(logs.len() < kill_when.len() + 20, "{} never ended: {:?}", self.binary.display(), self.args);
+            let complete = input_complete();
+            let condition = kills.next();
             let mut child = self.spawn();
             let started = Instant::now();
             let finished = loop {
@@ -534,12 +550,15 @@ impl Job {
             std::io::Read::read_to_string(child.stderr.as_mut().expect("piped"), &mut stderr).expect("stderr");
             if let Some(status) = finished {
                 assert!(status.success(), "{} {} failed:\n{stderr}", self.binary.display(), self.args.join(" "));
-                logs.push(stderr);
-                return logs;
+                if complete {
+                    logs.push(stderr);
+                    return logs;
+                }
+                // Ended before all its input had arrived: run it again over what came since.
+                std::thread::sleep(Duration::from_millis(50));
             }
             logs.push(stderr);
         }
-        unreachable!("the last run is never killed")
     }
 }
 

@@ -212,7 +212,7 @@ fn crash_trials(fresh: &dyn Fn() -> Box<dyn Target>) {
         };
         let kills: Vec<Duration> =
             (0..rng.random_range(1..=2)).map(|_| Duration::from_millis(rng.random_range(200..2_500))).collect();
-        let logs = job.run_with_kills(&kills);
+        let logs = job.run_with_kills(&kills, &|| producer.is_finished());
         producer.join().expect("producer");
         restored += logs.iter().filter(|l| l.contains("restoring from checkpoint")).count();
         assert_eq!(

@@ -66,8 +66,22 @@ fn kafka_changelog_holds_the_file_output_and_upsert_holds_the_final_view() {
 
 /// Produces `events` into `topic` in chunks, pausing between them: live traffic.
 fn produce_slowly(brokers: String, topic: String, events: Vec<(i32, Like)>) -> std::thread::JoinHandle<()> {
+    produce_with_stall(brokers, topic, events, None)
+}
+
+/// As [`produce_slowly`], stalling for `stall.1` before chunk `stall.0`: a producer slower than
+/// the job's idle exit, as a loaded machine makes one.
+fn produce_with_stall(
+    brokers: String,
+    topic: String,
+    events: Vec<(i32, Like)>,
+    stall: Option<(usize, Duration)>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        for chunk in events.chunks(400) {
+        for (index, chunk) in events.chunks(400).enumerate() {
+            if let Some((_, pause)) = stall.filter(|&(at, _)| at == index) {
+                std::thread::sleep(pause);
+            }
             produce(&brokers, &topic, like_records(chunk), &|_| ()).expect("produce live records");
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -140,9 +154,20 @@ fn sigkill_at_random_moments_then_the_same_command_ends_with_the_uninterrupted_o
         // One to three kills, early (backfill) or later (live).
         let kills: Vec<Duration> =
             (0..rng.random_range(1..=3)).map(|_| Duration::from_millis(rng.random_range(150..3_000))).collect();
-        let producer = produce_slowly(tansu.brokers.clone(), topic.clone(), live.to_vec());
-        let logs = job.run_with_kills(&kills);
+        // Every fourth trial the producer stalls for longer than the job's idle exit (2 s) before
+        // its last chunk, as CI's loaded machines once made it: a run ends on its own before the
+        // input is complete, and the next run goes on over the rest.
+        let stall = (trial % 4 == 3).then_some((live.len().div_ceil(400) - 1, Duration::from_millis(2_600)));
+        let producer = produce_with_stall(tansu.brokers.clone(), topic.clone(), live.to_vec(), stall);
+        let logs = job.run_with_kills(&kills, &|| producer.is_finished());
         producer.join().expect("producer");
+        if logs.len() > kills.len() + 1 {
+            eprintln!(
+                "trial {trial}: {} runs for {} kills (a run ended before the input was complete)",
+                logs.len(),
+                kills.len()
+            );
+        }
         restored += logs.iter().filter(|l| l.contains("restoring from checkpoint")).count();
         let expected = if trial % 2 == 0 { &expected_file } else { &expected_kafka };
         let got = output_of(&tansu.brokers, &output);
@@ -254,7 +279,7 @@ fn a_damaged_or_missing_newest_checkpoint_falls_back_and_says_so() {
             }
             _ => std::fs::remove_dir_all(&generation).expect("remove the newest checkpoint"),
         }
-        let logs = job.run_with_kills(&[]);
+        let logs = job.run_with_kills(&[], &|| producer.is_finished());
         producer.join().expect("producer");
         let log = logs.join("\n");
         if damage == "corrupt" {

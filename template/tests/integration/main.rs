@@ -103,9 +103,10 @@ fn archive_then_live_killed_and_restarted_equals_the_uninterrupted_run() {
     // restore (or after a minute, which then fails the test below).
     let kill: Box<dyn Fn(Duration) -> bool> =
         Box::new(move |elapsed| elapsed > Duration::from_secs(60) || manifests(&checkpoint_dir).len() >= 2);
-    let logs = job.run_killed_when(&[kill]);
+    let logs = job.run_killed_when(&[kill], &|| producer.is_finished());
     producer.join().expect("producer");
-    assert_eq!(logs.len(), 2, "killed once, then run to the end");
+    // Killed once, then run to the end (more than once if a run went idle before the last records).
+    assert!(logs.len() >= 2, "killed once, then run to the end");
     assert!(
         logs[1].contains("restoring from checkpoint"),
         "the second run restored the first's checkpoint:\n{}",
