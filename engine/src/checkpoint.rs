@@ -13,15 +13,23 @@
 //!    `F − 1`; with [`Retention::Window`] updates older than the window are dropped and the rest
 //!    keep their exact times (a window by retraction needs them). Either way the accumulated input
 //!    at every time `≥ F` is unchanged, so the outputs at every time `≥ F` are unchanged.
-//! 3. **Atomicity.** Parts are objects (a PUT is atomic), named with their generation and `F`.
-//!    Process 0 writes the generation's `MANIFEST` last, and only when every partition's part is
-//!    present *and* every sink has durably written all times below the largest `F`. So a restart
+//! 3. **Only what changed.** A partition's state in a generation is a chain of parts: a base, then
+//!    deltas holding the updates of the records read since the part before ([`PartName`]). A
+//!    checkpoint encodes one delta per partition that changed and copies the rest of its chain
+//!    (and the whole chain of a partition that did not) inside the store; a base is written again
+//!    once the deltas outgrow it or the chain is 16 parts long, so the bytes written per checkpoint
+//!    follow the records read since the last one, and a restore reads at most twice the state.
+//!    Updates of one partition are a multiset, so a chain's parts concatenated, then compacted at
+//!    the last part's frontier, are the state.
+//! 4. **Atomicity.** Parts are objects (a PUT is atomic), named with their generation and `F`.
+//!    Process 0 writes the generation's `MANIFEST` last, and only when every partition's chain is
+//!    whole *and* every sink has durably written all times below the largest `F`. So a restart
 //!    from any manifest finds the sink already past the point where the restored outputs become
 //!    exact, and skips the (identical, by determinism) outputs the sink already holds.
-//! 4. **Restore.** The newest manifest whose parts all pass their checksums is used; a damaged or
+//! 5. **Restore.** The newest manifest whose parts all pass their checksums is used; a damaged or
 //!    missing one is reported and the previous one tried, then a full replay. A manifest of
 //!    another pipeline, other time settings or another format is refused outright.
-//! 5. **Pruning.** After a manifest is written, generations older than the `keep` newest
+//! 6. **Pruning.** After a manifest is written, generations older than the `keep` newest
 //!    manifests are deleted.
 //!
 //! Two codecs encode parts: [`Codec::Postcard`] (safe serde) and [`Codec::Abomonation`] (a
@@ -349,28 +357,99 @@ pub struct Restored {
     pub generation: u64,
     /// The largest compaction frontier among its parts.
     pub frontier: Time,
-    /// Parts by `(input, partition)`, with the object name for messages.
-    pub parts: BTreeMap<(String, PartitionId), (String, Bytes)>,
+    /// Each partition's chain of parts by `(input, partition)`, base first then its deltas (see
+    /// [`PartName`]), each with its object name for messages.
+    pub parts: BTreeMap<(String, PartitionId), Vec<(String, Bytes)>>,
 }
 
 fn generation_dir(prefix: &Path, generation: u64) -> Path {
     prefix.clone().join(format!("gen-{generation:020}"))
 }
 
-fn part_name(input: &str, partition: &PartitionId, frontier: Time) -> String {
-    // The frontier is in the name so that process 0 can gate the manifest without reading parts.
-    // `+` because object_store escapes `~` in paths (and Kafka topic names cannot contain `+`).
-    format!("{input}+{}+{}+f{frontier}.part", partition.topic, partition.partition)
+/// What a part's object name says: whose part it is, its compaction frontier, and its place in
+/// the partition's chain.
+///
+/// A partition's state in one generation is a *chain*: a base part (the whole state when it was
+/// written) followed by delta parts (the updates of the records read since the part before). A
+/// chain of one part is named `{input}+{topic}+{partition}+f{frontier}.part`; a longer one names
+/// each part's place, `…+f{frontier}+c{seq}-{len}.part`, so that process 0 can tell a complete
+/// chain from a listing alone (and gate the manifest on it) without reading parts. `+` because
+/// object_store escapes `~` in paths (and Kafka topic names cannot contain `+`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PartName {
+    pub input: String,
+    pub partition: PartitionId,
+    pub frontier: Time,
+    /// The part's place in its chain, from 0 (the base).
+    pub seq: u32,
+    /// The chain's length.
+    pub len: u32,
 }
 
-fn part_key(name: &str) -> Option<(String, String, i32, Time)> {
-    let stem = name.strip_suffix(".part")?;
-    let mut fields = stem.split('+');
-    let input = fields.next()?.to_string();
-    let topic = fields.next()?.to_string();
-    let partition = fields.next()?.parse().ok()?;
-    let frontier = fields.next()?.strip_prefix('f')?.parse().ok()?;
-    Some((input, topic, partition, frontier))
+impl PartName {
+    pub fn new(input: &str, partition: &PartitionId, frontier: Time, seq: u32, len: u32) -> Self {
+        PartName { input: input.to_string(), partition: partition.clone(), frontier, seq, len }
+    }
+
+    pub fn render(&self) -> String {
+        let PartName { input, partition, frontier, seq, len } = self;
+        let chain = if *len > 1 { format!("+c{seq}-{len}") } else { String::new() };
+        format!("{input}+{}+{}+f{frontier}{chain}.part", partition.topic, partition.partition)
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        let stem = name.strip_suffix(".part")?;
+        let mut fields = stem.split('+');
+        let input = fields.next()?.to_string();
+        let topic = fields.next()?.to_string();
+        let partition = fields.next()?.parse().ok()?;
+        let frontier = fields.next()?.strip_prefix('f')?.parse().ok()?;
+        let (seq, len) = match fields.next() {
+            None => (0, 1),
+            Some(chain) => {
+                let (seq, len) = chain.strip_prefix('c')?.split_once('-')?;
+                (seq.parse().ok()?, len.parse().ok()?)
+            }
+        };
+        if fields.next().is_some() || seq >= len {
+            return None;
+        }
+        Some(PartName { input, partition: PartitionId::new(topic, partition), frontier, seq, len })
+    }
+
+    fn key(&self) -> (String, PartitionId) {
+        (self.input.clone(), self.partition.clone())
+    }
+}
+
+/// Groups part names into chains by `(input, partition)`; a chain is complete when it holds every
+/// place `0..len` of one length. Returns the complete chains (names in chain order) and the
+/// largest frontier among their parts.
+fn chains<'a>(
+    names: impl IntoIterator<Item = &'a String>,
+) -> (BTreeMap<(String, PartitionId), Vec<String>>, BTreeMap<(String, PartitionId), String>, Time) {
+    let mut found: BTreeMap<(String, PartitionId), BTreeMap<u32, (u32, String)>> = BTreeMap::new();
+    for name in names {
+        if let Some(part) = PartName::parse(name) {
+            found.entry(part.key()).or_default().insert(part.seq, (part.len, name.clone()));
+        }
+    }
+    let (mut complete, mut broken, mut frontier) = (BTreeMap::new(), BTreeMap::new(), 0);
+    for (key, places) in found {
+        let len = places.values().next().map_or(0, |(len, _)| *len);
+        let whole = places.len() as u32 == len
+            && places.iter().enumerate().all(|(i, (seq, (l, _)))| *seq == i as u32 && *l == len);
+        let names: Vec<String> = places.into_values().map(|(_, name)| name).collect();
+        if whole {
+            for name in &names {
+                frontier = frontier.max(PartName::parse(name).map_or(0, |p| p.frontier));
+            }
+            complete.insert(key, names);
+        } else {
+            broken.insert(key, names.join(", "));
+        }
+    }
+    (complete, broken, frontier)
 }
 
 fn io_error(object: impl std::fmt::Display, e: impl std::fmt::Display) -> Error {
@@ -477,21 +556,31 @@ async fn load_parts(
     config: &CheckpointConfig,
     dir: &Path,
     manifest: &Manifest,
-) -> Result<BTreeMap<(String, PartitionId), (String, Bytes)>> {
+) -> Result<BTreeMap<(String, PartitionId), Vec<(String, Bytes)>>> {
+    if let Some(name) = manifest.parts.iter().find(|n| PartName::parse(n).is_none()) {
+        return Err(io_error(dir.clone().join(name.as_str()), "not a part name"));
+    }
+    let (complete, broken, _) = chains(&manifest.parts);
+    if let Some((_, names)) = broken.first_key_value() {
+        return Err(io_error(dir.clone().join(MANIFEST), format!("lists an incomplete chain of parts: {names}")));
+    }
     let mut parts = BTreeMap::new();
-    for name in &manifest.parts {
-        let path = dir.clone().join(name.as_str());
-        let bytes = config
-            .store
-            .get(&path)
-            .await
-            .map_err(|e| io_error(&path, e))?
-            .bytes()
-            .await
-            .map_err(|e| io_error(&path, e))?;
-        verify_part(path.as_ref(), &bytes)?;
-        let (input, topic, partition, _) = part_key(name).ok_or_else(|| io_error(&path, "not a part name"))?;
-        parts.insert((input, PartitionId::new(topic, partition)), (path.to_string(), bytes));
+    for (key, names) in complete {
+        let mut chain = Vec::with_capacity(names.len());
+        for name in names {
+            let path = dir.clone().join(name.as_str());
+            let bytes = config
+                .store
+                .get(&path)
+                .await
+                .map_err(|e| io_error(&path, e))?
+                .bytes()
+                .await
+                .map_err(|e| io_error(&path, e))?;
+            verify_part(path.as_ref(), &bytes)?;
+            chain.push((path.to_string(), bytes));
+        }
+        parts.insert(key, chain);
     }
     Ok(parts)
 }
@@ -561,6 +650,8 @@ pub(crate) struct Writer {
     queue: Arc<Mutex<Queue>>,
     /// The checkpoint location's prefix in its store.
     prefix: Path,
+    /// Where the bytes encoded and the generations cut are counted.
+    metrics: Arc<crate::runtime::Metrics>,
 }
 
 /// At most this many generations wait for upload: a slower store skips generations instead of
@@ -571,6 +662,8 @@ const QUEUED_GENERATIONS: usize = 2;
 struct Queue {
     parts: BTreeMap<u64, usize>,
     skipped: BTreeSet<u64>,
+    /// The newest generation parts were queued for (each is counted once).
+    newest_cut: u64,
 }
 
 impl Writer {
@@ -581,6 +674,7 @@ impl Writer {
         finalize: bool,
         expected: Arc<Mutex<BTreeSet<(String, PartitionId)>>>,
         durable: Arc<DurableProgress>,
+        metrics: Arc<crate::runtime::Metrics>,
         failure: Arc<dyn Fn(Error) + Send + Sync>,
     ) -> Result<Self> {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -607,7 +701,7 @@ impl Writer {
                 }
             })
             .map_err(|e| io_error("(writer)", e))?;
-        Ok(Writer { tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)), completed, queue, prefix })
+        Ok(Writer { tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)), completed, queue, prefix, metrics })
     }
 
     /// Where the part `name` of `generation` is stored.
@@ -637,7 +731,15 @@ impl Writer {
                 ));
                 return false;
             }
-            *queue.parts.entry(part.generation).or_insert(0) += 1;
+            let parts = queue.parts.entry(part.generation).or_insert(0);
+            if *parts == 0 && queue.newest_cut < part.generation {
+                queue.newest_cut = part.generation;
+                self.metrics.add_checkpoint_cut();
+            }
+            *parts += 1;
+        }
+        if let PartBody::Encoded(bytes) = &part.body {
+            self.metrics.add_checkpoint_bytes(bytes.len() as u64);
         }
         match self.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             Some(tx) => tx.send(part).is_ok(),
@@ -748,19 +850,12 @@ impl WriterState {
                 self.pending.retain(|&g| g > generation);
                 return Ok(());
             }
-            let mut parts = Vec::new();
-            let mut frontier = 0;
-            let mut present = BTreeSet::new();
-            for name in &names {
-                if let Some((input, topic, partition, f)) = part_key(name) {
-                    present.insert((input, PartitionId::new(topic, partition)));
-                    frontier = frontier.max(f);
-                    parts.push(name.clone());
-                }
-            }
-            if !expected.is_subset(&present) {
+            // Every partition's chain must be whole: a delta without its base is no state.
+            let (complete, _, frontier) = chains(&names);
+            if !expected.iter().all(|key| complete.contains_key(key)) {
                 continue;
             }
+            let parts: Vec<String> = complete.into_values().flatten().collect();
             let durable = self.durable.upper().unwrap_or(0);
             if durable < frontier {
                 // The sinks have not yet durably written everything below the frontier: wait.
@@ -811,11 +906,6 @@ impl WriterState {
         }
         Ok(())
     }
-}
-
-/// The name of a part object (exposed for the input operator).
-pub(crate) fn part_object_name(input: &str, partition: &PartitionId, frontier: Time) -> String {
-    part_name(input, partition, frontier)
 }
 
 #[cfg(test)]
@@ -917,8 +1007,33 @@ mod tests {
     }
 
     #[test]
-    fn part_names_carry_input_partition_and_frontier() {
-        let name = part_name("likes", &PartitionId::new("my.topic", 7), 123);
-        assert_eq!(part_key(&name), Some(("likes".into(), "my.topic".into(), 7, 123)));
+    fn part_names_carry_input_partition_frontier_and_place_in_the_chain() {
+        let partition = PartitionId::new("my.topic", 7);
+        for (seq, len) in [(0, 1), (0, 3), (2, 3)] {
+            let part = PartName::new("likes", &partition, 123, seq, len);
+            assert_eq!(PartName::parse(&part.render()), Some(part));
+        }
+        // A chain of one keeps the name parts had before chains existed.
+        assert_eq!(PartName::new("likes", &partition, 123, 0, 1).render(), "likes+my.topic+7+f123.part");
+        for bad in ["likes+my.topic+7+f123+c3-3.part", "likes+my.topic+7+f123+x.part", "likes+t+7.part"] {
+            assert_eq!(PartName::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_whole_chains_count_and_their_frontier_is_the_largest() {
+        let p = |partition: i32, frontier, seq, len| {
+            PartName::new("likes", &PartitionId::new("t", partition), frontier, seq, len).render()
+        };
+        let names =
+            vec![p(0, 10, 0, 1), p(1, 5, 0, 3), p(1, 8, 2, 3), p(1, 7, 1, 3), p(2, 40, 1, 2), "MANIFEST".into()];
+        let (complete, broken, frontier) = chains(&names);
+        assert_eq!(
+            complete[&("likes".into(), PartitionId::new("t", 1))],
+            vec![p(1, 5, 0, 3), p(1, 7, 1, 3), p(1, 8, 2, 3)]
+        );
+        assert_eq!(complete.len(), 2);
+        assert!(broken.contains_key(&("likes".into(), PartitionId::new("t", 2))), "a delta without its base");
+        assert_eq!(frontier, 10, "partition 2's broken chain does not count");
     }
 }

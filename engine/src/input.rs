@@ -29,7 +29,7 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{Scope, Stream};
 
-use crate::checkpoint::{compact, part_object_name, CutPart, PartBody, PartHeader, Retention, Updates, Writer};
+use crate::checkpoint::{compact, CutPart, PartBody, PartHeader, PartName, Retention, Updates, Writer};
 use crate::clock::{ClockStore, PartitionClock};
 use crate::error::{BadRecord, Error};
 use crate::runtime::Metrics;
@@ -80,8 +80,9 @@ pub(crate) struct Durable<T> {
     pub writer: Arc<Writer>,
     /// The frontiers of this worker's sinks: the output computed so far.
     pub output_frontier: OutputFrontiers,
-    /// Per owned partition, the part restored from a checkpoint, and its object.
-    pub restored: Vec<Option<(PartHeader, Updates<T>, String)>>,
+    /// Per owned partition, the state restored from a checkpoint: the header of its chain's last
+    /// part, the chain's updates (compacted), and the chain's objects in order.
+    pub restored: Vec<Option<(PartHeader, Updates<T>, Vec<String>)>>,
 }
 
 /// The input frontier of each of a worker's sinks (all workers see the same global frontiers).
@@ -103,23 +104,38 @@ impl OutputFrontiers {
 }
 
 /// One owned partition's state, kept only for durable inputs.
+///
+/// Its checkpointed form is a chain of parts (see [`PartName`]): a base holding the whole state
+/// when it was written, then a delta per later checkpoint holding only the updates of the records
+/// read since the part before. A checkpoint of a partition that changed writes one delta and
+/// copies the rest of the chain inside the store; of one that did not, copies the chain. A base is
+/// written again (and the chain restarts) when the deltas together outgrow the base or the chain
+/// reaches [`MAX_CHAIN`] parts, so a restore reads at most twice the state and a few parts.
 struct PartitionLog<T> {
     next_offset: Option<crate::source::Offset>,
+    /// The updates already in the chain's parts.
     updates: Vec<(T, Time, Diff)>,
-    compacted_len: usize,
-    /// The partition's last part written (or restored), and what it said.
-    written: Option<WrittenPart>,
-    /// Whether a record arrived since that part.
+    /// The updates of records read since the last part: the next delta.
+    fresh: Vec<(T, Time, Diff)>,
+    fresh_compacted: usize,
+    /// Updates in the chain's base, and in its deltas.
+    base_len: usize,
+    delta_len: usize,
+    /// The partition's chain as last written (or restored); `None`: the next part is a base.
+    written: Option<WrittenChain>,
+    /// Whether a record arrived since that chain's last part.
     dirty: bool,
 }
 
-/// A part already in the store: the next one may be a copy of it while nothing changes.
-struct WrittenPart {
-    path: object_store::path::Path,
-    name: String,
+/// A partition's chain of parts already in the store, in order, and what its last part said.
+struct WrittenChain {
+    parts: Vec<(PartName, object_store::path::Path)>,
     next_offset: Option<crate::source::Offset>,
     floor: Time,
 }
+
+/// The longest chain of parts before a base is written again.
+const MAX_CHAIN: usize = 16;
 
 fn generation(every_ms: u64) -> u64 {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -217,20 +233,25 @@ where
                 let mut log = PartitionLog {
                     next_offset: None,
                     updates: Vec::new(),
-                    compacted_len: 0,
+                    fresh: Vec::new(),
+                    fresh_compacted: 0,
+                    base_len: 0,
+                    delta_len: 0,
                     written: None,
                     dirty: true,
                 };
-                if let Some((header, updates, object)) = restored {
-                    if let (Ok(path), Some(name)) =
-                        (object_store::path::Path::parse(&object), object.rsplit('/').next())
-                    {
-                        log.written = Some(WrittenPart {
-                            name: name.to_string(),
-                            path,
-                            next_offset: header.next_offset,
-                            floor: header.floor,
-                        });
+                if let Some((header, updates, objects)) = restored {
+                    let chain: Option<Vec<(PartName, object_store::path::Path)>> = objects
+                        .iter()
+                        .map(|object| {
+                            let path = object_store::path::Path::parse(object).ok()?;
+                            let name = PartName::parse(object.rsplit('/').next()?)?;
+                            Some((name, path))
+                        })
+                        .collect();
+                    if let Some(chain) = chain.filter(|c| !c.is_empty()) {
+                        log.written =
+                            Some(WrittenChain { parts: chain, next_offset: header.next_offset, floor: header.floor });
                         log.dirty = false;
                     }
                     let part = &mut parts[index];
@@ -241,7 +262,7 @@ where
                     }
                     log.next_offset = header.next_offset;
                     to_restore.extend(updates.iter().cloned());
-                    log.compacted_len = updates.len();
+                    log.base_len = updates.len();
                     log.updates = updates;
                 }
                 logs.push(log);
@@ -262,46 +283,18 @@ where
                     let frontier = d.output_frontier.least().min(board.resumable());
                     for (index, log) in logs.iter_mut().enumerate() {
                         let floor = parts[index].assigner.floor();
-                        let unchanged = log
-                            .written
-                            .as_ref()
-                            .filter(|w| !log.dirty && w.next_offset == log.next_offset && w.floor == floor);
-                        if let Some(w) = unchanged {
-                            // Nothing arrived since its last part (a finished or silent partition):
-                            // that part, compacted at an earlier frontier, restores the same state
-                            // (compaction only merges times below the frontier, and nothing below
-                            // it is output again), so copy it rather than encode it again.
-                            let (name, from) = (w.name.clone(), w.path.clone());
-                            if d.writer.send(CutPart {
-                                generation: now,
-                                name: name.clone(),
-                                body: PartBody::CopyOf(from),
-                            }) {
-                                let path = d.writer.part_path(now, &name);
-                                log.written.as_mut().expect("just read").path = path;
-                            }
-                            continue;
-                        }
-                        compact(&mut log.updates, frontier, d.retention);
-                        log.compacted_len = log.updates.len();
                         let header = PartHeader {
                             input: d.input.clone(),
                             partition: owned[index].clone(),
                             next_offset: log.next_offset,
                             max_seen: parts[index].assigner.max_seen(),
-                            floor: parts[index].assigner.floor(),
+                            floor,
                             frontier,
                             data_type: std::any::type_name::<T>().to_string(),
                             layout: None,
-                            updates: log.updates.len() as u64,
+                            updates: 0,
                         };
-                        let name = part_object_name(&d.input, &owned[index], frontier);
-                        let body = PartBody::Encoded((d.encode)(&header, &log.updates));
-                        if d.writer.send(CutPart { generation: now, name: name.clone(), body }) {
-                            let path = d.writer.part_path(now, &name);
-                            log.written = Some(WrittenPart { path, name, next_offset: log.next_offset, floor });
-                            log.dirty = false;
-                        }
+                        cut_partition(d, now, log, header);
                     }
                 }
                 if capability.is_none() {
@@ -368,7 +361,7 @@ where
                         Ok((value, timestamp, diff)) => {
                             let time = times.coarsen(part.assigner.assign(timestamp), backfill);
                             if let Some(log) = logs.get_mut(index) {
-                                log.updates.push((value.clone(), time, diff));
+                                log.fresh.push((value.clone(), time, diff));
                             }
                             (Ok(value), time, diff)
                         }
@@ -389,9 +382,9 @@ where
                 if let Some(d) = durable.as_ref() {
                     // Consolidate now and then, so memory follows the state, not the history.
                     let frontier = d.output_frontier.least().min(board.resumable());
-                    for log in logs.iter_mut().filter(|l| l.updates.len() > 2 * l.compacted_len + 4_096) {
-                        compact(&mut log.updates, frontier, d.retention);
-                        log.compacted_len = log.updates.len();
+                    for log in logs.iter_mut().filter(|l| l.fresh.len() > 2 * l.fresh_compacted + 4_096) {
+                        compact(&mut log.fresh, frontier, d.retention);
+                        log.fresh_compacted = log.fresh.len();
                     }
                 }
             }
@@ -482,4 +475,75 @@ where
             }
         }
     })
+}
+
+/// Cuts one partition's part of checkpoint `generation` (see [`PartitionLog`]): copies of its
+/// chain when nothing arrived since the chain's last part; otherwise the chain's copies and one
+/// delta, or a new base. `header` describes the partition now (its update count is filled in).
+fn cut_partition<T: differential_dataflow::Data>(
+    d: &Durable<T>,
+    generation: u64,
+    log: &mut PartitionLog<T>,
+    mut header: PartHeader,
+) {
+    let unchanged =
+        log.written.as_ref().is_some_and(|w| !log.dirty && w.next_offset == log.next_offset && w.floor == header.floor);
+    let extend = log.written.as_ref().is_some_and(|w| {
+        w.parts.len() < MAX_CHAIN && log.delta_len + log.fresh.len() <= log.base_len.max(1) && !unchanged
+    });
+    // The parts of the new chain: what is copied (from where) and what is encoded.
+    let mut chain: Vec<(PartName, PartBody)> = Vec::new();
+    if unchanged || extend {
+        // Nothing arrived since its last part (a finished or silent partition), or little: the
+        // chain's parts, compacted at earlier frontiers, restore the same state (compaction only
+        // merges times below the frontier, and nothing below it is output again), so they are
+        // copied inside the store rather than encoded again.
+        let written = log.written.as_ref().expect("checked above");
+        let len = (written.parts.len() + usize::from(extend)) as u32;
+        for (seq, (name, path)) in written.parts.iter().enumerate() {
+            let renamed = PartName { seq: seq as u32, len, ..name.clone() };
+            chain.push((renamed, PartBody::CopyOf(path.clone())));
+        }
+        if extend {
+            compact(&mut log.fresh, header.frontier, d.retention);
+            header.updates = log.fresh.len() as u64;
+            let name = PartName::new(&d.input, &header.partition, header.frontier, len - 1, len);
+            chain.push((name, PartBody::Encoded((d.encode)(&header, &log.fresh))));
+        }
+    } else {
+        log.updates.append(&mut log.fresh);
+        compact(&mut log.updates, header.frontier, d.retention);
+        header.updates = log.updates.len() as u64;
+        let name = PartName::new(&d.input, &header.partition, header.frontier, 0, 1);
+        chain.push((name, PartBody::Encoded((d.encode)(&header, &log.updates))));
+    }
+    let mut parts = Vec::with_capacity(chain.len());
+    let mut sent = true;
+    for (name, body) in chain {
+        let rendered = name.render();
+        sent = d.writer.send(CutPart { generation, name: rendered.clone(), body });
+        if !sent {
+            // The generation is skipped (uploads are behind): it is never completed.
+            break;
+        }
+        parts.push((name, d.writer.part_path(generation, &rendered)));
+    }
+    let fresh = log.fresh.len();
+    log.updates.append(&mut log.fresh);
+    log.fresh_compacted = 0;
+    if !sent {
+        // What was cut never reaches the store, so the chain in it no longer ends where this
+        // partition's updates do: the next part is a base.
+        log.written = None;
+        log.dirty = true;
+        return;
+    }
+    if extend {
+        log.delta_len += fresh;
+    } else if !unchanged {
+        log.base_len = log.updates.len();
+        log.delta_len = 0;
+    }
+    log.written = Some(WrittenChain { parts, next_offset: header.next_offset, floor: header.floor });
+    log.dirty = false;
 }

@@ -73,6 +73,11 @@ struct Outcome {
     checkpoints: u64,
     peak_rss_bytes: u64,
     crashed: bool,
+    /// Bytes of parts encoded (not copies), and checkpoint generations cut.
+    #[serde(default)]
+    checkpoint_bytes: u64,
+    #[serde(default)]
+    checkpoint_cuts: u64,
 }
 
 /// A source that fails after a number of records: the crash.
@@ -166,7 +171,15 @@ fn run_phase(phase: &Phase) -> anyhow::Result<Outcome> {
         Err(e) if phase.crash_after.is_some() && format!("{e:?}").contains("crash") => (metrics.records(), 0, true),
         Err(e) => return Err(e.into()),
     };
-    Ok(Outcome { seconds, records, checkpoints, peak_rss_bytes: kappa_benches::peak_rss_bytes(), crashed })
+    Ok(Outcome {
+        seconds,
+        records,
+        checkpoints,
+        peak_rss_bytes: kappa_benches::peak_rss_bytes(),
+        crashed,
+        checkpoint_bytes: metrics.checkpoint_bytes(),
+        checkpoint_cuts: metrics.checkpoint_cuts(),
+    })
 }
 
 fn spawn_phase(phase: &Phase) -> anyhow::Result<Outcome> {
@@ -247,7 +260,7 @@ fn main() -> anyhow::Result<()> {
         args.records,
         humantime::format_duration(args.every)
     );
-    md.push_str("| history | codec | run | seconds | records read | checkpoint MiB | peak RSS MiB |\n|---|---|---|---|---|---|---|\n");
+    md.push_str("| history | codec | run | seconds | records read | checkpoint MiB | MiB encoded per checkpoint | peak RSS MiB |\n|---|---|---|---|---|---|---|---|\n");
     // Two shapes of history: likes spread over a key space that grows with the history (the state
     // is nearly as large as the history), and likes churning over 500 users and 100 posts (the
     // state stays small however long the history).
@@ -275,7 +288,7 @@ fn main() -> anyhow::Result<()> {
             skew_ms: default_skew(),
         })?;
         md.push_str(&format!(
-            "| {shape} | | full replay, no checkpoints | {:.2} | {} | | {:.0} |\n",
+            "| {shape} | | full replay, no checkpoints | {:.2} | {} | | | {:.0} |\n",
             full.seconds,
             full.records,
             mib(full.peak_rss_bytes)
@@ -300,13 +313,15 @@ fn main() -> anyhow::Result<()> {
             eprintln!("{shape}/{codec}: restarting from the latest checkpoint");
             let restored = spawn_phase(&Phase { crash_after: None, ..base.clone() })?;
             md.push_str(&format!(
-                "| {shape} | {codec} | until the crash, checkpointing | {:.2} | {} | | {:.0} |\n",
+                "| {shape} | {codec} | until the crash, checkpointing | {:.2} | {} | | {:.1} ({} checkpoints) | {:.0} |\n",
                 crashed.seconds,
                 crashed.records,
+                mib(crashed.checkpoint_bytes) / crashed.checkpoint_cuts.max(1) as f64,
+                crashed.checkpoint_cuts,
                 mib(crashed.peak_rss_bytes)
             ));
             md.push_str(&format!(
-                "| {shape} | {codec} | **restart from the checkpoint** | **{:.2}** | {} | {:.1} | {:.0} |\n",
+                "| {shape} | {codec} | **restart from the checkpoint** | **{:.2}** | {} | {:.1} | | {:.0} |\n",
                 restored.seconds,
                 restored.records,
                 mib(size),
