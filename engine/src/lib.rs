@@ -87,3 +87,15 @@ pub type Diff = isize;
 
 /// A differential-dataflow collection in a Kappa dataflow, at millisecond [`Time`].
 pub type Collection<'scope, D> = differential_dataflow::VecCollection<'scope, Time, D, Diff>;
+
+/// Installs ring as rustls' process-wide crypto provider, once; later calls do nothing.
+///
+/// Kappa's HTTP clients (S3 through `object_store`, the serving layer's forwarding between
+/// processes) use rustls with ring rather than aws-lc-rs, whose C build was the slowest part of a
+/// fresh clone's build. reqwest then needs a process-wide provider before its first client is
+/// built (it panics without one), so Kappa's crates call this wherever they build one; a program
+/// that builds its own `reqwest` client or `object_store::aws::AmazonS3` store calls it first.
+pub fn install_tls_provider() {
+    // An error means a provider is installed already (this one, or the program's own): keep it.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

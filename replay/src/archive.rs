@@ -59,6 +59,7 @@ impl Archive {
             if bucket.is_empty() {
                 return Err(invalid("no bucket name: use s3://BUCKET/PREFIX".into()));
             }
+            kappa_engine::install_tls_provider();
             let store = object_store::aws::AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
                 .with_retry(retry_policy())

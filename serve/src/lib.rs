@@ -152,6 +152,7 @@ pub fn start(address: &str, views: Views, settings: Settings) -> Result<Server, 
         .enable_all()
         .build()
         .map_err(bind)?;
+    kappa_engine::install_tls_provider();
     let client = reqwest::Client::builder().tcp_nodelay(true).build().map_err(Error::Client)?;
     let app = router(Arc::new(AppState { views, settings, client, stated: Mutex::new(None) }));
     let thread = std::thread::Builder::new()

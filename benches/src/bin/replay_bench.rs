@@ -240,6 +240,7 @@ fn main() -> anyhow::Result<()> {
                 .status()?;
             anyhow::ensure!(status.success(), "cannot create bucket on {endpoint}");
             let url = format!("s3://{bucket}/history");
+            kappa_engine::install_tls_provider();
             let store = object_store::aws::AmazonS3Builder::new()
                 .with_endpoint(endpoint)
                 .with_allow_http(true)

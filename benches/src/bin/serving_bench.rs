@@ -275,6 +275,7 @@ fn steady_traffic(args: &Args, topic: &str) -> Traffic {
 
 /// Waits until the job's view answers.
 fn warm_up(job: &Job) -> anyhow::Result<()> {
+    kappa_engine::install_tls_provider();
     let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build()?;
     let warm = Instant::now();
     loop {
@@ -293,6 +294,7 @@ fn warm_up(job: &Job) -> anyhow::Result<()> {
 /// that waits for its offset.
 fn ryw_trials(args: &Args, job: &Job, topic: &str, first: u64, deadline: Instant, figures: &mut Figures) {
     let producer = AckedProducer::new(&args.brokers).expect("producer");
+    kappa_engine::install_tls_provider();
     let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
     let mut n = first;
     while Instant::now() < deadline {
@@ -368,6 +370,7 @@ fn main() -> anyhow::Result<()> {
     let kappa = measure(
         &args,
         |client_index, deadline, figures| {
+            kappa_engine::install_tls_provider();
             let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
             let mut i = client_index as u64;
             while Instant::now() < deadline {

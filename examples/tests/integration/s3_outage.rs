@@ -19,6 +19,7 @@ fn replay_from_s3_survives_an_outage_mid_replay_with_identical_output() {
     let url = format!("s3://{bucket}/a");
     let env = moto.env();
     // Many small segments, so the replay is still fetching when the outage starts.
+    kappa_engine::install_tls_provider();
     let store = object_store::aws::AmazonS3Builder::new()
         .with_endpoint(&moto.endpoint)
         .with_allow_http(true)

@@ -53,6 +53,7 @@ impl Served {
                 log.lock().expect("log").push_str(&(line + "\n"));
             }
         });
+        kappa_engine::install_tls_provider();
         let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().expect("client");
         let served = Served { child, base: format!("http://{address}"), stderr, http };
         let started = Instant::now();
@@ -372,6 +373,7 @@ fn a_subscription_equals_the_output_file_and_a_slow_subscriber_resumes_where_it_
         output.to_str().expect("path"),
     ]);
     served.get_ok("/views/like-counts/rows?limit=1");
+    kappa_engine::install_tls_provider();
     let streams = reqwest::blocking::Client::builder().timeout(None).build().expect("client");
     let subscribe = |query: &str| {
         let response =
