@@ -599,25 +599,32 @@ fn verify_part(object: &str, bytes: &[u8]) -> Result<()> {
 
 /// The durable progress of this process's sinks: the least time below which every sink has
 /// durably written everything. Process 0 gates manifests on it.
+///
+/// A sink has one slot per writer (one, or every worker of process 0 for a partitioned sink),
+/// all created by whichever writer registers first, so that a writer that has not started yet
+/// counts as having written nothing rather than not counting.
 #[derive(Debug, Default)]
 pub struct DurableProgress {
-    sinks: Mutex<Vec<Time>>,
+    sinks: Mutex<BTreeMap<(usize, usize), Time>>,
 }
 
 impl DurableProgress {
-    pub(crate) fn register(&self) -> usize {
+    /// The slot of `writer` (of `writers`) of the sink with `ordinal`.
+    pub(crate) fn register(&self, ordinal: usize, writer: usize, writers: usize) -> (usize, usize) {
         let mut sinks = self.sinks.lock().unwrap_or_else(|p| p.into_inner());
-        sinks.push(0);
-        sinks.len() - 1
+        for w in 0..writers.max(writer + 1) {
+            sinks.entry((ordinal, w)).or_insert(0);
+        }
+        (ordinal, writer)
     }
-    pub(crate) fn set(&self, sink: usize, upper: Time) {
-        if let Some(slot) = self.sinks.lock().unwrap_or_else(|p| p.into_inner()).get_mut(sink) {
+    pub(crate) fn set(&self, slot: (usize, usize), upper: Time) {
+        if let Some(slot) = self.sinks.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&slot) {
             *slot = (*slot).max(upper);
         }
     }
     /// The least durable upper of all sinks (`None` before any sink registered).
     pub fn upper(&self) -> Option<Time> {
-        self.sinks.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().min()
+        self.sinks.lock().unwrap_or_else(|p| p.into_inner()).values().copied().min()
     }
 }
 

@@ -328,6 +328,10 @@ trait DynSink<D>: Send {
     fn uses_keys(&self) -> bool;
     fn resume(&mut self) -> std::result::Result<Time, BoxError>;
     fn durable_upper(&self) -> Option<Time>;
+    fn partitioned(&self) -> bool;
+    fn shard(&self, data: &D) -> u64;
+    fn assign(&mut self, writer: Option<usize>, writers: usize) -> std::result::Result<(), BoxError>;
+    fn clone_box(&self) -> Box<dyn DynSink<D>>;
 }
 
 impl<D, S: Sink<D>> DynSink<D> for S {
@@ -352,11 +356,24 @@ impl<D, S: Sink<D>> DynSink<D> for S {
     fn durable_upper(&self) -> Option<Time> {
         Sink::durable_upper(self)
     }
+    fn partitioned(&self) -> bool {
+        Sink::partitioned(self)
+    }
+    fn shard(&self, data: &D) -> u64 {
+        Sink::shard(self, data)
+    }
+    fn assign(&mut self, writer: Option<usize>, writers: usize) -> std::result::Result<(), BoxError> {
+        Sink::assign(self, writer, writers)
+    }
+    fn clone_box(&self) -> Box<dyn DynSink<D>> {
+        Box::new(self.clone())
+    }
 }
 
 /// Any sink behind one type, so outputs can be chosen at run time (a registry of output kinds
-/// returns these). Clones share the one sink: only worker 0 ever writes to a sink (see
-/// [`crate::sink`]), so the lock is never contended.
+/// returns these). Clones share the one sink: only worker 0 ever writes to a funnelled sink (see
+/// [`crate::sink`]), so the lock is never contended; a partitioned sink's clones each take a sink
+/// of their own when assigned ([`Sink::assign`]).
 pub struct BoxedSink<D>(Arc<Mutex<Box<dyn DynSink<D>>>>);
 
 impl<D> Clone for BoxedSink<D> {
@@ -396,6 +413,18 @@ impl<D: 'static> Sink<D> for BoxedSink<D> {
     }
     fn durable_upper(&self) -> Option<Time> {
         self.with(|s| s.durable_upper())
+    }
+    fn partitioned(&self) -> bool {
+        self.with(|s| s.partitioned())
+    }
+    fn shard(&self, data: &D) -> u64 {
+        self.with(|s| s.shard(data))
+    }
+    fn assign(&mut self, writer: Option<usize>, writers: usize) -> std::result::Result<(), BoxError> {
+        let mut own = self.with(|s| s.clone_box());
+        own.assign(writer, writers)?;
+        self.0 = Arc::new(Mutex::new(own));
+        Ok(())
     }
 }
 
@@ -440,6 +469,21 @@ impl<D: Serialize + Keyed + 'static> Sink<D> for Encode<D> {
     }
     fn durable_upper(&self) -> Option<Time> {
         Sink::durable_upper(&self.inner)
+    }
+    fn partitioned(&self) -> bool {
+        Sink::partitioned(&self.inner)
+    }
+    /// Encodes the row to find its shard: a partitioned sink of encoded rows shards by what it
+    /// writes (a Kafka sink by the encoded key), so the row is encoded once more to route it.
+    fn shard(&self, data: &D) -> u64 {
+        match JsonRow::encode(data, true) {
+            Ok(row) => Sink::shard(&self.inner, &row),
+            // It fails again when written, on its writer, and fails the job there.
+            Err(_) => 0,
+        }
+    }
+    fn assign(&mut self, writer: Option<usize>, writers: usize) -> std::result::Result<(), BoxError> {
+        Sink::assign(&mut self.inner, writer, writers)
     }
 }
 

@@ -277,6 +277,10 @@ pub struct Context<'scope> {
     output_frontiers: OutputFrontiers,
     board: Board,
     served: Rc<RefCell<Vec<Box<dyn ServedView>>>>,
+    /// The workers of process 0, the writers of a partitioned sink ([`Sink::partitioned`]).
+    local_workers: usize,
+    /// Sinks built so far on this worker: a sink's ordinal, the same on every worker.
+    sinks_built: usize,
 }
 
 /// Encodes and decodes one input's parts (bound to its data type by `durable_input`).
@@ -504,14 +508,20 @@ impl<'scope> Context<'scope> {
             progress: d.progress.clone(),
             restored_frontier: d.restored.as_ref().map_or(0, |r| r.frontier),
         });
+        let writers = if sink.partitioned() { self.local_workers } else { 1 };
+        self.sinks_built += 1;
         consistent_sink(
             collection,
             sink,
-            self.options.metrics.clone(),
-            self.open_sinks.clone(),
-            self.output_frontiers.clone(),
-            self.board.clone(),
-            durable,
+            crate::sink::SinkSetup {
+                ordinal: self.sinks_built - 1,
+                writers,
+                metrics: self.options.metrics.clone(),
+                open_sinks: self.open_sinks.clone(),
+                frontiers: self.output_frontiers.clone(),
+                board: self.board.clone(),
+                durable,
+            },
         );
     }
 }
@@ -571,6 +581,8 @@ where
                 output_frontiers: OutputFrontiers::default(),
                 board: Board::default(),
                 served: served.clone(),
+                local_workers,
+                sinks_built: 0,
             };
             pipeline(&mut ctx)
         });
@@ -616,7 +628,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{MemorySink, MemorySource};
+    use crate::{BoxError, MemorySink, MemorySource};
 
     fn decode_number(rec: &Record) -> std::result::Result<(u64, u64), String> {
         let text = std::str::from_utf8(rec.value.as_deref().unwrap_or_default()).map_err(|e| e.to_string())?;
@@ -663,6 +675,90 @@ mod tests {
             sink.updates(),
             vec![((1, 1), 1_000, 1), ((2, 1), 9_000, 1), ((1, 1), 20_000, -1), ((1, 2), 20_000, 1)]
         );
+    }
+
+    /// The `(writer, writers)` of every `assign` call.
+    type Assigned = Arc<Mutex<Vec<(Option<usize>, usize)>>>;
+    /// `(writer, time, row, diff)` of every update written.
+    type Written = Arc<Mutex<Vec<(usize, Time, u64, isize)>>>;
+
+    /// A partitioned sink that records which writer wrote what, and when.
+    #[derive(Clone, Default)]
+    struct Sharded {
+        writer: Option<usize>,
+        assigned: Assigned,
+        written: Written,
+    }
+
+    impl Sink<(u64, isize)> for Sharded {
+        fn write(&mut self, time: Time, updates: &[((u64, isize), crate::Diff)]) -> std::result::Result<(), BoxError> {
+            let writer = self.writer.ok_or("a writer must be assigned before it writes")?;
+            let mut written = self.written.lock().expect("lock");
+            written.extend(updates.iter().map(|((n, count), diff)| (writer, time, *n * 1_000 + *count as u64, *diff)));
+            Ok(())
+        }
+        fn partitioned(&self) -> bool {
+            true
+        }
+        fn shard(&self, data: &(u64, isize)) -> u64 {
+            data.0
+        }
+        fn assign(&mut self, writer: Option<usize>, writers: usize) -> std::result::Result<(), BoxError> {
+            self.writer = writer;
+            self.assigned.lock().expect("lock").push((writer, writers));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_partitioned_sink_writes_each_shard_on_its_own_worker_with_the_funnelled_updates() {
+        let records: Vec<(i64, String)> = (0..400).map(|i| (1_000 + 10 * i, ((i * 7) % 13).to_string())).collect();
+        let run = |workers: usize, partitioned: bool| {
+            let src = MemorySource::single("n", records.iter().map(|(t, v)| (*t, v.as_str())).collect()).with_batch(7);
+            let funnel = MemorySink::new();
+            let sharded = Sharded::default();
+            let (f, s) = (funnel.clone(), sharded.clone());
+            execute(
+                &ClusterConfig::threads(workers),
+                JobOptions::default(),
+                Sources::new().with("n", src),
+                move |ctx| {
+                    let counts = ctx.input("n", decode_number)?.count();
+                    if partitioned {
+                        ctx.output(counts, s.clone());
+                    } else {
+                        ctx.output(counts, f.clone());
+                    }
+                    Ok(())
+                },
+            )
+            .expect("job runs");
+            (funnel, sharded)
+        };
+        let (reference, _) = run(1, false);
+        let expected: Vec<(Time, u64, isize)> =
+            reference.updates().iter().map(|((n, c), t, d)| (*t, n * 1_000 + *c as u64, *d)).collect();
+        assert!(expected.len() > 100, "the run should have many updates");
+        for workers in [1, 2, 3] {
+            let (_, sharded) = run(workers, true);
+            let assigned = sharded.assigned.lock().expect("lock").clone();
+            let writers: BTreeSet<usize> = assigned.iter().filter_map(|(w, _)| *w).collect();
+            assert_eq!(writers, (0..workers).collect(), "every worker is a writer, once");
+            assert!(assigned.iter().all(|(_, n)| *n == workers));
+            let written = sharded.written.lock().expect("lock").clone();
+            for (writer, _, data, _) in &written {
+                assert_eq!((*data / 1_000) as usize % workers, *writer, "row {data} on writer {writer}");
+            }
+            for writer in 0..workers {
+                // Each writer gets the subsequence of the funnelled updates its shards own: same
+                // times, same order, all of a time at once.
+                let mine: Vec<(Time, u64, isize)> =
+                    written.iter().filter(|u| u.0 == writer).map(|u| (u.1, u.2, u.3)).collect();
+                let theirs: Vec<(Time, u64, isize)> =
+                    expected.iter().filter(|u| (u.1 / 1_000) as usize % workers == writer).copied().collect();
+                assert_eq!(mine, theirs, "writer {writer} of {workers}");
+            }
+        }
     }
 
     #[test]

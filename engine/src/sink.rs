@@ -2,8 +2,22 @@
 //!
 //! A [`Sink`] sees a timestamp's updates only once the dataflow's frontier has passed that
 //! timestamp, and then all of them at once, consolidated and sorted: `(data, diff)` pairs with no
-//! data repeated and no zero diff. All updates are routed to one worker (worker 0 of process 0),
-//! so the written output is the same byte for byte whatever the number of workers or processes.
+//! data repeated and no zero diff. By default all updates are routed to one worker (worker 0 of
+//! process 0), so the written output is the same byte for byte whatever the number of workers or
+//! processes.
+//!
+//! # Partitioned output
+//! Funnelling every update through one worker makes that worker the ceiling of a job whose
+//! output is large. A sink whose output is itself partitioned (a Kafka topic's partitions, a
+//! counter) says so ([`Sink::partitioned`]) and names each row's *shard* ([`Sink::shard`]); every
+//! worker of process 0 is then a *writer*, and writer `w` of `n` receives, consolidates and writes
+//! the rows whose shard is `w` modulo `n`, each through its own clone of the sink (told which
+//! writer it is by [`Sink::assign`]). The guarantees are per writer and so per shard: each writer
+//! sees a time's updates of its shards only once the frontier has passed the time, all at once,
+//! sorted by data (so a shard receives exactly the subsequence a funnelled sink would give it),
+//! and keeps its own durable progress; a checkpoint waits for the slowest writer. Writers are
+//! process 0's workers, because process 0 is where checkpoints are gated on durable progress;
+//! in a cluster of several processes the others compute and route but do not write.
 //!
 //! # Final and provisional times (restartable jobs)
 //! A restartable job may be run again over more input: a daily backfill, a job that stopped when
@@ -36,8 +50,9 @@ use crate::{Collection, Diff};
 
 /// Receives a pipeline's output, one completed timestamp at a time.
 ///
-/// Handles are cloned onto every worker, but only worker 0's is ever written to, so resources
-/// (files, connections) should be opened lazily, on the first call.
+/// Handles are cloned onto every worker, but only worker 0's is ever written to (or, for a
+/// [`partitioned`](Self::partitioned) sink, each writer's), so resources (files, connections)
+/// should be opened lazily, on the first call.
 pub trait Sink<D>: Clone + Send + Sync + 'static {
     /// All updates at `time`, consolidated and sorted by data. Called once per time, in time order.
     fn write(&mut self, time: Time, updates: &[(D, Diff)]) -> Result<(), BoxError>;
@@ -77,6 +92,23 @@ pub trait Sink<D>: Clone + Send + Sync + 'static {
     fn durable_upper(&self) -> Option<Time> {
         None
     }
+    /// Whether every worker of process 0 writes the rows of its own shards (see "Partitioned
+    /// output" in the module docs) instead of worker 0 writing all of them.
+    fn partitioned(&self) -> bool {
+        false
+    }
+    /// A partitioned sink's shard of `data` (writer `shard % writers` writes it): a pure function
+    /// of the row and of what [`assign`](Self::assign) learned, the same on every worker.
+    fn shard(&self, _data: &D) -> u64 {
+        0
+    }
+    /// A partitioned sink: called once on every worker's clones, before any other call. `writer`
+    /// is `Some(w)` on the clone that writes the shards `w` modulo `writers`, `None` on a clone
+    /// that only computes shards to route rows. A clone that shares state with others (as
+    /// [`BoxedSink`](crate::BoxedSink) does) takes a state of its own here.
+    fn assign(&mut self, _writer: Option<usize>, _writers: usize) -> Result<(), BoxError> {
+        Ok(())
+    }
 }
 
 /// How a sink of a restartable job reports durability.
@@ -86,25 +118,41 @@ pub(crate) struct SinkDurability {
     pub restored_frontier: Time,
 }
 
-/// Attaches `sink` to `collection` behind the consistency protocol. Returns nothing: completion is
-/// tracked by the runtime through `open_sinks`.
-pub(crate) fn consistent_sink<D, S>(
-    collection: Collection<'_, D>,
-    mut sink: S,
-    metrics: Arc<Metrics>,
-    open_sinks: std::rc::Rc<std::cell::Cell<usize>>,
-    frontiers: OutputFrontiers,
-    board: Board,
-    durable: Option<SinkDurability>,
-) where
+/// What the runtime hands a sink's operator.
+pub(crate) struct SinkSetup {
+    /// The sink's ordinal among the job's sinks (the same on every worker).
+    pub ordinal: usize,
+    /// Writers: 1, or process 0's workers for a partitioned sink.
+    pub writers: usize,
+    pub metrics: Arc<Metrics>,
+    /// Completion is tracked by the runtime through this count.
+    pub open_sinks: std::rc::Rc<std::cell::Cell<usize>>,
+    pub frontiers: OutputFrontiers,
+    pub board: Board,
+    pub durable: Option<SinkDurability>,
+}
+
+/// Attaches `sink` to `collection` behind the consistency protocol.
+pub(crate) fn consistent_sink<D, S>(collection: Collection<'_, D>, mut sink: S, setup: SinkSetup)
+where
     D: differential_dataflow::ExchangeData + Ord,
     S: Sink<D>,
 {
+    let SinkSetup { ordinal, writers, metrics, open_sinks, frontiers, board, durable } = setup;
     open_sinks.set(open_sinks.get() + 1);
     let scope = collection.inner.scope();
-    // Only worker 0 ever receives updates (the exchange below); only it may touch the sink, or
-    // other workers would open (and truncate) the same file when they finish.
-    let writes = scope.index() == 0;
+    // Only writers ever receive updates (the exchange below); only they may touch the sink, or
+    // other workers would open (and truncate) the same file when they finish. Timely numbers the
+    // workers of process `p` from `p * workers`, so writers `0..writers` are process 0's.
+    let writer = (scope.index() < writers).then_some(scope.index());
+    let writes = writer.is_some();
+    // The clone that computes each row's writer, on every worker.
+    let mut router = sink.clone();
+    if sink.partitioned() {
+        if let Err(source) = router.assign(None, writers).and_then(|()| sink.assign(writer, writers)) {
+            metrics.fail(Error::Sink { time: 0, source });
+        }
+    }
     let resumable = durable.is_some();
     // Updates not yet complete, in arrival order. One flat buffer, sorted only when the frontier
     // moves: cheaper than a map lookup per update when most times are distinct milliseconds.
@@ -117,10 +165,21 @@ pub(crate) fn consistent_sink<D, S>(
     let frontier_slot = frontiers.register();
     // Restartable jobs: times before `resume_from` were written by an earlier run.
     let mut resume_from: Option<Time> = None;
-    let durable_slot = durable.as_ref().filter(|_| writes).map(|d| d.progress.register());
-    let route_all_to_worker_zero = Exchange::new(|_update: &(D, Time, Diff)| 0u64);
+    let durable_slot = match (&durable, writer) {
+        (Some(d), Some(w)) => Some(d.progress.register(ordinal, w, writers)),
+        _ => None,
+    };
+    let to_writer = Exchange::new(
+        move |update: &(D, Time, Diff)| {
+            if writers > 1 {
+                router.shard(&update.0) % writers as u64
+            } else {
+                0
+            }
+        },
+    );
     let mut builder = OperatorBuilder::new("ConsistentSink".to_string(), scope);
-    let mut input = builder.new_input(collection.inner, route_all_to_worker_zero);
+    let mut input = builder.new_input(collection.inner, to_writer);
     let activator = scope.activator_for(builder.operator_info().address);
     // `build_reschedule`: the sink stays incomplete (scheduled) until it has finished, even once
     // its input frontier is empty, because finishing may wait for the board's last reports.
@@ -144,7 +203,9 @@ pub(crate) fn consistent_sink<D, S>(
                         return !done;
                     }
                     Ok(from) => {
-                        d.progress.set(durable_slot.unwrap_or(0), from);
+                        if let Some(slot) = durable_slot {
+                            d.progress.set(slot, from);
+                        }
                         resume_from = Some(from);
                     }
                     Err(source) => {

@@ -195,6 +195,11 @@ struct ReplayArgs {
     /// 0.6.0 does not). A restart then fences any older run of the job.
     #[arg(long)]
     kafka_transactions: bool,
+    /// With --output kafka:TOPIC: the partitions of the output topic when the job creates it (an
+    /// existing topic keeps its own). Each worker writes the partitions it owns (partition p on
+    /// worker p % --workers), so more partitions than one let more workers write.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..))]
+    output_partitions: i32,
     /// Make the job restartable: save its state to this location (file:///dir, s3://bucket/prefix)
     /// every --checkpoint-every. Run the same command again after a crash: it goes on from the
     /// latest checkpoint, and the output ends exactly as an uninterrupted run's.
@@ -533,8 +538,14 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     for (info, input) in declared.iter().zip(&inputs) {
         sources = sources.with_shared(info.name.clone(), input.source.clone());
     }
-    let sink =
-        output(args.output.as_deref(), args.brokers.as_deref(), args.upsert, args.kafka_transactions, &pipeline_name)?;
+    let sink = output(
+        args.output.as_deref(),
+        args.brokers.as_deref(),
+        args.upsert,
+        args.kafka_transactions,
+        args.output_partitions,
+        &pipeline_name,
+    )?;
     let report = pipeline.run_json(&cluster, options, sources, sink);
     drop(watcher);
     let report = report.with_context(|| format!("running {} over {:?}", pipeline_name, topics))?;

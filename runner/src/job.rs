@@ -162,8 +162,13 @@ pub fn output<D: serde::Serialize + kappa_engine::Keyed + Send + 'static>(
     brokers: Option<&str>,
     upsert: bool,
     transactional: bool,
+    partitions: i32,
     job: &str,
 ) -> anyhow::Result<kappa_engine::BoxedSink<D>> {
+    anyhow::ensure!(
+        partitions == 1 || spec.is_some_and(|s| s.starts_with("kafka:")),
+        "--output-partitions is for --output kafka:TOPIC"
+    );
     if let Some(url) = spec.filter(|s| s.starts_with("postgres://") || s.starts_with("postgresql://")) {
         anyhow::ensure!(!upsert && !transactional, "--upsert and --kafka-transactions are for --output kafka:TOPIC");
         let config = kappa_connectors::PostgresSinkConfig::parse(url, job, job)?;
@@ -188,6 +193,7 @@ pub fn output<D: serde::Serialize + kappa_engine::Keyed + Send + 'static>(
                 config.mode = kappa_connectors::SinkMode::Upsert;
             }
             config.transactional = transactional;
+            config.partitions = partitions;
             Ok(kappa_engine::BoxedSink::new(kappa_connectors::KafkaSink::<D>::new(config)))
         }
         None => {

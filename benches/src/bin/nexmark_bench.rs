@@ -30,10 +30,17 @@ struct Args {
 #[derive(Clone, Default)]
 struct Counting(Arc<AtomicU64>);
 
+/// Partitioned (see the engine's `sink` module): every worker counts the rows of its shards.
 impl Sink<Row> for Counting {
     fn write(&mut self, _time: Time, updates: &[(Row, Diff)]) -> Result<(), BoxError> {
         self.0.fetch_add(updates.len() as u64, Ordering::Relaxed);
         Ok(())
+    }
+    fn partitioned(&self) -> bool {
+        true
+    }
+    fn shard(&self, data: &Row) -> u64 {
+        differential_dataflow::Hashable::hashed(data)
     }
 }
 

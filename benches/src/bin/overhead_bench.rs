@@ -61,10 +61,18 @@ const LATENESS_MS: u64 = 5_000;
 #[derive(Clone, Default)]
 struct Counting(Arc<AtomicU64>);
 
-impl<D: Clone + 'static> Sink<D> for Counting {
+/// Partitioned (see the engine's `sink` module): every worker counts the rows of its shards, as a
+/// Kafka output with a partition per worker writes them.
+impl<D: Clone + std::hash::Hash + 'static> Sink<D> for Counting {
     fn write(&mut self, _time: Time, updates: &[(D, Diff)]) -> Result<(), BoxError> {
         self.0.fetch_add(updates.len() as u64, Ordering::Relaxed);
         Ok(())
+    }
+    fn partitioned(&self) -> bool {
+        true
+    }
+    fn shard(&self, data: &D) -> u64 {
+        differential_dataflow::Hashable::hashed(data)
     }
 }
 
@@ -150,7 +158,7 @@ fn without_sink<D, B>(
     build: B,
 ) -> anyhow::Result<f64>
 where
-    D: differential_dataflow::ExchangeData + Ord,
+    D: differential_dataflow::ExchangeData + Ord + std::hash::Hash,
     B: for<'s> Fn(&mut kappa_engine::Context<'s>) -> kappa_engine::Result<kappa_engine::Collection<'s, D>>
         + Send
         + Sync

@@ -26,11 +26,22 @@
 //!    compared, [`TAIL_CHUNK`] records of a partition at a time, so a restart after a long
 //!    stretch without progress holds a few chunks in memory, not the whole stretch.
 //!
+//! # Partitioned writing
+//! The sink is [partitioned](Sink::partitioned): the shard of a row is its output partition, and
+//! with `n` workers writer `w` writes the partitions `p` with `p % n == w`, with a producer of its
+//! own (transactional id `<id>-<w>` when `n > 1`). Each writer's progress record, keyed
+//! `<topic>#<w>/<n>`, names only its partitions. A partition's sequence is the one a single
+//! writer would give it (a writer sees the time's rows of its partitions sorted, as one writer
+//! sees all of them), so the topic holds the same records whatever the number of workers. A
+//! restart takes, for each partition, the newest progress record that names it; a writer resumes
+//! from the upper its partitions share. If they do not share one (the last run had another number
+//! of workers and crashed mid-way), the job stops and says to restart once with that number.
+//!
 //! A restart assumes the previous run is dead (a crash, a kill); two runs writing at once are not
 //! fenced. Consumers see a time's records as they are produced, not atomically: each record
 //! carries its time (changelog) so a reader can group them.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::marker::PhantomData;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -97,6 +108,9 @@ impl KafkaSinkConfig {
 
 /// A record's key and value (`None`: a tombstone).
 type KeyValue = (Vec<u8>, Option<Vec<u8>>);
+/// What a progress record says of one partition: the upper, where the partition ended, and the
+/// writer that recorded it.
+type RecordedEnd = (Time, i64, Option<(usize, usize)>);
 
 /// How often progress is recorded while data flows.
 const COMMIT_EVERY: Duration = Duration::from_millis(100);
@@ -121,6 +135,9 @@ pub struct KafkaSink<D> {
     last_commit: Instant,
     /// Everything below this is written and recorded.
     durable: Option<Time>,
+    /// Partitioned writing ([`Sink::assign`]): this clone's writer index and the writers; `None`
+    /// for the only writer, which writes every partition.
+    writer: Option<(usize, usize)>,
     _data: PhantomData<fn(D)>,
 }
 
@@ -160,7 +177,18 @@ impl rdkafka::producer::ProducerContext for Deliveries {
 struct Progress {
     upper: Time,
     ends: BTreeMap<i32, i64>,
+    /// The writer that recorded it and how many there were (records of a single writer, and
+    /// those written before partitioned writing, have neither).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    writer: Option<(usize, usize)>,
 }
+
+/// Serializes topic creation and metadata reads among this process's writers, which all assign
+/// themselves at once when a job starts.
+static TOPICS: Mutex<()> = Mutex::new(());
+
+/// Records of the progress topic read at once when a restart looks back for progress records.
+const PROGRESS_WINDOW: i64 = 256;
 
 impl<D> KafkaSink<D> {
     /// A sink that connects lazily, on first use (only worker 0's clone ever does).
@@ -174,8 +202,51 @@ impl<D> KafkaSink<D> {
             in_transaction: false,
             last_commit: Instant::now(),
             durable: None,
+            writer: None,
             _data: PhantomData,
         }
+    }
+
+    /// Whether this clone writes `partition`.
+    fn owns(&self, partition: i32) -> bool {
+        self.writer.is_none_or(|(w, n)| partition as usize % n == w)
+    }
+
+    /// The key of this writer's progress records.
+    fn progress_key(&self) -> String {
+        match self.writer {
+            Some((w, n)) => format!("{}#{w}/{n}", self.config.topic),
+            None => self.config.topic.clone(),
+        }
+    }
+
+    /// Creates the topics if missing; learns the output topic's partitions.
+    fn ensure_topics(&mut self) -> Result<(), BoxError> {
+        let _creating = TOPICS.lock().unwrap_or_else(|p| p.into_inner());
+        // An upsert topic *is* the view once compacted; the progress topic needs only its last
+        // records. Replication is the broker's default.
+        let compacted: &[(&str, &str)] = &[("cleanup.policy", "compact")];
+        let output_config: &[(&str, &str)] = if self.config.mode == SinkMode::Upsert { compacted } else { &[] };
+        for (topic, partitions, config) in [
+            (self.config.topic.clone(), self.config.partitions, output_config),
+            (self.config.progress_topic(), 1, compacted),
+        ] {
+            // Create only what is missing (some brokers, like librdkafka's mock, cannot create).
+            if admin::partitions(&self.config.brokers, &topic).is_err() {
+                admin::create_topic_with(&self.config.brokers, &topic, partitions, None, config)?;
+            }
+        }
+        // Another process may have just created the topic: its metadata can take a moment.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let partitions = loop {
+            match admin::partitions(&self.config.brokers, &self.config.topic) {
+                Ok(partitions) => break partitions,
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+                Err(e) => return Err(e.into()),
+            }
+        };
+        self.partitions = partitions.len().max(1) as i32;
+        Ok(())
     }
 
     fn failed(&self, what: &str, e: impl std::fmt::Display) -> BoxError {
@@ -191,29 +262,21 @@ impl<D> KafkaSink<D> {
         if self.producer.is_some() {
             return Ok(());
         }
-        // An upsert topic *is* the view once compacted; the progress topic needs only its last
-        // record. Replication is the broker's default.
-        let compacted: &[(&str, &str)] = &[("cleanup.policy", "compact")];
-        let output_config: &[(&str, &str)] = if self.config.mode == SinkMode::Upsert { compacted } else { &[] };
-        for (topic, partitions, config) in [
-            (self.config.topic.clone(), self.config.partitions, output_config),
-            (self.config.progress_topic(), 1, compacted),
-        ] {
-            // Create only what is missing (some brokers, like librdkafka's mock, cannot create).
-            if admin::partitions(&self.config.brokers, &topic).is_err() {
-                admin::create_topic_with(&self.config.brokers, &topic, partitions, None, config)?;
-            }
-        }
-        self.partitions = admin::partitions(&self.config.brokers, &self.config.topic)?.len().max(1) as i32;
+        self.ensure_topics()?;
         // Where each output partition ends now; delivery reports move the ends on.
         let ends = admin::watermarks(&self.config.brokers, &self.config.topic)?
             .into_iter()
+            .filter(|(p, _)| self.owns(*p))
             .map(|(p, (_, high))| (p, high))
             .collect();
         let mut settings = client_config(&self.config.brokers);
         settings.set("enable.idempotence", "true").set("linger.ms", "5").set("message.timeout.ms", "300000");
         if self.config.transactional {
-            settings.set("transactional.id", &self.config.transactional_id).set("transaction.timeout.ms", "300000");
+            let id = match self.writer {
+                Some((w, n)) if n > 1 => format!("{}-{w}", self.config.transactional_id),
+                _ => self.config.transactional_id.clone(),
+            };
+            settings.set("transactional.id", &id).set("transaction.timeout.ms", "300000");
         }
         let deliveries =
             Deliveries { topic: self.config.topic.clone(), ends: Mutex::new(ends), error: Mutex::default() };
@@ -282,8 +345,8 @@ impl<D> KafkaSink<D> {
             return Err(self.failed("delivering output", error));
         }
         let ends = producer.context().ends.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let progress = serde_json::to_vec(&Progress { upper, ends })?;
-        let key = self.config.topic.clone().into_bytes();
+        let progress = serde_json::to_vec(&Progress { upper, ends, writer: self.writer })?;
+        let key = self.progress_key().into_bytes();
         self.send(&self.config.progress_topic(), 0, &key, Some(&progress))?;
         let producer = self.producer.as_ref().ok_or("kafka sink used before it connected")?;
         if self.in_transaction {
@@ -299,6 +362,38 @@ impl<D> KafkaSink<D> {
         self.last_commit = Instant::now();
         self.durable = Some(upper);
         Ok(())
+    }
+
+    /// The newest progress record naming each of `partitions`: `(upper, end, writer)`. Reads the
+    /// progress topic backwards, a window at a time, until every partition is named or the topic
+    /// begins (a partition no record names has no durable output yet).
+    fn recorded_progress(&self, partitions: &[i32]) -> Result<BTreeMap<i32, RecordedEnd>, BoxError> {
+        let progress_topic = self.config.progress_topic();
+        let marks = admin::watermarks(&self.config.brokers, &progress_topic)?;
+        let (low, high) = marks.get(&0).copied().unwrap_or((0, 0));
+        let mut found = BTreeMap::new();
+        let (mut end, mut window) = (high, PROGRESS_WINDOW);
+        while end > low && partitions.iter().any(|p| !found.contains_key(p)) {
+            let start = low.max(end - window);
+            // In transactional mode some offsets are commit markers, which are not read.
+            for (key, value) in self.read(&progress_topic, 0, start, end)?.into_iter().rev() {
+                let Some(value) = value else { continue };
+                // Only this output's records (the topic is named after it; be strict anyway).
+                let key = String::from_utf8_lossy(&key);
+                if key != self.config.topic && !key.starts_with(&format!("{}#", self.config.topic)) {
+                    continue;
+                }
+                let progress = serde_json::from_slice::<Progress>(&value).map_err(|e| {
+                    format!("{progress_topic} holds a damaged progress record ({e}); write to a new topic")
+                })?;
+                for (partition, offset) in progress.ends {
+                    found.entry(partition).or_insert((progress.upper, offset, progress.writer));
+                }
+            }
+            end = start;
+            window = window.saturating_mul(4);
+        }
+        Ok(found)
     }
 
     /// Reads `[from, to)` of one partition.
@@ -511,21 +606,31 @@ impl<D: Serialize + Keyed + 'static> Sink<D> for KafkaSink<D> {
 
     fn resume(&mut self) -> Result<Time, BoxError> {
         self.connect()?;
-        let progress_topic = self.config.progress_topic();
-        let marks = admin::watermarks(&self.config.brokers, &progress_topic)?;
-        let (low, high) = marks.get(&0).copied().unwrap_or((0, 0));
-        // The last few offsets: in transactional mode the very last ones are commit markers.
-        let last = self.read(&progress_topic, 0, low.max(high - 16), high)?;
-        let progress = match last.last() {
-            Some((_, Some(value))) => serde_json::from_slice::<Progress>(value)
-                .map_err(|e| format!("{progress_topic} holds a damaged progress record ({e}); write to a new topic"))?,
-            _ => Progress { upper: 0, ends: BTreeMap::new() },
-        };
+        let marks = admin::watermarks(&self.config.brokers, &self.config.topic)?;
+        let mine: Vec<i32> = marks.keys().copied().filter(|p| self.owns(*p)).collect();
+        // Per partition of this writer, the newest progress record naming it: `(upper, end)`.
+        let recorded = self.recorded_progress(&mine)?;
+        let uppers: BTreeSet<Time> = mine.iter().map(|p| recorded.get(p).map_or(0, |r| r.0)).collect();
+        if uppers.len() > 1 {
+            let described: Vec<String> =
+                mine.iter().map(|p| format!("partition {p} to {}", recorded.get(p).map_or(0, |r| r.0))).collect();
+            let workers = recorded.values().filter_map(|r| r.2).map(|(_, n)| n).max().unwrap_or(1);
+            return Err(format!(
+                "topic `{}` was last recorded complete to different times for partitions this worker now writes ({}): \
+                 the last run had {workers} worker(s) and stopped mid-way; restart once with --workers {workers}, then \
+                 change the number of workers",
+                self.config.topic,
+                described.join(", ")
+            )
+            .into());
+        }
+        let upper = uppers.first().copied().unwrap_or(0);
         // What the crashed run wrote after its last progress record: the start of what this run
         // would write from `upper` on, partition by partition, read as it is compared.
         let mut partitions = BTreeMap::new();
-        for (partition, (log_start, high)) in admin::watermarks(&self.config.brokers, &self.config.topic)? {
-            let from = progress.ends.get(&partition).copied().unwrap_or(log_start);
+        for partition in mine {
+            let (log_start, high) = marks[&partition];
+            let from = recorded.get(&partition).map_or(log_start, |r| r.1);
             if from < high {
                 tracing::info!(
                     "{} partition {partition}: offsets {from}..{high} were written after the last progress record; \
@@ -541,12 +646,32 @@ impl<D: Serialize + Keyed + 'static> Sink<D> for KafkaSink<D> {
             partitions,
             peak: 0,
         });
-        self.durable = Some(progress.upper);
-        Ok(progress.upper)
+        self.durable = Some(upper);
+        Ok(upper)
     }
 
     fn durable_upper(&self) -> Option<Time> {
         self.durable
+    }
+
+    fn partitioned(&self) -> bool {
+        true
+    }
+
+    /// The row's output partition.
+    fn shard(&self, data: &D) -> u64 {
+        match serde_json::to_vec(&data.key()) {
+            Ok(key) => self.partition_of(&key) as u64,
+            // It fails again when written, on its writer, and fails the job there.
+            Err(_) => 0,
+        }
+    }
+
+    fn assign(&mut self, writer: Option<usize>, writers: usize) -> Result<(), BoxError> {
+        self.ensure_topics()?;
+        // A single writer writes as an unpartitioned sink does (its progress records unchanged).
+        self.writer = writer.filter(|_| writers > 1).map(|w| (w, writers));
+        Ok(())
     }
 }
 
@@ -646,5 +771,102 @@ mod tests {
         let written: i64 =
             admin::watermarks(&brokers, "long").expect("watermarks").values().map(|(_, high)| high).sum();
         assert_eq!(written, rows.len() as i64, "nothing written twice");
+    }
+
+    fn partition_values(brokers: &str, topic: &str) -> BTreeMap<i32, Vec<String>> {
+        let sink = KafkaSink::<Row>::new(KafkaSinkConfig::new(brokers, topic));
+        admin::watermarks(brokers, topic)
+            .expect("watermarks")
+            .into_iter()
+            .map(|(p, (_, high))| {
+                let records = sink.read(topic, p, 0, high).expect("read");
+                (
+                    p,
+                    records
+                        .into_iter()
+                        .map(|(_, v)| String::from_utf8(v.unwrap_or_default()).expect("utf-8"))
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn two_writers_write_what_one_writes_and_each_resumes_from_its_own_progress() {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        let brokers = cluster.bootstrap_servers();
+        for topic in ["one", "two"] {
+            cluster.create_topic(topic, 4, 1).expect("topic");
+            cluster.create_topic(&format!("{topic}.kappa-progress"), 1, 1).expect("topic");
+        }
+        // At time t every id's row moves from n = t - 1 to n = t: sorted, consolidated updates.
+        let at = |t: u64| -> Vec<(Row, Diff)> {
+            let mut rows: Vec<(Row, Diff)> = (0..40)
+                .flat_map(|id| [(Row { id, n: t - 1 }, -1), (Row { id, n: t }, 1)])
+                .filter(|(row, _)| row.n > 0)
+                .collect();
+            rows.sort();
+            rows
+        };
+        let mut one = KafkaSink::<Row>::new(KafkaSinkConfig::new(&brokers, "one"));
+        assert_eq!(one.resume().expect("resume"), 0);
+        for t in 1..=3 {
+            one.write(t, &at(t)).expect("write");
+        }
+        one.finish(Time::MAX).expect("finish");
+
+        let writer = |w: usize| {
+            let mut sink = KafkaSink::<Row>::new(KafkaSinkConfig::new(&brokers, "two"));
+            sink.assign(Some(w), 2).expect("assign");
+            sink
+        };
+        let mine = |sink: &KafkaSink<Row>, t: u64, w: u64| -> Vec<(Row, Diff)> {
+            at(t).into_iter().filter(|(row, _)| sink.shard(row) % 2 == w).collect()
+        };
+        // Writer 0 writes everything; writer 1 records time 1 complete, writes time 2 and dies.
+        let mut zero = writer(0);
+        assert_eq!(zero.resume().expect("resume"), 0);
+        for t in 1..=3 {
+            let rows = mine(&zero, t, 0);
+            zero.write(t, &rows).expect("write");
+        }
+        zero.finish(Time::MAX).expect("finish");
+        let mut first = writer(1);
+        assert_eq!(first.resume().expect("resume"), 0);
+        let rows = mine(&first, 1, 1);
+        first.write(1, &rows).expect("write");
+        std::thread::sleep(COMMIT_EVERY);
+        first.advanced(2).expect("progress");
+        let rows = mine(&first, 2, 1);
+        first.write(2, &rows).expect("write");
+        first.producer.as_ref().expect("connected").flush(TIMEOUT).expect("flush");
+        std::mem::forget(first);
+
+        // One worker cannot take over partitions recorded complete to different times.
+        let error = KafkaSink::<Row>::new(KafkaSinkConfig::new(&brokers, "two"))
+            .resume()
+            .expect_err("partitions disagree")
+            .to_string();
+        assert!(error.contains("restart once with --workers 2"), "{error}");
+
+        // Writer 1 again: it resumes from its own progress, checks what it wrote of time 2, goes on.
+        let mut again = writer(1);
+        assert_eq!(again.resume().expect("resume"), 2);
+        for t in 2..=3 {
+            let rows = mine(&again, t, 1);
+            again.write(t, &rows).expect("write");
+        }
+        again.finish(Time::MAX).expect("finish");
+
+        let expected = partition_values(&brokers, "one");
+        assert_eq!(expected.values().filter(|records| !records.is_empty()).count(), 4, "rows in every partition");
+        assert_eq!(
+            partition_values(&brokers, "two"),
+            expected,
+            "each partition's records, once, in one writer's order"
+        );
+        // Now every partition is complete to the end: one worker can take the output over.
+        let mut single = KafkaSink::<Row>::new(KafkaSinkConfig::new(&brokers, "two"));
+        assert_eq!(single.resume().expect("resume"), Time::MAX);
     }
 }

@@ -15,12 +15,16 @@ fn events(n: usize, seed: u64) -> Vec<(i32, Like)> {
 }
 
 /// `kappa replay` of like counts from `topic` on `brokers` into `output`, plus `extra`; without an
-/// `--exit-when-idle` in `extra`, it exits after 2 s idle.
+/// `--exit-when-idle` in `extra`, it exits after 2 s idle. A Kafka output has three partitions
+/// unless `extra` says otherwise, so that the trials' two workers both write (partitioned output).
 fn replay_args<'a>(topic: &'a str, brokers: &'a str, output: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args =
         vec!["replay", "--pipeline", "like-counts", "--topic", topic, "--brokers", brokers, "--output", output];
     if !extra.contains(&"--exit-when-idle") {
         args.extend(["--exit-when-idle", "2s"]);
+    }
+    if output.starts_with("kafka:") && !extra.contains(&"--output-partitions") {
+        args.extend(["--output-partitions", "3"]);
     }
     args.extend_from_slice(extra);
     args
@@ -40,14 +44,16 @@ fn kafka_changelog_holds_the_file_output_and_upsert_holds_the_final_view() {
     assert!(lines.len() > 100);
 
     let changelog = unique("counts");
-    kappa_ok(&replay_args(&topic, &tansu.brokers, &format!("kafka:{changelog}"), &[]), &[]);
+    // One partition: its records are the file's lines in order.
+    let one = ["--output-partitions", "1"];
+    kappa_ok(&replay_args(&topic, &tansu.brokers, &format!("kafka:{changelog}"), &one), &[]);
     let records = consume_committed(&tansu.brokers, &changelog);
     let values: Vec<String> = records.iter().map(|(_, v)| v.clone().expect("changelog has no tombstones")).collect();
     assert_eq!(values, lines, "the changelog topic holds the file's updates, in order");
     assert!(records.iter().all(|(k, _)| k.starts_with("{\"post\":")), "keyed by the row's key fields");
 
     let upsert = unique("view");
-    kappa_ok(&replay_args(&topic, &tansu.brokers, &format!("kafka:{upsert}"), &["--upsert"]), &[]);
+    kappa_ok(&replay_args(&topic, &tansu.brokers, &format!("kafka:{upsert}"), &["--upsert", "-w", "2"]), &[]);
     let mut view: BTreeMap<String, String> = BTreeMap::new();
     for (key, value) in consume_committed(&tansu.brokers, &upsert) {
         match value {
