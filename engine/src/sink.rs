@@ -149,7 +149,9 @@ where
     // The clone that computes each row's writer, on every worker.
     let mut router = sink.clone();
     if sink.partitioned() {
-        if let Err(source) = router.assign(None, writers).and_then(|()| sink.assign(writer, writers)) {
+        // One writer needs no routing: its router is never asked for a shard.
+        let routed = if writers > 1 { router.assign(None, writers) } else { Ok(()) };
+        if let Err(source) = routed.and_then(|()| sink.assign(writer, writers)) {
             metrics.fail(Error::Sink { time: 0, source });
         }
     }
