@@ -373,6 +373,7 @@ impl<D> KafkaSink<D> {
         let (low, high) = marks.get(&0).copied().unwrap_or((0, 0));
         let mut found = BTreeMap::new();
         let (mut end, mut window) = (high, PROGRESS_WINDOW);
+        let writer_prefix = format!("{}#", self.config.topic);
         while end > low && partitions.iter().any(|p| !found.contains_key(p)) {
             let start = low.max(end - window);
             // In transactional mode some offsets are commit markers, which are not read.
@@ -380,7 +381,7 @@ impl<D> KafkaSink<D> {
                 let Some(value) = value else { continue };
                 // Only this output's records (the topic is named after it; be strict anyway).
                 let key = String::from_utf8_lossy(&key);
-                if key != self.config.topic && !key.starts_with(&format!("{}#", self.config.topic)) {
+                if key != self.config.topic && !key.starts_with(&writer_prefix) {
                     continue;
                 }
                 let progress = serde_json::from_slice::<Progress>(&value).map_err(|e| {
@@ -608,6 +609,12 @@ impl<D: Serialize + Keyed + 'static> Sink<D> for KafkaSink<D> {
         self.connect()?;
         let marks = admin::watermarks(&self.config.brokers, &self.config.topic)?;
         let mine: Vec<i32> = marks.keys().copied().filter(|p| self.owns(*p)).collect();
+        if mine.is_empty() {
+            // A writer with no partition (more workers than partitions) writes nothing, so nothing
+            // of its output can be missing: it must not hold a restart or a checkpoint back.
+            self.durable = Some(Time::MAX);
+            return Ok(Time::MAX);
+        }
         // Per partition of this writer, the newest progress record naming it: `(upper, end)`.
         let recorded = self.recorded_progress(&mine)?;
         let uppers: BTreeSet<Time> = mine.iter().map(|p| recorded.get(p).map_or(0, |r| r.0)).collect();
@@ -868,5 +875,20 @@ mod tests {
         // Now every partition is complete to the end: one worker can take the output over.
         let mut single = KafkaSink::<Row>::new(KafkaSinkConfig::new(&brokers, "two"));
         assert_eq!(single.resume().expect("resume"), Time::MAX);
+    }
+
+    #[test]
+    fn a_writer_without_partitions_never_holds_a_restart_back() {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        let brokers = cluster.bootstrap_servers();
+        cluster.create_topic("narrow", 1, 1).expect("topic");
+        cluster.create_topic("narrow.kappa-progress", 1, 1).expect("topic");
+        // Two workers, one partition: worker 1 owns none, so all it has written is all there is.
+        let mut idle = KafkaSink::<Row>::new(KafkaSinkConfig::new(&brokers, "narrow"));
+        idle.assign(Some(1), 2).expect("assign");
+        assert_eq!(idle.resume().expect("resume"), Time::MAX);
+        let mut busy = KafkaSink::<Row>::new(KafkaSinkConfig::new(&brokers, "narrow"));
+        busy.assign(Some(0), 2).expect("assign");
+        assert_eq!(busy.resume().expect("resume"), 0, "worker 0 owns the partition, with nothing durable yet");
     }
 }
